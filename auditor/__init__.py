@@ -1,0 +1,1 @@
+"""pgolf auditor: static and dynamic checks of Parameter Golf submissions."""

@@ -1,0 +1,1 @@
+"""pgolf builder: turns run directories into PR-ready record folders."""

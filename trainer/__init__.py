@@ -1,0 +1,1 @@
+"""pgolf trainer: data, model, optimizers, quantization, export, evaluation and legal test-time training."""
