@@ -36,6 +36,7 @@ class Hyperparameters:
     seed: int = _f(1337, "SEED", "random seed", "run")
     device: str = _f("auto", "DEVICE", "auto, cuda or cpu", "run", ["auto", "cuda", "cpu"])
     compile: int = _f(1, "TORCH_COMPILE", "torch.compile the model on CUDA (ignored on CPU)", "run")
+    save_raw_model: int = _f(0, "SAVE_RAW_MODEL", "also save the pre-quantization weights (final_model.pt; final_model.rank<R>.pt per rank when distributed)", "run")
     sdpa_backend: str = _f("auto", "SDPA_BACKEND", "attention kernel: auto (FA3 if importable, else fastest SDPA), fa3, cudnn, flash, efficient, math", "run", ["auto", "fa3", "cudnn", "flash", "efficient", "math"])
     # --- schedule ------------------------------------------------------------------------------
     iterations: int = _f(20000, "ITERATIONS", "number of optimizer steps", "train")
