@@ -1,0 +1,217 @@
+"""Per-row symmetric integer quantization and the name-pattern precision scheme.
+
+One code path serves both QAT (trainer/qat.py fake-quantizes with it every step) and export (trainer/artifact.py
+stores its q/scale), so the weight seen in training equals the weight reloaded from the artifact bit for bit:
+
+- the row clip is a percentile of |w| (linear interpolation between sorted values, 100 = row max);
+- the scale clip/(2^(bits-1)-1) is rounded to fp16 *before* quantizing, and q = clamp(round(w/scale)) uses that
+  fp16 scale, so dequantize(q, scale) = q * scale needs nothing that was not stored;
+- all arithmetic is fp32 elementwise IEEE (sort, divide, round-half-even), identical on CPU and CUDA.
+
+Tensors with more than two dims are quantized per row of their last dimension (a [L, R, C] bank quantizes exactly
+like its L separate [R, C] matrices).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import torch
+
+from trainer.errors import PgolfError
+
+# Names of per-channel control vectors kept in fp32 regardless of size (the records' CONTROL_TENSOR_NAME_PATTERNS).
+CONTROL_TENSOR_PATTERNS = (
+    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain", "skip_weight",
+    "skip_weights", "smear", "dtg_gate", "ve_layer_scales", "ve_shared.scale", "attn_gate", "vr_lambda",
+)
+QUANT_MIN_BITS = 2
+QUANT_MAX_BITS = 8
+FLOAT_PRECISIONS = ("fp16", "fp32")
+# fp16 limits for the per-row scale: the smallest normal (keeps ~11 bits of scale precision) and the largest finite.
+_QSCALE_MIN = 2.0 ** -14
+_QSCALE_MAX = 65504.0
+
+
+def clip_range(bits: int) -> int:
+    """Largest code magnitude of a symmetric `bits`-bit quantizer: 7, 15, 31, 127 for int4/5/6/8."""
+    if not isinstance(bits, int) or not QUANT_MIN_BITS <= bits <= QUANT_MAX_BITS:
+        raise PgolfError(f"quantizer bits: expected an integer in {QUANT_MIN_BITS}..{QUANT_MAX_BITS}, got {bits!r}")
+    return (1 << (bits - 1)) - 1
+
+
+def precision_bits(precision: str) -> int:
+    """'int6' -> 6, 'fp16' -> 16, 'fp32' -> 32."""
+    if precision == "fp16":
+        return 16
+    if precision == "fp32":
+        return 32
+    if precision.startswith("int") and precision[3:].isdigit():
+        bits = int(precision[3:])
+        if QUANT_MIN_BITS <= bits <= QUANT_MAX_BITS:
+            return bits
+    raise PgolfError(
+        f"precision {precision!r}: expected int{QUANT_MIN_BITS}..int{QUANT_MAX_BITS}, fp16 or fp32"
+    )
+
+
+def parse_quant_scheme(scheme: str) -> list:
+    """'mlp:int4,attn:int6,*:int8' -> [('mlp', 'int4'), ('attn', 'int6'), ('*', 'int8')]; first match wins."""
+    if not isinstance(scheme, str) or not scheme.strip():
+        raise PgolfError(f"QUANT_SCHEME: expected 'pattern:precision,...' (e.g. 'mlp:int6,*:int8'), got {scheme!r}")
+    rules = []
+    for part in scheme.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        pattern, sep, precision = part.rpartition(":")
+        pattern, precision = pattern.strip(), precision.strip().lower()
+        if not sep or not pattern:
+            raise PgolfError(f"QUANT_SCHEME entry {part!r}: expected 'pattern:precision' in {scheme!r}")
+        precision_bits(precision)  # validates, raising a one-line error naming the precision
+        rules.append((pattern, precision))
+    if not rules:
+        raise PgolfError(f"QUANT_SCHEME: no 'pattern:precision' entries in {scheme!r}")
+    return rules
+
+
+def scheme_matches(pattern: str, name: str) -> bool:
+    """Does a scheme pattern select tensor `name`?
+
+    '*' matches everything; a pattern with glob characters is matched against the whole name (fnmatch); otherwise the
+    pattern must equal a run of whole dot-separated components ('mlp' selects 'blocks.0.mlp.fc.weight', 'attn.c_q'
+    selects 'blocks.3.attn.c_q.weight', but 'proj' does not select 'c_proj').
+    """
+    if pattern == "*":
+        return True
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    parts, want = name.split("."), pattern.split(".")
+    n = len(want)
+    return any(parts[i:i + n] == want for i in range(len(parts) - n + 1))
+
+
+def is_control_tensor(name: str) -> bool:
+    return any(p in name for p in CONTROL_TENSOR_PATTERNS)
+
+
+def precision_for(name: str, numel: int, h, ndim: int = 2, is_float: bool = True, rules=None) -> str:
+    """Storage precision of one tensor: 'raw' (non-float, stored as is), 'fp32' (control vectors), 'fp16'
+    (small or 1-D tensors), else the first QUANT_SCHEME rule matching `name` (int2..int8, fp16 or fp32)."""
+    if not is_float:
+        return "raw"
+    if is_control_tensor(name):
+        return "fp32"
+    if ndim < 2 or numel <= h.passthrough_max_numel:
+        return "fp16"
+    for pattern, precision in rules if rules is not None else parse_quant_scheme(h.quant_scheme):
+        if scheme_matches(pattern, name):
+            return precision
+    raise PgolfError(
+        f"QUANT_SCHEME {h.quant_scheme!r}: no rule matches tensor {name!r}; end the scheme with '*:int8' (or another default)"
+    )
+
+
+def parse_clip_search(text: str) -> list:
+    """QUANT_CLIP_SEARCH '99.9,99.99,100' -> [99.9, 99.99, 100.0] (empty -> [])."""
+    out = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            pct = float(part)
+        except ValueError:
+            raise PgolfError(f"QUANT_CLIP_SEARCH: expected comma-separated percentiles in (0, 100], got {part!r}") from None
+        out.append(_check_pct(pct, "QUANT_CLIP_SEARCH"))
+    return out
+
+
+def _check_pct(pct, where: str) -> float:
+    pct = float(pct)
+    if not 0.0 < pct <= 100.0:
+        raise PgolfError(f"{where}: clip percentile must be in (0, 100], got {pct}")
+    return pct
+
+
+def _rows_view(w: torch.Tensor) -> torch.Tensor:
+    """fp32 [rows, cols] view of a weight (1-D: one row; N-D: rows over all leading dims)."""
+    if w.ndim == 0:
+        raise PgolfError("quantize_rows: expected a tensor with at least one dimension, got a scalar")
+    if not torch.is_floating_point(w):
+        raise PgolfError(f"quantize_rows: expected a floating-point tensor, got {w.dtype}")
+    w32 = w.detach().float()
+    return w32.reshape(1, -1) if w32.ndim == 1 else w32.reshape(-1, w32.shape[-1])
+
+
+def row_clip_values(w2: torch.Tensor, clip_pct) -> torch.Tensor:
+    """Per-row clip magnitude: the `clip_pct` percentile of |w| (linear interpolation, like torch.quantile but with
+    no input-size limit); None or 100 gives the row max."""
+    a = w2.abs()
+    if clip_pct is None or float(clip_pct) >= 100.0:
+        return a.amax(dim=1)
+    n = a.shape[1]
+    pos = float(clip_pct) / 100.0 * (n - 1)
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    s = a.sort(dim=1).values
+    return s[:, lo] + (s[:, hi] - s[:, lo]) * frac
+
+
+def row_scales(w2: torch.Tensor, bits: int, clip_pct) -> torch.Tensor:
+    """fp16 per-row scale = clip / clip_range, kept inside fp16's normal range."""
+    cr = clip_range(bits)
+    clip = row_clip_values(w2, clip_pct)
+    return (clip / cr).clamp(_QSCALE_MIN, _QSCALE_MAX).to(torch.float16)
+
+
+def quantize_with_scale(w2: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
+    """int8 codes q = clamp(round(w / scale), -clip_range, clip_range) for fp32 [rows, cols] and fp16 [rows]."""
+    cr = clip_range(bits)
+    return torch.clamp(torch.round(w2 / scale.float()[:, None]), -cr, cr).to(torch.int8)
+
+
+def quantize_rows(w: torch.Tensor, bits: int, clip_pct=None, search=None):
+    """Per-row symmetric quantization -> (q int8 shaped like w, scale fp16 [rows]).
+
+    `clip_pct`: row clip percentile (None/100: row max). `search`: a list of percentiles (GPTQ-lite): each is tried
+    and the one with the lowest whole-matrix MSE wins (ties: the earliest); it overrides `clip_pct`.
+    """
+    q, scale, _pct = quantize_rows_search(w, bits, clip_pct, search)
+    return q, scale
+
+
+def quantize_rows_search(w: torch.Tensor, bits: int, clip_pct=None, search=None):
+    """quantize_rows plus the chosen clip percentile (third element; None means row max)."""
+    w2 = _rows_view(w)
+    candidates = [None if clip_pct is None else _check_pct(clip_pct, "quant clip_pct")]
+    if search:
+        candidates = [_check_pct(p, "quant clip search") for p in search]
+    best = None
+    for pct in candidates:
+        scale = row_scales(w2, bits, pct)
+        q = quantize_with_scale(w2, scale, bits)
+        if len(candidates) == 1:
+            best = (q, scale, pct)
+            break
+        err = (q.float() * scale.float()[:, None] - w2).square().sum().item()
+        if best is None or err < best[3]:
+            best = (q, scale, pct, err)
+    q, scale, pct = best[0], best[1], best[2]
+    return q.reshape(w.shape), scale, pct
+
+
+def dequantize_rows(q: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """q * scale per row (computed in fp32, returned in `dtype`), shaped like q."""
+    q2 = q.reshape(1, -1) if q.ndim == 1 else q.reshape(-1, q.shape[-1])
+    if scale.numel() != q2.shape[0]:
+        raise PgolfError(f"dequantize_rows: {q2.shape[0]} rows but {scale.numel()} scales")
+    out = q2.float() * scale.float().reshape(-1, 1)
+    return out.reshape(q.shape).to(dtype)
+
+
+def quant_mse(w: torch.Tensor, bits: int, clip_pct=None, search=None) -> float:
+    """Mean squared error of the round trip (a diagnostic for logs and tests)."""
+    q, scale = quantize_rows(w, bits, clip_pct, search)
+    return (dequantize_rows(q, scale) - w.detach().float()).square().mean().item()
