@@ -95,8 +95,7 @@ def run(h: Hyperparameters, code_bytes: int = 0, log_console: bool = True) -> di
     ctx = init_distributed(h)
     run_id = h.run_id or f"run_seed{h.seed}"
     out_dir = h.out_dir or os.path.join("runs", run_id)
-    if ctx.is_main:
-        os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(out_dir, exist_ok=True)
     log = RunLog(os.path.join(out_dir, "train.log"), ctx.is_main, console=log_console)
     try:
         return _run(h, ctx, log, out_dir, run_id, code_bytes)
