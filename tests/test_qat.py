@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from trainer.config import Hyperparameters
-from trainer.qat import fake_quantize, qat_bits_by_name, qat_clip_settings
-from trainer.quantize import dequantize_rows, quantize_rows
+from trainer.qat import fake_quantize, qat_clip_settings
+from trainer.quantize import dequantize_rows, qat_bits_by_name, quantize_rows
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

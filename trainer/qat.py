@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.quantize import dequantize_rows, parse_clip_search, parse_quant_scheme, precision_bits, precision_for, quantize_rows
+from trainer.quantize import dequantize_rows, parse_clip_search, quantize_rows
 
 
 class _FakeQuantSTE(torch.autograd.Function):
@@ -30,23 +30,6 @@ def fake_quantize(w: torch.Tensor, bits: int, clip_pct=None, search=None) -> tor
     exact weights the artifact will hold. clip_pct None/100 uses the row max, the cheapest variant.
     """
     return _FakeQuantSTE.apply(w, int(bits), clip_pct, tuple(search) if search else None)
-
-
-def qat_bits_by_name(named_params, h) -> dict:
-    """{export name: bits} for every parameter the export scheme stores as int2..int8 (same rules as export).
-
-    `named_params`: iterable of (name, tensor) using the model's export names (model.export_state_dict() items or
-    named_parameters() when they coincide).
-    """
-    rules = parse_quant_scheme(h.quant_scheme)
-    out = {}
-    for name, p in named_params:
-        precision = precision_for(
-            name, p.numel(), h, ndim=p.ndim, is_float=torch.is_floating_point(p), rules=rules
-        )
-        if precision.startswith("int"):
-            out[name] = precision_bits(precision)
-    return out
 
 
 def qat_clip_settings(h):

@@ -215,3 +215,18 @@ def quant_mse(w: torch.Tensor, bits: int, clip_pct=None, search=None) -> float:
     """Mean squared error of the round trip (a diagnostic for logs and tests)."""
     q, scale = quantize_rows(w, bits, clip_pct, search)
     return (dequantize_rows(q, scale) - w.detach().float()).square().mean().item()
+
+
+def qat_bits_by_name(named_params, h) -> dict:
+    """{export name: bits} for every parameter the export scheme stores as int2..int8 (same rules as export).
+
+    `named_params`: iterable of (name, tensor) using the model's export names (model.export_state_dict() items or
+    named_parameters() when they coincide).
+    """
+    rules = parse_quant_scheme(h.quant_scheme)
+    out = {}
+    for name, p in named_params:
+        precision = precision_for(name, p.numel(), h, ndim=p.ndim, is_float=torch.is_floating_point(p), rules=rules)
+        if precision.startswith("int"):
+            out[name] = precision_bits(precision)
+    return out
