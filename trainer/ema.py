@@ -28,7 +28,7 @@ def ema_init_weight(n_updates: int, decay: float, warmup: bool = True) -> float:
     return math.exp(log_w)
 
 
-def _float_state(model) -> dict:
+def _ema_float_state(model) -> dict:
     return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
@@ -44,7 +44,7 @@ class WeightEMA:
 
     def reset(self, model) -> None:
         """Restart the average at the model's current weights (e.g. when QAT switches on)."""
-        live = _float_state(model)
+        live = _ema_float_state(model)
         self._names = list(live)
         self.shadow = {k: v.detach().float().clone() for k, v in live.items()}
         self._shadow_list = [self.shadow[k] for k in self._names]
@@ -65,7 +65,7 @@ class WeightEMA:
     @torch.no_grad()
     def copy_to(self, model) -> None:
         """Overwrite the model's floating-point tensors with the average (cast to each tensor's dtype)."""
-        _copy_shadow(self.shadow, model, "EMA")
+        _ema_copy_shadow(self.shadow, model, "EMA")
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates,
@@ -79,7 +79,7 @@ class WeightEMA:
         self.decay, self.warmup, self.num_updates = sd["decay"], sd["warmup"], sd["num_updates"]
 
 
-def _copy_shadow(shadow: dict, model, what: str) -> None:
+def _ema_copy_shadow(shadow: dict, model, what: str) -> None:
     target = model.state_dict()
     missing = [k for k in shadow if k not in target]
     if missing:
@@ -106,7 +106,7 @@ class WeightSWA:
 
     @torch.no_grad()
     def add(self, model) -> None:
-        live = _float_state(model)
+        live = _ema_float_state(model)
         if self.sum is None:
             self.sum = {k: v.detach().float().clone() for k, v in live.items()}
         else:
@@ -127,4 +127,4 @@ class WeightSWA:
 
     @torch.no_grad()
     def copy_to(self, model) -> None:
-        _copy_shadow(self.average(), model, "SWA")
+        _ema_copy_shadow(self.average(), model, "SWA")

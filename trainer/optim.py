@@ -65,7 +65,7 @@ def lr_scale(step: int, elapsed_ms: float, h) -> float:
     return min(warm, down)
 
 
-def _named_ids(model) -> dict:
+def _optim_named_ids(model) -> dict:
     return {id(p): name for name, p in model.named_parameters()}
 
 
@@ -75,7 +75,7 @@ def _optim_param_groups(model, h) -> tuple:
         if not callable(getattr(model, meth, None)):
             raise PgolfError(f"build_optimizers: the model must define {meth}() (see docs/architecture.md), "
                              f"{type(model).__name__} does not")
-    names = _named_ids(model)
+    names = _optim_named_ids(model)
     matrices = list(model.matrix_params())
     embeds = list(model.embedding_params())
     scalars = list(model.scalar_params())
@@ -92,8 +92,10 @@ def _optim_param_groups(model, h) -> tuple:
                          + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""))
     adam_groups = []
     if h.tie_embeddings:
-        tok = [p for p in embeds]
-        adam_groups.append(dict(name="embed", params=tok, lr=h.tied_embed_lr))
+        heads = [names.get(id(p), "") for p in embeds if names.get(id(p), "").startswith("lm_head")]
+        if heads:
+            raise PgolfError(f"build_optimizers: TIE_EMBEDDINGS=1 but the model has a separate output head {heads[0]}")
+        adam_groups.append(dict(name="embed", params=list(embeds), lr=h.tied_embed_lr))
     else:
         head = [p for p in embeds if names.get(id(p), "").startswith("lm_head")]
         tok = [p for p in embeds if not names.get(id(p), "").startswith("lm_head")]
