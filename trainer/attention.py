@@ -33,9 +33,12 @@ def fa3_available() -> bool:
 
 
 def resolve_attention_backend(name: str) -> str:
-    """Validate SDPA_BACKEND and fix "auto": "fa3" when importable, else "sdpa_auto" (decided per device)."""
+    """Validate SDPA_BACKEND and fix "auto" once, at model construction (never inside a traced forward):
+    "fa3" when importable, else "cudnn" on Hopper or newer (measured faster than flash there), else "default"."""
     if name == "auto":
-        return "fa3" if fa3_available() else "sdpa_auto"
+        if fa3_available():
+            return "fa3"
+        return "cudnn" if _cuda_prefers_cudnn() else "default"
     if name == "fa3" and not fa3_available():
         raise ConfigError("SDPA_BACKEND=fa3: expected flash_attn_interface to be importable, got ImportError")
     if name not in ("fa3", "cudnn", "flash", "efficient", "math"):
@@ -44,27 +47,26 @@ def resolve_attention_backend(name: str) -> str:
 
 
 def _cuda_prefers_cudnn() -> bool:
-    # cuDNN attention beat flash for this model on H100 (Hopper, capability 9.x); older GPUs keep torch's default.
     try:
         return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
-    except RuntimeError:  # pragma: no cover
+    except (RuntimeError, AssertionError):  # pragma: no cover - broken driver
         return False
 
 
 def _sdpa_priority(backend: str, is_cuda: bool):
-    """Ordered SDPBackend list for sdpa_kernel, or None for torch's default choice."""
-    if SDPBackend is None:
+    """Ordered SDPBackend list for sdpa_kernel (a preferred kernel that rejects the shapes falls through to the
+    next), or None for torch's default choice."""
+    if SDPBackend is None or backend == "default":
         return None
-    if not is_cuda:
+    if not is_cuda:  # CPU: only the math kernel can be forced; fa3/cudnn/flash requests use the default CPU kernel
         return [SDPBackend.MATH] if backend == "math" else None
     order = {
         "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+        "fa3": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
         "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
         "efficient": [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH],
         "math": [SDPBackend.MATH],
     }
-    if backend == "sdpa_auto" or backend == "fa3":
-        return order["cudnn"] if _cuda_prefers_cudnn() else None
     return order[backend]
 
 
@@ -120,8 +122,15 @@ class CausalSelfAttention(nn.Module):
         if value_residual:
             self.vr_lambda = empty_param(2)
 
-    def forward(self, x, wq, wk, wv, wo, cos, sin, backend, ve=None, v0=None):
-        """x [B, T, dim] (already normed). Returns (output [B, T, dim], raw values [B, T, Hkv, D] for v0)."""
+    def forward(self, x, wq, wk, wv, wo, cos, sin, backend, ve=None, v0=None, names=None, observe=None):
+        """x [B, T, dim] (already normed). Returns (output [B, T, dim], raw values [B, T, Hkv, D] for v0).
+
+        `observe(weight_name, input)` (GPTQ calibration) is called with the input of each matrix named in `names`
+        (c_q, c_k, c_v, proj export names).
+        """
+        if observe is not None:
+            for name in names[:3]:
+                observe(name, x)
         B, T, _ = x.shape
         H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
         dt = x.dtype
@@ -147,4 +156,7 @@ class CausalSelfAttention(nn.Module):
         if self.gated:
             gate = torch.sigmoid(F.linear(x, self.attn_gate_w.to(dt), self.attn_gate_b.to(dt)))
             y = y * gate.unsqueeze(-1).to(y.dtype)
-        return F.linear(y.reshape(B, T, H * D), wo.to(y.dtype)), raw_v
+        y = y.reshape(B, T, H * D)
+        if observe is not None:
+            observe(names[3], y)
+        return F.linear(y, wo.to(y.dtype)), raw_v

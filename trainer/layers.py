@@ -93,8 +93,10 @@ class BigramHash(nn.Module):
         self.proj = LinearWeight(bigram_dim, model_dim)
         self.scale = empty_param(1)
 
-    def forward(self, input_ids, embed_w, proj_w, bos_id: int, dtype):
+    def forward(self, input_ids, embed_w, proj_w, bos_id: int, dtype, observe=None):
         e = F.embedding(bigram_hash(input_ids, self.buckets, bos_id), embed_w).to(dtype)
+        if observe is not None:
+            observe("bigram.proj.weight", e)
         return F.linear(e, proj_w.to(dtype)) * self.scale.to(dtype)
 
 
@@ -108,6 +110,8 @@ class ValueEmbedding(nn.Module):
         self.proj = LinearWeight(ve_dim, kv_dim)
         self.scale = empty_param(1)
 
-    def forward(self, input_ids, embed_w, proj_w, dtype):
+    def forward(self, input_ids, embed_w, proj_w, dtype, observe=None):
         e = F.embedding(input_ids, embed_w).to(dtype)
+        if observe is not None:
+            observe("ve.proj.weight", e)
         return F.linear(e, proj_w.to(dtype)) * self.scale.to(dtype)

@@ -80,7 +80,8 @@ class Block(nn.Module):
         self.activation = h.mlp_activation
         self.leaky_slope = float(h.leaky_slope)
 
-    def forward(self, x, x0, weights, cos, sin, backend, ve=None, v0=None):
+    def forward(self, x, x0, weights, cos, sin, backend, ve=None, v0=None, names=None, observe=None):
+        """`weights`: (c_q, c_k, c_v, proj, fc, mlp.proj); `observe(name, input)` sees each matrix input."""
         wq, wk, wv, wo, wup, wdown = weights
         d = x.shape[-1]
         dt = x.dtype
@@ -89,12 +90,16 @@ class Block(nn.Module):
         n = rms_norm(x)
         if self.ln_factor != 1.0:
             n = n * self.ln_factor
-        a, raw_v = self.attn(n, wq, wk, wv, wo, cos, sin, backend, ve=ve, v0=v0)
+        a, raw_v = self.attn(n, wq, wk, wv, wo, cos, sin, backend, ve=ve, v0=v0, names=names, observe=observe)
         x = x + self.attn_scale.to(dt) * a
         n = rms_norm(x)
         if self.ln_factor != 1.0:
             n = n * self.ln_factor
+        if observe is not None:
+            observe(names[4], n)
         u = mlp_activation(F.linear(n, wup.to(dt)), self.activation, self.leaky_slope)
+        if observe is not None:
+            observe(names[5], u)
         x = x + self.mlp_scale.to(dt) * F.linear(u, wdown.to(dt))
         return x, raw_v
 
@@ -187,6 +192,8 @@ class GPT(nn.Module):
         self._qat_bits: dict = {}
         self._qat_clip = None
         self._qat_search = None
+        # GPTQ calibration hook (trainer/gptq.py): observe(weight_name, input) for every matrix applied.
+        self.activation_observer = None
         self.reset_parameters()
 
     # ---------------------------------------------------------------- init
@@ -272,11 +279,12 @@ class GPT(nn.Module):
         if input_ids.ndim != 2:
             raise PgolfError(f"GPT input: expected token ids of shape [batch, seq], got shape {tuple(input_ids.shape)}")
         dt = torch.bfloat16 if input_ids.is_cuda else torch.float32
+        obs = self.activation_observer
         emb_w = self._q("tok_emb.weight", self.tok_emb.weight)
         x = F.embedding(input_ids, emb_w).to(dt)
         if self.bigram is not None:
             x = x + self.bigram(input_ids, self._q("bigram.embed.weight", self.bigram.embed.weight),
-                                self._q("bigram.proj.weight", self.bigram.proj.weight), self.bos_id, dt)
+                                self._q("bigram.proj.weight", self.bigram.proj.weight), self.bos_id, dt, obs)
         x = rms_norm(x)
         if self.smear is not None:
             x = self.smear(x, input_ids, self.bos_id)
@@ -285,7 +293,7 @@ class GPT(nn.Module):
         ve_base = None
         if self.ve is not None:
             ve_base = self.ve(input_ids, self._q("ve.embed.weight", self.ve.embed.weight),
-                              self._q("ve.proj.weight", self.ve.proj.weight), dt)
+                              self._q("ve.proj.weight", self.ve.proj.weight), dt, obs)
         skip_w = self.skip_weights.to(dt).view(self.num_skips, -1) if self.num_skips else None
         skips = []
         v0 = None
@@ -296,12 +304,16 @@ class GPT(nn.Module):
             ve = None
             if i in self.ve_layers:
                 ve = ve_base * self.ve_layer_scales[self.ve_layers.index(i)].to(dt)
-            x, raw_v = block(x, x0, self._layer_weights(i), cos, sin, self.attn_backend, ve=ve, v0=v0)
+            x, raw_v = block(x, x0, self._layer_weights(i), cos, sin, self.attn_backend, ve=ve, v0=v0,
+                             names=self._layer_names[i], observe=obs)
             if i == 0:
                 v0 = raw_v
             if i < self.num_encoder and self.num_skips:
                 skips.append(x)
-        return rms_norm(x), emb_w
+        x = rms_norm(x)
+        if obs is not None:
+            obs("tok_emb.weight" if self.tied else "lm_head.weight", x)
+        return x, emb_w
 
     def _logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=input_ids.is_cuda):
