@@ -270,11 +270,14 @@ def build_dataset(
             f"--val-docs {val_docs} leaves no training documents: the input has {n_docs} documents "
             f"({', '.join(p.name for p in paths)})"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     import sentencepiece as spm
 
-    if tokenizer is None:
+    given = load_tokenizer(tokenizer, 0) if tokenizer is not None else None
+    if given is None and not 260 < vocab_size <= 65536:
+        raise PgolfError(f"--vocab-size {vocab_size}: expected 261..65536 (4 special + 256 byte pieces + merges, uint16 ids)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    if given is None:
         train_texts = (t for i, t in enumerate(iter_documents(paths)) if i >= val_docs)
         sentences = sample_sentences(train_texts, tokenizer_sentences)
         log(f"build: training a {vocab_size}-piece SentencePiece BPE tokenizer on {len(sentences):,} sentences")
@@ -287,7 +290,7 @@ def build_dataset(
         tok_info = {"trained": True, "trainer_settings": dict(SP_TRAINER_SETTINGS, num_threads=threads),
                     "training_sentences": len(sentences)}
     else:
-        sp = load_tokenizer(tokenizer, 0)
+        sp = given
         proto = Path(tokenizer).read_bytes()
         tok_name = Path(tokenizer).name
         tok_info = {"trained": False}
