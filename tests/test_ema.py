@@ -127,12 +127,12 @@ def test_ema_state_dict_roundtrip():
 
 def test_swa_uniform_average_of_snapshots_in_window():
     model = Net()
-    swa = WeightSWA(every=10, start_scale=0.2)
+    swa = WeightSWA(model, every=10, start_scale=0.2)
     taken = []
     for step in range(0, 61):
         _fill(model, float(step))
         scale = 1.0 if step < 30 else (60 - step) / 150  # warm-down: scale < 0.2 from step 31 on
-        if swa.maybe_add(model, step, scale):
+        if swa.maybe_update(model, step, scale):
             taken.append(step)
     assert taken == [40, 50, 60] and swa.count == 3
     target = Net()
@@ -143,8 +143,8 @@ def test_swa_uniform_average_of_snapshots_in_window():
 
 def test_swa_errors():
     with pytest.raises(PgolfError, match="no snapshots"):
-        WeightSWA(every=5).copy_to(Net())
+        WeightSWA(Net(), every=5).copy_to(Net())
     with pytest.raises(PgolfError, match="SWA_EVERY"):
-        WeightSWA(every=0)
+        WeightSWA(Net(), every=0)
     with pytest.raises(PgolfError, match="EMA_DECAY"):
         WeightEMA(Net(), 1.0)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from trainer.config import Hyperparameters
 from trainer.distributed import DistContext
 from trainer.errors import PgolfError
-from trainer.optim import build_optimizers, lr_scale, muon_momentum_at, train_budget_ms
+from trainer.optim import build_optimizers, lr_scale, muon_momentum_at
 
 VOCAB, DIM = 40, 16
 
@@ -81,7 +81,6 @@ def test_lr_scale_iteration_warmdown_and_warmup():
 
 def test_lr_scale_wallclock_warmdown_as_the_records():
     h = hp(max_wallclock_seconds=10.0, warmdown_iters=100, iterations=20000, lr_warmup_steps=0)
-    assert train_budget_ms(h) == 10000.0
     # 100 ms/step so far -> warm-down lasts 100 * 100 ms = 10 s; 5 s remain -> 0.5
     assert lr_scale(50, 5000.0, h) == pytest.approx(0.5)
     # 10 ms/step -> warm-down lasts 1 s; 5 s remain -> full LR
@@ -93,14 +92,6 @@ def test_lr_scale_wallclock_warmdown_as_the_records():
     assert lr_scale(0, 0.0, h) == 1.0
     # ITERATIONS plays no role in the wallclock mode
     assert lr_scale(950, 9500.0, dataclasses.replace(h, iterations=960)) == pytest.approx(0.5)
-
-
-def test_train_budget_subtracts_promised_training_phases():
-    h = hp(max_wallclock_seconds=600.0, gptq_enabled=1, gptq_calib_source="train", gptq_reserve_seconds=12.0,
-           post_qat_seconds=30.0)
-    assert train_budget_ms(h) == pytest.approx(558000.0)
-    assert train_budget_ms(dataclasses.replace(h, gptq_calib_source="selfgen")) == pytest.approx(570000.0)
-    assert train_budget_ms(dataclasses.replace(h, max_wallclock_seconds=0.0)) is None
 
 
 def test_adam_groups_get_the_right_lrs_tied_and_untied():

@@ -89,34 +89,36 @@ def _ema_copy_shadow(shadow: dict, model, what: str) -> None:
 
 
 class WeightSWA:
-    """Uniform average of weight snapshots taken every `every` steps once the LR scale drops below `start_scale`
-    (the records' "tight SWA" used 50 and 0.2; start_scale=1.0 means the whole warm-down). Unlike the records,
-    the average is meant to be applied (copy_to)."""
+    """Uniform average of weight snapshots (fp32 sums). The records' "tight SWA" snapshotted every 50 steps once the
+    LR scale fell below 0.2 and then never applied the average; here copy_to() applies it. `model` fixes the tensor
+    names; update(model) takes a snapshot, maybe_update() takes one only when due."""
 
-    def __init__(self, every: int = 50, start_scale: float = 0.2):
+    def __init__(self, model, every: int = 50, start_scale: float = 0.2):
         if every < 1:
             raise PgolfError(f"SWA_EVERY: expected >= 1, got {every}")
         self.every = every
         self.start_scale = start_scale
+        self._names = list(_ema_float_state(model))
         self.sum = None
         self.count = 0
 
     def should_snapshot(self, step: int, lr_scale: float) -> bool:
+        """Due when the LR scale is below start_scale and `step` (steps completed) is a multiple of `every`."""
         return lr_scale < self.start_scale and step % self.every == 0
 
     @torch.no_grad()
-    def add(self, model) -> None:
+    def update(self, model) -> None:
         live = _ema_float_state(model)
         if self.sum is None:
-            self.sum = {k: v.detach().float().clone() for k, v in live.items()}
+            self.sum = {k: live[k].detach().float().clone() for k in self._names}
         else:
-            torch._foreach_add_([self.sum[k] for k in self.sum], [live[k].float() for k in self.sum])
+            torch._foreach_add_([self.sum[k] for k in self._names], [live[k].float() for k in self._names])
         self.count += 1
 
-    def maybe_add(self, model, step: int, lr_scale: float) -> bool:
+    def maybe_update(self, model, step: int, lr_scale: float) -> bool:
         """Snapshot when due; returns whether a snapshot was taken."""
         if self.should_snapshot(step, lr_scale):
-            self.add(model)
+            self.update(model)
             return True
         return False
 

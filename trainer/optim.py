@@ -23,34 +23,20 @@ def muon_momentum_at(step: int, h) -> float:
     return (1.0 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
 
 
-def train_budget_ms(h):
-    """Milliseconds available to the main training loop, or None when there is no wallclock cap.
-
-    MAX_WALLCLOCK_SECONDS minus the time other training-phase work is promised: the post-training QAT phase and the
-    GPTQ calibration reserve (calibration on training tokens counts as training time).
-    """
-    if h.max_wallclock_seconds <= 0:
-        return None
-    reserve = max(h.post_qat_seconds, 0.0)
-    if h.gptq_enabled and h.gptq_calib_source == "train":
-        reserve += max(h.gptq_reserve_seconds, 0.0)
-    return max(1000.0 * (h.max_wallclock_seconds - reserve), 0.0)
-
-
 def lr_scale(step: int, elapsed_ms: float, h) -> float:
     """LR multiplier for optimizer step `step` after `elapsed_ms` of training time.
 
     Linear warm-up over LR_WARMUP_STEPS, then the records' warm-down: with a wallclock cap it is time-based
     (warmdown_ms = WARMDOWN_ITERS x the average step time so far; scale = remaining/warmdown_ms once the remaining
-    time is within it), without one it is the last WARMDOWN_ITERS of ITERATIONS.
+    time is within it), without one it is the last WARMDOWN_ITERS of ITERATIONS. The cap is h.max_wallclock_seconds
+    as given: a caller reserving time for later training-phase work passes an h with the reduced cap.
     """
     warm = 1.0
     if h.lr_warmup_steps > 0 and step < h.lr_warmup_steps:
         warm = (step + 1) / h.lr_warmup_steps
     down = 1.0
     if h.warmdown_iters > 0:
-        budget = train_budget_ms(h)
-        if budget is None:
+        if h.max_wallclock_seconds <= 0:
             start = max(h.iterations - h.warmdown_iters, 0)
             if start <= step < h.iterations:
                 down = max((h.iterations - step) / max(h.warmdown_iters, 1), 0.0)
@@ -59,7 +45,7 @@ def lr_scale(step: int, elapsed_ms: float, h) -> float:
         else:
             step_ms = elapsed_ms / max(step, 1)
             warmdown_ms = h.warmdown_iters * step_ms
-            remaining_ms = max(budget - elapsed_ms, 0.0)
+            remaining_ms = max(1000.0 * h.max_wallclock_seconds - elapsed_ms, 0.0)
             if remaining_ms <= warmdown_ms:
                 down = remaining_ms / max(warmdown_ms, 1e-9)
     return min(warm, down)
