@@ -166,3 +166,24 @@ def test_scale_candidates_are_row_scales():
     _, s = gptq_quantize(W, torch.eye(64), 6, [99.0, 100.0])
     allowed = torch.stack([row_scales(W, 6, 99.0), row_scales(W, 6, 100.0)])
     assert ((s[None, :] == allowed).any(dim=0)).all()
+
+
+def test_collect_hessians_on_the_gpt_uses_export_names():
+    model_mod = pytest.importorskip("trainer.model")
+    from trainer.config import Hyperparameters
+    from trainer.presets import PRESETS, scale_tiny
+    h = Hyperparameters.resolve(preset=scale_tiny(PRESETS["seed1216"]), env={})  # banked weights
+    torch.manual_seed(0)
+    model = model_mod.GPT(h)
+    sd = model.export_state_dict()
+    batches = [torch.randint(0, h.vocab_size, (1, 32), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    Hs = collect_hessians(model, batches)
+    assert "blocks.0.mlp.fc.weight" in Hs and "blocks.3.attn.proj.weight" in Hs and "tok_emb.weight" in Hs
+    for key, H in Hs.items():
+        assert key in sd and sd[key].ndim == 2
+        assert H.shape == (sd[key].shape[1], sd[key].shape[1])
+        torch.testing.assert_close(H, H.T)
+        assert torch.isfinite(H).all() and (H.diagonal() >= 0).all()
+    assert model.activation_observer is None
+    calib = generate_calibration(model, 2, 6, generator=torch.Generator().manual_seed(0))
+    assert calib.shape == (2, 6) and (calib[:, 0] == 1).all()
