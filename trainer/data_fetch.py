@@ -126,10 +126,9 @@ def _valid_shard(path: Path) -> bool:
 
 
 def _join(root: str, rel: str) -> str:
+    """Repo path of `rel` under the root prefix (manifest paths are relative to it, as in the challenge)."""
     rel = rel.lstrip("/")
-    if root and not rel.startswith(root + "/"):
-        return f"{root}/{rel}"
-    return rel
+    return f"{root}/{rel}" if root else rel
 
 
 def resolve_repo_id(variant: str, repo_id=None, env=None) -> str:
