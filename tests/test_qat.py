@@ -45,3 +45,19 @@ def test_clip_settings_follow_config():
     h = Hyperparameters.resolve(env={}, cli=dict(quant_clip_pct=99.5, quant_clip_search="99.9,100"))
     assert qat_clip_settings(h) == (99.5, [99.9, 100.0])
     assert qat_clip_settings(Hyperparameters.resolve(env={}))[1] is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits,clip,search", [(4, 99.9, None), (6, None, [99.9, 99.99, 100.0]), (8, 99.99984, None)])
+def test_cuda_matches_cpu_and_compiled_matches_eager(bits, clip, search):
+    g = torch.Generator().manual_seed(bits)
+    w = torch.randn(512, 1536, generator=g) * 0.03
+    q_cpu, s_cpu = quantize_rows(w, bits, clip, search)
+    q_gpu, s_gpu = quantize_rows(w.cuda(), bits, clip, search)
+    assert torch.equal(q_gpu.cpu(), q_cpu) and torch.equal(s_gpu.cpu(), s_cpu)
+    wc = w.cuda().requires_grad_(True)
+    compiled = torch.compile(lambda t: fake_quantize(t, bits, clip, search))
+    y = compiled(wc)
+    assert torch.equal(y.detach().cpu(), dequantize_rows(q_cpu, s_cpu))
+    y.sum().backward()
+    assert torch.equal(wc.grad, torch.ones_like(wc))

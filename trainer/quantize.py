@@ -178,28 +178,30 @@ def quantize_rows(w: torch.Tensor, bits: int, clip_pct=None, search=None):
     `clip_pct`: row clip percentile (None/100: row max). `search`: a list of percentiles (GPTQ-lite): each is tried
     and the one with the lowest whole-matrix MSE wins (ties: the earliest); it overrides `clip_pct`.
     """
-    q, scale, _pct = quantize_rows_search(w, bits, clip_pct, search)
+    q, scale, _idx, _cands = _quantize_rows_pick(w, bits, clip_pct, search)
     return q, scale
 
 
 def quantize_rows_search(w: torch.Tensor, bits: int, clip_pct=None, search=None):
     """quantize_rows plus the chosen clip percentile (third element; None means row max)."""
+    q, scale, idx, cands = _quantize_rows_pick(w, bits, clip_pct, search)
+    return q, scale, cands[int(idx)]
+
+
+def _quantize_rows_pick(w: torch.Tensor, bits: int, clip_pct, search):
+    # No host synchronisation (no .item()): QAT calls this every step, possibly under torch.compile.
     w2 = _rows_view(w)
-    candidates = [None if clip_pct is None else _check_pct(clip_pct, "quant clip_pct")]
+    cands = [None if clip_pct is None else _check_pct(clip_pct, "quant clip_pct")]
     if search:
-        candidates = [_check_pct(p, "quant clip search") for p in search]
-    best = None
-    for pct in candidates:
-        scale = row_scales(w2, bits, pct)
-        q = quantize_with_scale(w2, scale, bits)
-        if len(candidates) == 1:
-            best = (q, scale, pct)
-            break
-        err = (q.float() * scale.float()[:, None] - w2).square().sum().item()
-        if best is None or err < best[3]:
-            best = (q, scale, pct, err)
-    q, scale, pct = best[0], best[1], best[2]
-    return q.reshape(w.shape), scale, pct
+        cands = [_check_pct(p, "quant clip search") for p in search]
+    if len(cands) == 1:
+        scale = row_scales(w2, bits, cands[0])
+        return quantize_with_scale(w2, scale, bits).reshape(w.shape), scale, 0, cands
+    scales = torch.stack([row_scales(w2, bits, p) for p in cands])
+    qs = torch.stack([quantize_with_scale(w2, s, bits) for s in scales])
+    errs = (qs.float() * scales.float()[:, :, None] - w2[None]).square().sum(dim=(1, 2))
+    idx = torch.argmin(errs)  # first minimum on ties
+    return qs[idx].reshape(w.shape), scales[idx], idx, cands
 
 
 def dequantize_rows(q: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
