@@ -212,7 +212,7 @@ def test_qat_changes_forward_keeps_gradients_and_turns_off():
     assert m.mlp_up_bank.grad[0].abs().sum() > 0  # STE: the banked master weight receives the gradient
     m.set_qat(None)
     assert not m.qat_active and torch.equal(m(ids, tgt), base)
-    with pytest.raises(PgolfError, match="not a 2-D matrix"):
+    with pytest.raises(PgolfError, match="expected 2-D matrices named as in export_state_dict"):
         m.set_qat({"blocks.0.attn_scale": 6})
     with pytest.raises(PgolfError, match="expected 0 or 2..8"):
         m.set_qat({"blocks.0.mlp.fc.weight": 9})

@@ -399,7 +399,7 @@ class GPT(nn.Module):
         views = self._export_views()
         for name, bits in bits_by_name.items():
             if name not in views or views[name].ndim != 2:
-                raise PgolfError(f"set_qat: {name!r} is not a 2-D matrix of this model's export names")
+                raise PgolfError(f"set_qat: expected 2-D matrices named as in export_state_dict(), got {name!r}")
             if not isinstance(bits, int) or not (bits == 0 or 2 <= bits <= 8):
                 raise PgolfError(f"set_qat: bits for {name} expected 0 or 2..8, got {bits!r}")
         self._qat_bits = {k: v for k, v in bits_by_name.items() if v}

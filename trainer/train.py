@@ -169,7 +169,7 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
     ema = WeightEMA(base_model, h.ema_decay, warmup=bool(h.ema_warmup)) if h.ema_enabled else None
     swa = WeightSWA(base_model) if h.swa_enabled else None
     watch = NonFiniteWatch(device)
-    qat_bits = qat_bits_by_name(base_model.named_parameters(), h)
+    qat_bits = qat_bits_by_name(base_model.export_state_dict().items(), h)  # export names (banks unbanked)
     qat_on = False
 
     def enable_qat(step, reason):
