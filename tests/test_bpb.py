@@ -134,3 +134,21 @@ def test_load_tokenizer_errors(tmp_path):
 def test_bytelut_validates_shapes():
     with pytest.raises(PgolfError, match="1-D of one length"):
         ByteLUT(torch.zeros(3, dtype=torch.int16), torch.zeros(2, dtype=torch.bool), torch.zeros(3, dtype=torch.bool))
+
+
+@pytest.mark.gpu
+def test_cuda_lut_matches_cpu(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from trainer.data_build import build_dataset
+
+    # the embedded corpus: no shared data needed on the GPU machine
+    m = build_dataset(tmp_path, log=lambda line: None)
+    toks = torch.from_numpy(read_shard(tmp_path / "fineweb_val_000000.bin").astype("int64"))
+    cpu = build_byte_lut(str(tmp_path / m["tokenizer"]["path"]), 1024)
+    lut = build_byte_lut(str(tmp_path / m["tokenizer"]["path"]), 1024, device="cuda")
+    assert lut.base_bytes.is_cuda and lut.to("cpu").base_bytes.device.type == "cpu"
+    t = toks.cuda()
+    got = target_bytes(t[:-1], t[1:], lut)
+    assert got.is_cuda and torch.equal(got.cpu(), target_bytes(toks[:-1], toks[1:], cpu))
+    assert int(got.sum()) == m["splits"]["val"]["bytes"]

@@ -121,3 +121,16 @@ def test_real_validation_prefix_length():
     v = load_validation_tokens(d, 1024)
     assert v.numel() == ((131072 - 1) // 1024) * 1024 + 1 == 130049
     assert v[0] == 1
+
+
+@pytest.mark.gpu
+def test_cuda_batches_match_cpu(data_dir):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cpu = DistributedTokenLoader(data_dir, 1, 2, "cpu")
+    gpu = DistributedTokenLoader(data_dir, 1, 2, "cuda")
+    for _ in range(5):
+        xc, yc = cpu.next_batch(32, 4, 2)
+        xg, yg = gpu.next_batch(32, 4, 2)
+        assert xg.is_cuda and xg.dtype == torch.int64
+        assert torch.equal(xg.cpu(), xc) and torch.equal(yg.cpu(), yc)
