@@ -32,7 +32,7 @@ PRESETS: dict[str, dict] = {
         _BASELINE, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, train_seq_len=128,
         train_batch_tokens=4096, iterations=60, warmdown_iters=20, warmup_steps=0, lr_warmup_steps=5,
         val_loss_every=20, train_log_every=10, val_batch_size=16384, max_wallclock_seconds=0.0, vocab_size=1024,
-        tied_embed_lr=0.05, matrix_lr=0.04, muon_momentum_warmup_steps=20, compile=0,
+        tied_embed_lr=0.05, matrix_lr=0.04, muon_momentum_warmup_steps=20, compile=0, grad_accum_steps=1,
     ),
     "seed347": dict(
         _STACK11, mlp_activation="leaky_relu2", late_qat_threshold=0.15,
@@ -91,7 +91,7 @@ _TINY_SHAPE = dict(
     train_batch_tokens=4096, iterations=12, warmdown_iters=6, warmup_steps=0, val_loss_every=0, train_log_every=4,
     val_batch_size=16384, max_wallclock_seconds=0.0, compile=0, bigram_dim=16, ve_dim=16,
     ttt_chunk_tokens=2048, ttt_batch_seqs=4, ttt_epochs=1, gptq_calib_seqs=4, eval_batch_seqs=8,
-    muon_momentum_warmup_steps=4, post_qat_seconds=0.0,
+    muon_momentum_warmup_steps=4, post_qat_seconds=0.0, grad_accum_steps=1,
 )
 
 
