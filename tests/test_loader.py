@@ -134,3 +134,24 @@ def test_cuda_batches_match_cpu(data_dir):
         xg, yg = gpu.next_batch(32, 4, 2)
         assert xg.is_cuda and xg.dtype == torch.int64
         assert torch.equal(xg.cpu(), xc) and torch.equal(yg.cpu(), yc)
+
+
+def test_stream_equals_concatenation_for_random_layouts(tmp_path_factory):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None)
+    @given(sizes=st.lists(st.integers(0, 40), min_size=1, max_size=5).filter(lambda s: sum(s) > 0),
+           takes=st.lists(st.integers(0, 90), min_size=1, max_size=8))
+    def check(sizes, takes):
+        d = tmp_path_factory.mktemp("h")
+        start = 0
+        for i, n in enumerate(sizes):
+            write_shard(d / f"fineweb_train_{i:06d}.bin", np.arange(start, start + n))
+            start += n
+        total = start
+        s = TokenStream(sorted(str(p) for p in d.glob("fineweb_train_*.bin")))
+        got = np.concatenate([s.take(n) for n in takes]).tolist()
+        assert got == [i % total for i in range(sum(takes))]
+
+    check()

@@ -143,8 +143,10 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
         help="tokens, documents and val_bpb bytes of a shard or data folder",
         description="Count tokens, documents (BOS tokens) and bytes by the challenge's val_bpb rule (piece bytes "
         "without the leading space mark, 1 per byte-fallback piece, 0 for control pieces, +1 for a leading space "
-        "after a non-control token). Every token is counted as a target; a split's shards are one stream. For a "
-        "folder the val and train splits are reported separately and in total.",
+        "after a non-control token). Every token in the files is counted as a target; a split's shards are one "
+        "stream in sorted order and the first token's predecessor counts as a boundary (shards start with BOS, "
+        "which has 0 bytes), so `bytes` is exactly what val_bpb divides by and equals the UTF-8 length of the "
+        "decoded documents. For a folder the val and train splits are reported separately and in total.",
     )
     s.add_argument("path", metavar="PATH", help="a .bin shard or a folder of fineweb_{train,val}_*.bin shards")
     s.add_argument("--tokenizer", required=True, metavar="MODEL", help="the SentencePiece .model the shards use")
