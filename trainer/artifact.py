@@ -333,8 +333,8 @@ def export_artifact(model_sd: dict, h, code_bytes: int, log, hessians=None):
         steps.append((worst, new, len(groups[worst])))
         log(f"budget: step {worst} -> {new} for {len(groups[worst])} tensors "
             f"({sum(tensors[n].numel() for n in groups[worst])} params, {sizes[worst]} raw bytes)")
-    if steps or pruned:
-        log(f"budget: fits {_budget_state(len(blob), code_bytes, cap)}")
+    log(f"budget: fits {_budget_state(len(blob), code_bytes, cap)}"
+        + (f" after {len(steps)} precision step(s), {pruned} pruned ±1 codes" if steps or pruned else ""))
     report = {
         "label": artifact_label(h),
         "model_bytes": len(blob),

@@ -67,10 +67,13 @@ def _decompress_stream(stream: bytes, method: str) -> bytes:
         return zlib.decompress(stream)
     if method == "lzma":
         return lzma.decompress(stream, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-    if method == "zstd":
-        import zstandard
-        return zstandard.ZstdDecompressor().decompress(stream)
-    import brotli
+    try:
+        if method == "zstd":
+            import zstandard
+            return zstandard.ZstdDecompressor().decompress(stream)
+        import brotli
+    except ImportError:
+        raise PgolfError(f"this artifact is {method}-compressed; install the '{'zstandard' if method == 'zstd' else 'brotli'}' package") from None
     return brotli.decompress(stream)
 
 

@@ -185,7 +185,8 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int, clip_pcts=None, b
     if not torch.isfinite(H32).all():
         raise PgolfError("gptq_quantize: Hessian contains non-finite values")
     cands = list(clip_pcts) if clip_pcts else [None]
-    scales = torch.stack([row_scales(W32, bits, p) for p in cands])  # [k, rows] fp16
+    sorted_abs = W32.abs().sort(dim=1).values if any(p is not None and p < 100.0 for p in cands) else None
+    scales = torch.stack([row_scales(W32, bits, p, sorted_abs) for p in cands])  # [k, rows] fp16
 
     Hc = H32.clone()
     dead = Hc.diagonal() <= 0

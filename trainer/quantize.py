@@ -144,25 +144,24 @@ def _rows_view(w: torch.Tensor) -> torch.Tensor:
     return w32.reshape(1, -1) if w32.ndim == 1 else w32.reshape(-1, w32.shape[-1])
 
 
-def row_clip_values(w2: torch.Tensor, clip_pct) -> torch.Tensor:
+def row_clip_values(w2: torch.Tensor, clip_pct, sorted_abs=None) -> torch.Tensor:
     """Per-row clip magnitude: the `clip_pct` percentile of |w| (linear interpolation, like torch.quantile but with
-    no input-size limit); None or 100 gives the row max."""
-    a = w2.abs()
+    no input-size limit); None or 100 gives the row max. `sorted_abs`: |w2| sorted along rows, if already known."""
     if clip_pct is None or float(clip_pct) >= 100.0:
-        return a.amax(dim=1)
-    n = a.shape[1]
+        return w2.abs().amax(dim=1)
+    n = w2.shape[1]
     pos = float(clip_pct) / 100.0 * (n - 1)
     lo = int(pos)
     hi = min(lo + 1, n - 1)
     frac = pos - lo
-    s = a.sort(dim=1).values
+    s = w2.abs().sort(dim=1).values if sorted_abs is None else sorted_abs
     return s[:, lo] + (s[:, hi] - s[:, lo]) * frac
 
 
-def row_scales(w2: torch.Tensor, bits: int, clip_pct) -> torch.Tensor:
+def row_scales(w2: torch.Tensor, bits: int, clip_pct, sorted_abs=None) -> torch.Tensor:
     """fp16 per-row scale = clip / clip_range, kept inside fp16's normal range."""
     cr = clip_range(bits)
-    clip = row_clip_values(w2, clip_pct)
+    clip = row_clip_values(w2, clip_pct, sorted_abs)
     return (clip / cr).clamp(_QSCALE_MIN, _QSCALE_MAX).to(torch.float16)
 
 
@@ -197,7 +196,9 @@ def _quantize_rows_pick(w: torch.Tensor, bits: int, clip_pct, search):
     if len(cands) == 1:
         scale = row_scales(w2, bits, cands[0])
         return quantize_with_scale(w2, scale, bits).reshape(w.shape), scale, 0, cands
-    scales = torch.stack([row_scales(w2, bits, p) for p in cands])
+    need_sort = any(p is not None and p < 100.0 for p in cands)
+    sorted_abs = w2.abs().sort(dim=1).values if need_sort else None  # one sort serves every candidate
+    scales = torch.stack([row_scales(w2, bits, p, sorted_abs) for p in cands])
     qs = torch.stack([quantize_with_scale(w2, s, bits) for s in scales])
     errs = (qs.float() * scales.float()[:, :, None] - w2[None]).square().sum(dim=(1, 2))
     idx = torch.argmin(errs)  # first minimum on ties
