@@ -1,0 +1,419 @@
+"""Effective configuration of the run: the code's defaults overridden by what the run actually used.
+
+Sources, lowest precedence first:
+1. code defaults: `os.environ.get("NAME", default)` / `os.getenv` / env helpers anywhere in the code (class
+   `Hyperparameters`, module constants, `__init__`), including decoded wrappers and helper files;
+2. a `BAKED_CONFIG = {...}` literal (pgolf-built scripts bake the run's resolved configuration);
+3. README run commands and run scripts (`TTT_ENABLED=1 torchrun ... train_gpt.py`, `export X=1`);
+4. the logs: environment/hyperparameter lines the run printed (`  TTT_ENABLED=1`, `  ttt_enabled: True`,
+   `ttt_epochs:3 ...`) - what really ran.
+
+`ConfigModel.eval(node, unit)` evaluates a guard expression (`args.ttt_enabled`, `int(os.environ.get("X","0"))`,
+`h.ttt_epochs > 0 and not last`) to True/False/UNKNOWN under that configuration; flow.py uses it to decide whether
+flag-guarded code runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import libcst as cst
+
+from auditor.cstwalk import children, walk
+from auditor.logs import env_assignments
+
+UNKNOWN = object()
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{1,}$")
+_FLAG_NOISE = {"enabled", "enable", "use", "flag", "on", "do", "apply", "run", "mode", "is"}
+
+
+def _to_py(text):
+    """A printed value as Python: '1' -> 1, '0.5' -> 0.5, 'True' -> True, otherwise the string."""
+    if text is None:
+        return None
+    s = str(text).strip()
+    low = s.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return ast.literal_eval(s)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return s
+
+
+def _as_int(v):
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (int, float)):
+        return int(v)
+    if isinstance(v, str):
+        low = v.strip().lower()
+        if low in ("true", "yes", "on"):
+            return 1
+        if low in ("false", "no", "off", ""):
+            return 0
+        return int(float(low))
+    raise ValueError(v)
+
+
+def _as_float(v):
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return float(v.strip().lower() == "true")
+    return float(v)
+
+
+def _as_bool(v):
+    return bool(v)
+
+
+class ConfigModel:
+    def __init__(self):
+        self.attr_expr: dict = {}  # attribute or constant name -> (expr node, unit)
+        self.attr_env: dict = {}  # attribute -> ENV name
+        self.defaults: dict = {}  # ENV -> default as printed text (None when not a literal)
+        self.overrides: dict = {}  # ENV -> (value text, source)
+        self.printed_attrs: dict = {}  # attribute -> value printed in a log
+        self.markers: set = set()  # feature words the logs show ran (ttt, sliding, ngram, ...)
+        self._evaluating: set = set()
+        self._const_seen: set = set()
+
+    # ---------------------------------------------------------------- building
+    def scan_unit(self, unit) -> None:
+        if unit.module is None:
+            return
+        stack = [(unit.module, False)]
+        while stack:
+            node, in_fn = stack.pop()
+            if isinstance(node, cst.Assign):
+                for t in node.targets:
+                    self._assign(t.target, node.value, unit, in_fn)
+            elif isinstance(node, cst.AnnAssign) and node.value is not None:
+                self._assign(node.target, node.value, unit, in_fn)
+            elif isinstance(node, cst.Call):
+                env = _env_read(node)
+                if env is not None:
+                    name, default = env
+                    if name not in self.defaults or self.defaults[name] is None:
+                        self.defaults[name] = default
+            inner = in_fn or isinstance(node, cst.FunctionDef)
+            kids = list(children(node))
+            kids.reverse()
+            stack.extend((k, inner) for k in kids)
+
+    def _assign(self, target, value, unit, in_function: bool = False) -> None:
+        name = None
+        if isinstance(target, cst.Name):
+            name = target.value
+        elif isinstance(target, cst.Attribute):
+            name = target.attr.value
+        if name is None:
+            return
+        if name == "BAKED_CONFIG" and isinstance(value, cst.Dict):
+            for el in value.elements:
+                if isinstance(el, cst.DictElement):
+                    try:
+                        k = ast.literal_eval(unit.code(el.key))
+                        v = ast.literal_eval(unit.code(el.value))
+                    except Exception:
+                        continue
+                    if isinstance(k, str):
+                        key = k if _ENV_NAME.match(k) else k.upper()
+                        self.overrides.setdefault(key, (_fmt(v), "BAKED_CONFIG"))
+            return
+        envs = []
+        for n in walk(value):
+            if isinstance(n, cst.Call):
+                r = _env_read(n)
+                if r is not None:
+                    envs.append(r[0])
+            elif isinstance(n, cst.Subscript):
+                r = _environ_subscript(n)
+                if r is not None:
+                    envs.append(r)
+        if envs:
+            self.attr_expr.setdefault(name, (value, unit))
+            self.attr_env.setdefault(name, envs[0])
+        elif not in_function and isinstance(value, (cst.Integer, cst.Float, cst.SimpleString, cst.Name)):
+            # module/class constants (`TTT_ENABLED = 0`, `USE_NGRAM = False`) are flags too; a name assigned
+            # twice at top level is ambiguous and dropped
+            if isinstance(value, cst.Name) and value.value not in ("True", "False", "None"):
+                return
+            if name in self._const_seen:
+                self.attr_expr.pop(name, None) if name not in self.attr_env else None
+                return
+            self._const_seen.add(name)
+            if name not in self.attr_expr:
+                self.attr_expr[name] = (value, unit)
+
+    def add_text_overrides(self, text: str, source: str) -> None:
+        """README / run script: env assignments on command lines (joined across backslash continuations)."""
+        joined = re.sub(r"\\\s*\n", " ", text)
+        for line in joined.splitlines():
+            s = line.strip()
+            if not s or s.startswith("#"):
+                continue
+            if "torchrun" in s or "train_gpt" in s or s.startswith("export ") or re.match(r"^(?:[A-Z][A-Z0-9_]*=\S+\s*)+$", s):
+                for k, v in env_assignments(s).items():
+                    self.overrides[k] = (v, source)
+
+    def add_log(self, info, source: str) -> None:
+        for k, v in info.env.items():
+            if _ENV_NAME.match(k):
+                self.overrides[k] = (v, source)
+        for k, v in info.hyperparameters.items():
+            self.printed_attrs[k] = v
+        for lb in list(info.finals) + list(info.markers):
+            self.markers.update(w for w in re.split(r"[^a-z0-9]+", lb.lower()) if w)
+        if info.ttt_elapsed_s is not None:
+            self.markers.add("ttt")
+
+    # ---------------------------------------------------------------- queries
+    def env_value(self, env: str):
+        if env in self.overrides:
+            return self.overrides[env][0]
+        return self.defaults.get(env)
+
+    def effective(self) -> dict:
+        out = {k: v for k, v in self.defaults.items() if v is not None}
+        for k, (v, _src) in self.overrides.items():
+            out[k] = v
+        return dict(sorted(out.items()))
+
+    def source_of(self, env: str) -> str:
+        if env in self.overrides:
+            return self.overrides[env][1]
+        return "code default"
+
+    def attr_value(self, name: str):
+        if name in self.printed_attrs:
+            return _to_py(self.printed_attrs[name])
+        env = self.attr_env.get(name)
+        if env is not None and env in self.overrides and name not in self.attr_expr:
+            return _to_py(self.overrides[env][0])
+        if name in self.attr_expr and name not in self._evaluating:
+            expr, unit = self.attr_expr[name]
+            self._evaluating.add(name)
+            try:
+                return self.eval(expr, unit)
+            finally:
+                self._evaluating.discard(name)
+        if _ENV_NAME.match(name) and name in self.overrides:
+            return _to_py(self.overrides[name][0])
+        return UNKNOWN
+
+    def observed(self, flag_names) -> bool:
+        """Did the logs show the feature named by these flags running (e.g. `ttt_enabled` and a `legal_ttt` line)?"""
+        for name in flag_names:
+            words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w and w not in _FLAG_NOISE and len(w) > 2]
+            if words and all(w in self.markers for w in words):
+                return True
+        return False
+
+    def eval(self, node, unit=None):
+        try:
+            return self._eval(node, 0)
+        except Exception:
+            return UNKNOWN
+
+    def _eval(self, node, depth):
+        if depth > 40:
+            return UNKNOWN
+        ev = lambda n: self._eval(n, depth + 1)  # noqa: E731
+        if isinstance(node, cst.Integer):
+            return int(node.value.replace("_", ""), 0)
+        if isinstance(node, cst.Float):
+            return float(node.value.replace("_", ""))
+        if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+            v = node.evaluated_value
+            return v if isinstance(v, str) else UNKNOWN
+        if isinstance(node, cst.Name):
+            if node.value in ("True", "False", "None"):
+                return {"True": True, "False": False, "None": None}[node.value]
+            return self.attr_value(node.value)
+        if isinstance(node, cst.Attribute):
+            return self.attr_value(node.attr.value)
+        if isinstance(node, cst.Subscript):
+            env = _environ_subscript(node)
+            if env is not None:
+                v = self.env_value(env)
+                return v if v is not None else UNKNOWN
+            return UNKNOWN
+        if isinstance(node, cst.UnaryOperation):
+            v = ev(node.expression)
+            if v is UNKNOWN:
+                return UNKNOWN
+            if isinstance(node.operator, cst.Not):
+                return not v
+            if isinstance(node.operator, cst.Minus):
+                return -v
+            return UNKNOWN
+        if isinstance(node, cst.BooleanOperation):
+            left = ev(node.left)
+            if isinstance(node.operator, cst.And):
+                if left is not UNKNOWN and not left:
+                    return left
+                right = ev(node.right)
+                if right is not UNKNOWN and not right:
+                    return right
+                return UNKNOWN if UNKNOWN in (left, right) else right
+            if left is not UNKNOWN and left:
+                return left
+            right = ev(node.right)
+            if right is not UNKNOWN and right:
+                return right
+            return UNKNOWN if UNKNOWN in (left, right) else right
+        if isinstance(node, cst.Comparison):
+            left = ev(node.left)
+            for target in node.comparisons:
+                right = ev(target.comparator)
+                if left is UNKNOWN or right is UNKNOWN:
+                    return UNKNOWN
+                op = target.operator
+                if isinstance(op, (cst.In, cst.NotIn)):
+                    try:
+                        res = left in right
+                    except TypeError:
+                        return UNKNOWN
+                    res = res if isinstance(op, cst.In) else not res
+                else:
+                    l2, r2 = left, right
+                    if isinstance(l2, str) and isinstance(r2, (int, float)) and not isinstance(r2, bool):
+                        l2 = _as_float(l2)
+                    if isinstance(r2, str) and isinstance(l2, (int, float)) and not isinstance(l2, bool):
+                        r2 = _as_float(r2)
+                    res = {cst.Equal: lambda a, b: a == b, cst.NotEqual: lambda a, b: a != b,
+                           cst.GreaterThan: lambda a, b: a > b, cst.GreaterThanEqual: lambda a, b: a >= b,
+                           cst.LessThan: lambda a, b: a < b, cst.LessThanEqual: lambda a, b: a <= b,
+                           cst.Is: lambda a, b: a is b, cst.IsNot: lambda a, b: a is not b}.get(type(op))
+                    if res is None:
+                        return UNKNOWN
+                    res = res(l2, r2)
+                if not res:
+                    return False
+                left = right
+            return True
+        if isinstance(node, (cst.Tuple, cst.List, cst.Set)):
+            vals = [ev(e.value) for e in node.elements]
+            return UNKNOWN if any(v is UNKNOWN for v in vals) else tuple(vals)
+        if isinstance(node, cst.IfExp):
+            test = ev(node.test)
+            if test is UNKNOWN:
+                return UNKNOWN
+            return ev(node.body) if test else ev(node.orelse)
+        if isinstance(node, cst.Call):
+            return self._eval_call(node, depth)
+        return UNKNOWN
+
+    def _eval_call(self, node: cst.Call, depth):
+        r = _env_read(node)
+        if r is not None:
+            name, default = r
+            v = self.env_value(name)
+            if name in self.overrides:
+                return self.overrides[name][0]
+            if len(node.args) >= 2:
+                return self._eval(node.args[1].value, depth + 1)
+            return v if v is not None else None
+        f = node.func
+        fname = f.value if isinstance(f, cst.Name) else None
+        if fname in ("int", "float", "bool", "str") and len(node.args) == 1:
+            v = self._eval(node.args[0].value, depth + 1)
+            if v is UNKNOWN:
+                return UNKNOWN
+            return {"int": _as_int, "float": _as_float, "bool": _as_bool, "str": str}[fname](v)
+        if isinstance(f, cst.Attribute) and f.attr.value in ("lower", "upper", "strip") and not node.args:
+            v = self._eval(f.value, depth + 1)
+            return getattr(v, f.attr.value)() if isinstance(v, str) else UNKNOWN
+        return UNKNOWN
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return str(v)
+
+
+def _is_environ(node) -> bool:
+    return (isinstance(node, cst.Attribute) and node.attr.value == "environ") or (
+        isinstance(node, cst.Name) and node.value == "environ")
+
+
+def _env_read(node: cst.Call):
+    """(ENV, default text|None) for `os.environ.get("X", d)`, `os.getenv("X", d)`, `env_helper("X", d)`."""
+    f = node.func
+    if not node.args or not isinstance(node.args[0].value, cst.SimpleString):
+        return None
+    try:
+        name = node.args[0].value.evaluated_value
+    except Exception:
+        return None
+    if not isinstance(name, str) or not _ENV_NAME.match(name):
+        return None
+    is_env = False
+    if isinstance(f, cst.Attribute):
+        if f.attr.value in ("get", "setdefault", "pop") and _is_environ(f.value):
+            is_env = True
+        elif f.attr.value == "getenv":
+            is_env = True
+    fname = f.value if isinstance(f, cst.Name) else (f.attr.value if isinstance(f, cst.Attribute) else "")
+    if not is_env and re.search(r"(?i)env", fname or ""):
+        is_env = True
+    if not is_env:
+        return None
+    default = None
+    if len(node.args) >= 2:
+        d = node.args[1].value
+        try:
+            if isinstance(d, (cst.SimpleString, cst.Integer, cst.Float)):
+                default = _fmt(ast.literal_eval(_node_code(d)))
+            elif isinstance(d, cst.Name) and d.value in ("True", "False"):
+                default = "1" if d.value == "True" else "0"
+        except Exception:
+            default = None
+    return name, default
+
+
+def _environ_subscript(node: cst.Subscript):
+    if not _is_environ(node.value) or len(node.slice) != 1:
+        return None
+    sl = node.slice[0].slice
+    if isinstance(sl, cst.Index) and isinstance(sl.value, cst.SimpleString):
+        v = sl.value.evaluated_value
+        if isinstance(v, str) and _ENV_NAME.match(v):
+            return v
+    return None
+
+
+def _node_code(node) -> str:
+    return cst.Module(body=[]).code_for_node(node)
+
+
+def build_config(sub) -> ConfigModel:
+    """The ConfigModel of a loaded submission (auditor.source.Submission)."""
+    cfg = ConfigModel()
+    for unit in sub.units:
+        cfg.scan_unit(unit)
+    if sub.readme_text:
+        cfg.add_text_overrides(sub.readme_text, sub.readme_rel or "README.md")
+    for rel, text in sorted(sub.scripts.items()):
+        cfg.add_text_overrides(text, rel)
+    for rel, info in sorted(sub.logs.items()):
+        cfg.add_log(info, rel)
+    return cfg
+
+
+def effective_config(submission) -> dict:
+    """Env assignments the run used: code defaults overridden by BAKED_CONFIG, README/run scripts and the logs.
+
+    `submission` is an `auditor.source.Submission` or a path (folder or train_gpt.py)."""
+    if not hasattr(submission, "units"):
+        from pathlib import Path
+
+        from auditor.source import discover, load_submission
+
+        found = discover([Path(submission)])
+        if not found:
+            return {}
+        submission = load_submission(*found[0])
+    return build_config(submission).effective()

@@ -1,0 +1,360 @@
+"""Static decoding of self-extracting wrappers: `exec(L.decompress(B.b85decode("...")))` and friends.
+
+Nothing is executed. The argument of `exec(...)`/`eval(...)`/`compile(...)` is evaluated by a tiny interpreter that
+knows only pure, bounded functions: lzma (raw LZMA2/xz/alone), zlib, gzip, bz2, base85/base64/ascii85/base32/hex,
+`.decode()/.encode()`, adjacent and `+`-concatenated string literals, `bytes.fromhex`, module-level string constants.
+Decompression is capped (`max_bytes`), so a decompression bomb yields a `DecodeError`, never memory exhaustion.
+Wrappers may nest: the decoded source is decoded again (`max_depth` levels).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bz2
+import lzma
+import zlib
+from dataclasses import dataclass
+
+import libcst as cst
+
+from auditor.cstwalk import walk
+
+MAX_DECODED_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 6
+_CHUNK = 64 * 1024
+
+
+class DecodeError(Exception):
+    """The wrapper could not be decoded statically (unknown function, corrupt payload, size cap exceeded)."""
+
+
+@dataclass
+class Decoded:
+    source: str  # decoded Python source
+    line: int  # 1-based line of the exec(...) in the wrapper
+    col: int
+    layers: list  # e.g. ["b85decode", "lzma(raw)"]
+
+
+def _bounded_stream(decomp, data: bytes, max_bytes: int, what: str) -> bytes:
+    out = bytearray()
+    buf = data
+    while True:
+        chunk = decomp.decompress(buf, max_length=_CHUNK)
+        buf = b""
+        out += chunk
+        if len(out) > max_bytes:
+            raise DecodeError(f"{what} output exceeds the {max_bytes}-byte cap (decompression bomb?)")
+        if decomp.eof:
+            return bytes(out)
+        if decomp.needs_input:
+            raise DecodeError(f"{what} payload is truncated")
+
+
+def lzma_decompress(data: bytes, fmt=None, filters=None, max_bytes: int = MAX_DECODED_BYTES) -> bytes:
+    try:
+        if fmt == lzma.FORMAT_RAW:
+            d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=filters or [{"id": lzma.FILTER_LZMA2}])
+        else:
+            d = lzma.LZMADecompressor(format=fmt if fmt is not None else lzma.FORMAT_AUTO)
+        return _bounded_stream(d, data, max_bytes, "lzma")
+    except lzma.LZMAError as exc:
+        raise DecodeError(f"lzma payload is corrupt: {exc}") from None
+
+
+def zlib_decompress(data: bytes, wbits: int = 15, max_bytes: int = MAX_DECODED_BYTES) -> bytes:
+    try:
+        d = zlib.decompressobj(wbits)
+        out = bytearray()
+        buf = data
+        while True:
+            chunk = d.decompress(buf, _CHUNK)
+            out += chunk
+            if len(out) > max_bytes:
+                raise DecodeError(f"zlib output exceeds the {max_bytes}-byte cap (decompression bomb?)")
+            buf = d.unconsumed_tail
+            if d.eof or (not chunk and not buf):
+                break
+        return bytes(out)
+    except zlib.error as exc:
+        raise DecodeError(f"zlib payload is corrupt: {exc}") from None
+
+
+def bz2_decompress(data: bytes, max_bytes: int = MAX_DECODED_BYTES) -> bytes:
+    try:
+        return _bounded_stream(bz2.BZ2Decompressor(), data, max_bytes, "bz2")
+    except (OSError, ValueError) as exc:
+        raise DecodeError(f"bz2 payload is corrupt: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The interpreter
+
+
+class _Env:
+    def __init__(self, module: cst.Module, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.aliases: dict[str, str] = {}  # local name -> module or module.attr
+        self.consts: dict[str, cst.BaseExpression] = {}
+        for stmt in module.body:
+            if not isinstance(stmt, cst.SimpleStatementLine):
+                continue
+            for small in stmt.body:
+                if isinstance(small, cst.Import):
+                    for alias in small.names:
+                        full = _dotted(alias.name)
+                        local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) else full.split(".")[0]
+                        self.aliases[local] = full if alias.asname else full.split(".")[0]
+                elif isinstance(small, cst.ImportFrom) and small.module is not None and not isinstance(small.names, cst.ImportStar):
+                    mod = _dotted(small.module)
+                    for alias in small.names:
+                        name = _dotted(alias.name)
+                        local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) else name
+                        self.aliases[local] = f"{mod}.{name}"
+                elif isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                    self.consts[small.targets[0].target.value] = small.value
+
+    def resolve(self, node: cst.BaseExpression) -> str | None:
+        """Dotted name of a function reference with import aliases resolved (`L.decompress` -> `lzma.decompress`)."""
+        if isinstance(node, cst.Name):
+            return self.aliases.get(node.value, node.value)
+        if isinstance(node, cst.Attribute):
+            base = self.resolve(node.value)
+            return f"{base}.{node.attr.value}" if base else None
+        return None
+
+
+def _dotted(node) -> str:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        return f"{_dotted(node.value)}.{node.attr.value}"
+    return ""
+
+
+_LZMA_CONSTS = {
+    "lzma.FORMAT_RAW": lzma.FORMAT_RAW, "lzma.FORMAT_XZ": lzma.FORMAT_XZ, "lzma.FORMAT_ALONE": lzma.FORMAT_ALONE,
+    "lzma.FORMAT_AUTO": lzma.FORMAT_AUTO, "lzma.FILTER_LZMA2": lzma.FILTER_LZMA2, "lzma.FILTER_LZMA1": lzma.FILTER_LZMA1,
+    "lzma.FILTER_DELTA": lzma.FILTER_DELTA, "lzma.FILTER_X86": lzma.FILTER_X86, "lzma.PRESET_EXTREME": lzma.PRESET_EXTREME,
+    "zlib.MAX_WBITS": zlib.MAX_WBITS,
+}
+
+
+def _eval(node: cst.BaseExpression, env: _Env, layers: list, depth: int = 0):
+    if depth > 60:
+        raise DecodeError("expression nests too deeply")
+    if isinstance(node, cst.SimpleString):
+        return node.evaluated_value
+    if isinstance(node, cst.ConcatenatedString):
+        left = _eval(node.left, env, layers, depth + 1)
+        right = _eval(node.right, env, layers, depth + 1)
+        return left + right
+    if isinstance(node, cst.Integer):
+        return int(node.value.replace("_", ""), 0)
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        return -_eval(node.expression, env, layers, depth + 1)
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+        left = _eval(node.left, env, layers, depth + 1)
+        right = _eval(node.right, env, layers, depth + 1)
+        if type(left) is not type(right) or not isinstance(left, (str, bytes)):
+            raise DecodeError("'+' of non-string operands")
+        if len(left) + len(right) > env.max_bytes:
+            raise DecodeError(f"string exceeds the {env.max_bytes}-byte cap")
+        return left + right
+    if isinstance(node, (cst.Name, cst.Attribute)):
+        dotted = env.resolve(node)
+        if dotted in _LZMA_CONSTS:
+            return _LZMA_CONSTS[dotted]
+        if isinstance(node, cst.Name) and node.value in env.consts:
+            value = env.consts.pop(node.value)  # pop: no self-referential loops
+            try:
+                return _eval(value, env, layers, depth + 1)
+            finally:
+                env.consts[node.value] = value
+        raise DecodeError(f"unknown name {_dotted(node) or '?'}")
+    if isinstance(node, cst.List):
+        return [_eval(e.value, env, layers, depth + 1) for e in node.elements]
+    if isinstance(node, cst.Tuple):
+        return tuple(_eval(e.value, env, layers, depth + 1) for e in node.elements)
+    if isinstance(node, cst.Dict):
+        out = {}
+        for el in node.elements:
+            if not isinstance(el, cst.DictElement):
+                raise DecodeError("dict unpacking")
+            out[_eval(el.key, env, layers, depth + 1)] = _eval(el.value, env, layers, depth + 1)
+        return out
+    if isinstance(node, cst.Call):
+        return _eval_call(node, env, layers, depth)
+    raise DecodeError(f"unsupported expression {type(node).__name__}")
+
+
+def _args(call: cst.Call, env, layers, depth):
+    pos, kw = [], {}
+    for a in call.args:
+        if a.star:
+            raise DecodeError("star arguments")
+        v = _eval(a.value, env, layers, depth + 1)
+        if a.keyword is not None:
+            kw[a.keyword.value] = v
+        else:
+            pos.append(v)
+    return pos, kw
+
+
+def _as_bytes(v) -> bytes:
+    if isinstance(v, str):
+        return v.encode("ascii", errors="strict") if v.isascii() else v.encode("utf-8")
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    raise DecodeError(f"expected bytes, got {type(v).__name__}")
+
+
+def _eval_call(call: cst.Call, env: _Env, layers: list, depth: int):
+    func = call.func
+    # Method calls on a value: x.decode(), x.encode(), bytes.fromhex(x), x.replace(a, b)
+    if isinstance(func, cst.Attribute) and env.resolve(func.value) not in (
+        "lzma", "zlib", "base64", "bz2", "gzip", "codecs", "binascii", "bytes", "str"):
+        recv = _eval(func.value, env, layers, depth + 1)
+        pos, kw = _args(call, env, layers, depth)
+        meth = func.attr.value
+        if meth == "decode" and isinstance(recv, (bytes, bytearray)):
+            enc = pos[0] if pos else kw.get("encoding", "utf-8")
+            return bytes(recv).decode(enc, errors=kw.get("errors", "strict"))
+        if meth == "encode" and isinstance(recv, str):
+            enc = pos[0] if pos else kw.get("encoding", "utf-8")
+            return recv.encode(enc)
+        if meth in ("strip", "rstrip", "lstrip") and isinstance(recv, (str, bytes)) and len(pos) <= 1:
+            return getattr(recv, meth)(*pos)
+        if meth == "replace" and isinstance(recv, (str, bytes)) and len(pos) == 2:
+            out = recv.replace(pos[0], pos[1])
+            if len(out) > env.max_bytes:
+                raise DecodeError("replace exceeds the size cap")
+            return out
+        if meth == "join" and isinstance(recv, (str, bytes)) and len(pos) == 1 and isinstance(pos[0], (list, tuple)):
+            return recv.join(pos[0])
+        raise DecodeError(f"unsupported method .{meth}()")
+    name = env.resolve(func) or ""
+    pos, kw = _args(call, env, layers, depth)
+    mb = env.max_bytes
+    if name in ("base64.b85decode",):
+        layers.append("b85decode")
+        return _wrap_binascii(base64.b85decode, _as_bytes(pos[0]))
+    if name in ("base64.a85decode",):
+        layers.append("a85decode")
+        return _wrap_binascii(lambda b: base64.a85decode(b, **{k: v for k, v in kw.items() if k in ("foldspaces", "adobe", "ignorechars")}), _as_bytes(pos[0]))
+    if name in ("base64.b64decode", "base64.standard_b64decode", "base64.decodebytes", "binascii.a2b_base64"):
+        layers.append("b64decode")
+        return _wrap_binascii(base64.b64decode, _as_bytes(pos[0]))
+    if name == "base64.urlsafe_b64decode":
+        layers.append("b64decode")
+        return _wrap_binascii(base64.urlsafe_b64decode, _as_bytes(pos[0]))
+    if name in ("base64.b32decode",):
+        layers.append("b32decode")
+        return _wrap_binascii(base64.b32decode, _as_bytes(pos[0]))
+    if name in ("base64.b16decode", "binascii.unhexlify", "binascii.a2b_hex", "bytes.fromhex"):
+        layers.append("hex")
+        arg = pos[0]
+        return _wrap_binascii(lambda b: bytes.fromhex(b.decode("ascii")), _as_bytes(arg))
+    if name == "lzma.decompress":
+        fmt = kw.get("format", pos[1] if len(pos) > 1 else None)
+        filters = kw.get("filters", pos[3] if len(pos) > 3 else None)
+        layers.append("lzma(raw)" if fmt == lzma.FORMAT_RAW else "lzma")
+        return lzma_decompress(_as_bytes(pos[0]), fmt, filters, mb)
+    if name in ("zlib.decompress",):
+        layers.append("zlib")
+        wbits = kw.get("wbits", pos[1] if len(pos) > 1 else 15)
+        return zlib_decompress(_as_bytes(pos[0]), wbits, mb)
+    if name == "gzip.decompress":
+        layers.append("gzip")
+        return zlib_decompress(_as_bytes(pos[0]), 31, mb)
+    if name == "bz2.decompress":
+        layers.append("bz2")
+        return bz2_decompress(_as_bytes(pos[0]), mb)
+    if name in ("codecs.decode",):
+        enc = (pos[1] if len(pos) > 1 else kw.get("encoding", "utf-8")).lower().replace("-", "_")
+        data = pos[0]
+        if enc in ("base64", "base64_codec"):
+            return _wrap_binascii(base64.b64decode, _as_bytes(data))
+        if enc in ("hex", "hex_codec"):
+            return _wrap_binascii(lambda b: bytes.fromhex(b.decode("ascii")), _as_bytes(data))
+        if enc in ("zlib", "zlib_codec"):
+            return zlib_decompress(_as_bytes(data), 15, mb)
+        if enc in ("bz2", "bz2_codec"):
+            return bz2_decompress(_as_bytes(data), mb)
+        if isinstance(data, (bytes, bytearray)):
+            return bytes(data).decode(enc)
+        raise DecodeError(f"codecs.decode with {enc!r}")
+    if name in ("str", "bytes") and pos and len(pos) <= 3:
+        if name == "str" and isinstance(pos[0], (bytes, bytearray)) and len(pos) >= 2:
+            return bytes(pos[0]).decode(pos[1])
+        if name == "bytes" and isinstance(pos[0], str) and len(pos) >= 2:
+            return pos[0].encode(pos[1])
+        if name == "bytes" and isinstance(pos[0], (bytes, bytearray)):
+            return bytes(pos[0])
+    raise DecodeError(f"unsupported call {name or '?'}()")
+
+
+def _wrap_binascii(fn, data: bytes) -> bytes:
+    try:
+        return fn(data)
+    except (ValueError, binascii.Error) as exc:
+        raise DecodeError(f"payload does not decode: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+_EXEC_NAMES = ("exec", "eval", "builtins.exec", "builtins.eval", "compile")
+
+
+def _is_static_payload(node: cst.BaseExpression) -> bool:
+    """True when the exec argument is built from calls/literals only (a wrapper), not `open(...).read()` or code."""
+    if isinstance(node, cst.Call):
+        f = node.func
+        if isinstance(f, cst.Attribute) and f.attr.value == "read":
+            return False
+        if isinstance(f, cst.Name) and f.value == "open":
+            return False
+        return all(_is_static_payload(a.value) for a in node.args) and (
+            not isinstance(f, cst.Attribute) or _is_static_payload(f.value) or isinstance(f.value, (cst.Name, cst.Attribute)))
+    return isinstance(node, (cst.SimpleString, cst.ConcatenatedString, cst.Name, cst.Attribute, cst.Integer,
+                             cst.BinaryOperation, cst.List, cst.Dict, cst.Tuple, cst.UnaryOperation))
+
+
+def find_wrapped_sources(module: cst.Module, positions=None, max_bytes: int = MAX_DECODED_BYTES):
+    """Decode every exec/eval of a static payload in `module`.
+
+    Returns (decoded: list[Decoded], errors: list[(line, col, message)]). Only the payload of exec calls whose
+    argument is a call chain over literals is attempted; `exec(open(...).read())` is left to the helper follower."""
+    env = _Env(module, max_bytes)
+    calls = [n for n in walk(module) if isinstance(n, cst.Call) and n.args and env.resolve(n.func) in _EXEC_NAMES]
+    decoded, errors = [], []
+    for call in calls:
+        arg = call.args[0].value
+        if not isinstance(arg, cst.Call) or not _is_static_payload(arg):
+            continue
+        line, col = 1, 1
+        pmap = positions() if callable(positions) else positions
+        if pmap is not None and call in pmap:
+            pos = pmap[call]
+            line, col = pos.start.line, pos.start.column + 1
+        layers: list = []
+        try:
+            value = _eval(arg, env, layers)
+        except DecodeError as exc:
+            errors.append((line, col, str(exc)))
+            continue
+        except (RecursionError, MemoryError, OverflowError, TypeError, ValueError, IndexError, KeyError, LookupError) as exc:
+            errors.append((line, col, f"{type(exc).__name__}: {exc}"))
+            continue
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                value = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                errors.append((line, col, "decoded payload is not UTF-8 text"))
+                continue
+        if not isinstance(value, str):
+            continue
+        decoded.append(Decoded(source=value, line=line, col=col, layers=layers))
+    return decoded, errors

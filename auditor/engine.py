@@ -1,0 +1,97 @@
+"""Audit one submission or many: load, build the configuration and flow model, run the rules, apply suppressions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from auditor.config import build_config
+from auditor.findings import Finding
+from auditor.flow import Program
+from auditor.rules import AuditContext, rule_modules
+from auditor.source import discover, load_submission
+from auditor.suppress import apply as apply_suppressions
+from auditor.suppress import collect as collect_suppressions
+
+LEVEL_RANK = {"note": 0, "warning": 1, "error": 2}
+
+
+@dataclass
+class Result:
+    path: str
+    verdict: str  # pass | fail | error
+    findings: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    context: object = None  # static context (for the dynamic audit), not serialized
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "verdict": self.verdict, "findings": [
+            {k: v for k, v in f.to_dict().items() if k in ("rule", "level", "message", "file", "line", "col")}
+            for f in self.findings], "metrics": self.metrics}
+
+
+@dataclass
+class Options:
+    max_bytes: int = 16_000_000
+    fail_on: str = "error"
+    keep_context: bool = False
+
+
+def analyse(root, entry, display, is_folder, opts: Options) -> Result:
+    t0 = time.perf_counter()
+    sub = load_submission(root, entry, display, is_folder)
+    cfg = build_config(sub)
+    prog = None
+    if sub.analysable and sub.units:
+        try:
+            prog = Program(sub.units, cfg)
+        except RecursionError:
+            sub.findings.append(Finding("PG002", "error", "code nests too deeply for the analysis; simplify it.",
+                                        sub.units[0].rel, 1, 1))
+            sub.analysable = False
+    ctx = AuditContext(sub=sub, cfg=cfg, prog=prog, max_bytes=opts.max_bytes)
+    findings = list(sub.findings)
+    for mod in rule_modules():
+        findings += mod.check(ctx)
+    findings = apply_suppressions(findings, collect_suppressions(sub.units))
+    findings.sort(key=lambda f: (f.file, f.line, f.col, f.rule))
+    if not sub.analysable or (entry is None and not is_folder):
+        verdict = "error"
+    else:
+        threshold = LEVEL_RANK.get(opts.fail_on, 2)
+        verdict = "fail" if any(LEVEL_RANK[f.level] >= threshold for f in findings) else "pass"
+    metrics = _metrics(sub, prog)
+    metrics["seconds"] = round(time.perf_counter() - t0, 4)
+    return Result(path=display, verdict=verdict, findings=findings, metrics=metrics,
+                  context=ctx if opts.keep_context else None)
+
+
+def _metrics(sub, prog) -> dict:
+    m = {"code_bytes": sub.entry_bytes, "code_lines": sub.entry_lines,
+         "decoded_units": sum(1 for u in sub.units if u.kind == "decoded"),
+         "helper_files": [u.rel for u in sub.helper_units()],
+         "logs": len(sub.logs), "seeds": sorted({i.seed for i in sub.logs.values() if i.seed is not None})}
+    totals = [i.total_size_bytes for i in sub.logs.values() if i.total_size_bytes is not None]
+    if totals:
+        m["max_total_bytes"] = max(totals)
+    bpbs = [i.scored_val_bpb for i in sub.logs.values() if i.scored_val_bpb is not None]
+    if bpbs:
+        m["mean_val_bpb"] = round(sum(bpbs) / len(bpbs), 8)
+    if prog is not None:
+        m["functions"] = sum(1 for f in prog.funcs if not f.is_module)
+        m["reachable_functions"] = sum(1 for f in prog.funcs if f.reach == "on" and not f.is_module)
+    return m
+
+
+def audit_paths(paths, opts: Options | None = None) -> list:
+    opts = opts or Options()
+    return [analyse(*d, opts) for d in discover(paths)]
+
+
+def static_context(path):
+    """(Submission, ConfigModel, Program|None) of the first submission at `path`, for the dynamic audit."""
+    found = discover([path])
+    if not found:
+        return None
+    r = analyse(*found[0], Options(keep_context=True))
+    return r.context

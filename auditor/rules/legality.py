@@ -1,0 +1,578 @@
+"""PG4xx evaluation legality: each predicted distribution depends only on the artifact and the strict prefix, is a
+full normalized distribution, each token is scored before any update that used it, in one left-to-right pass.
+
+Works on the flow model (auditor.flow): `train` sites (backward on a loss computed from validation tokens), `score`
+sites (a validation loss accumulated into the reported sum), loops (chunk/window/doc loops select data; epoch loops
+repeat), and calls to functions that train/score (followed transitively).
+"""
+
+from __future__ import annotations
+
+import re
+
+from auditor.findings import Finding
+from auditor.flow import GATE, GRAD, STATS, VAL
+
+RULES = {
+    "PG401": ("error", "weights updated on validation tokens before those tokens are scored"),
+    "PG402": ("error", "reported score computed after adapting on the same tokens (multi-epoch scoring)"),
+    "PG403": ("error", "more than one scoring pass over tokens that feed the report"),
+    "PG404": ("error", "scoring reads the realized target (target in a cache key / gate)"),
+    "PG405": ("error", "per-window parameters optimized on the positions that are then scored"),
+    "PG406": ("error", "cache/statistics built from the whole validation stream, then used to score it"),
+}
+
+_PREV = re.compile(r"(?i)(-\s*1\b|\bprev|\blast_)")
+_CTX_ONLY = re.compile(r"\[\s*(?:[^\[\]]*,\s*)?:\s*[A-Za-z_][\w.]*\s*(?:-\s*\d+\s*)?(?:,[^\[\]]*)?\]")
+
+
+class Summary:
+    """Per-function transitive facts: trains on validation tokens / scores them (any path, and with flags on)."""
+
+    def __init__(self, prog):
+        self.prog = prog
+        self.trains = {f: [False, False] for f in prog.funcs}  # [any, on]
+        self.scores = {f: [False, False] for f in prog.funcs}
+        self.stats = {f: [False, False] for f in prog.funcs}
+        for f in prog.funcs:
+            for s in f.sites:
+                if s.kind == "train" and VAL in s.labels:
+                    self.trains[f][0] = True
+                    self.trains[f][1] |= not s.off
+                elif s.kind == "score":
+                    self.scores[f][0] = True
+                    self.scores[f][1] |= not s.off
+                elif s.kind == "stats" and VAL in s.labels:
+                    self.stats[f][0] = True
+                    self.stats[f][1] |= not s.off
+        for _ in range(12):
+            changed = False
+            for f in prog.funcs:
+                for c in f.calls:
+                    if c.is_ref:
+                        continue
+                    for g in prog.targets(c):
+                        if g is f:
+                            continue
+                        for table in (self.trains, self.scores, self.stats):
+                            a, o = table[f]
+                            na = a or table[g][0]
+                            no = o or (table[g][1] and not c.off)
+                            if (na, no) != (a, o):
+                                table[f][0], table[f][1] = na, no
+                                changed = True
+            if not changed:
+                break
+
+    def kind(self, g) -> str:
+        t, s = self.trains[g][0], self.scores[g][0]
+        return "ttt" if t and s else "train" if t else "score" if s else ""
+
+
+class Event:
+    def __init__(self, kind, order, loops, off, guards, unit, node, labels=frozenset(), callee=None, call=None, site=None):
+        self.kind, self.order, self.loops, self.off, self.guards = kind, order, loops, off, guards
+        self.unit, self.node, self.labels, self.callee, self.call, self.site = unit, node, labels, callee, call, site
+
+
+def _events(f, summ):
+    ev = []
+    for s in f.sites:
+        if s.kind == "train" and VAL in s.labels:
+            ev.append(Event("train", s.order, s.loops, s.off, s.guards, f.unit, s.node, s.labels, site=s))
+        elif s.kind == "score":
+            ev.append(Event("score", s.order, s.loops, s.off, s.guards, f.unit, s.node, s.labels, site=s))
+    for c in f.calls:
+        if c.is_ref:
+            continue
+        for g in summ.prog.targets(c):
+            if g is f:
+                continue
+            k = summ.kind(g)
+            if not k:
+                continue
+            table = summ.trains if k == "train" else summ.scores
+            off = c.off or not (table[g][1] or (k == "ttt" and summ.trains[g][1]))
+            ev.append(Event(k, c.order, c.loops, off, c.guards, f.unit, c.node, callee=g, call=c))
+            break
+    return sorted(ev, key=lambda e: e.order)
+
+
+def _common_loops(a, b):
+    out = []
+    for x, y in zip(a, b):
+        if x is y:
+            out.append(x)
+        else:
+            break
+    return out
+
+
+def _level(*events, base="error"):
+    return "note" if any(e.off or e.unit is None for e in events) else base
+
+
+def _off_note(*events) -> str:
+    guards = [g for e in events for g in e.guards]
+    if any(e.off for e in events):
+        why = f"`{guards[0]}` is false" if guards else "a flag is off"
+        return f" (switched off in this run: {why}; it would be an error if enabled)"
+    return ""
+
+
+def _fname(e) -> str:
+    return e.callee.qualname if e.callee is not None else "this function"
+
+
+def _model_overlap(a, b) -> bool:
+    """Do two calls pass the same (non-data) object, e.g. the same model? Unknown -> True."""
+    if a.call is None or b.call is None:
+        return True
+    na = {code for _k, lab, code in a.call.arg_labels if not lab and re.fullmatch(r"[\w.]+", code)}
+    nb = {code for _k, lab, code in b.call.arg_labels if not lab and re.fullmatch(r"[\w.]+", code)}
+    models = {x for x in na | nb if re.search(r"(?i)model|net|gpt|module", x)}
+    if not models:
+        return True
+    return bool(na & nb & models)
+
+
+def _context_only(f, t) -> bool:
+    """The optimized loss uses only context positions strictly before the scored ones (`y[:, :s]`)."""
+    roots = set(t.site.detail.get("roots", ())) if t.site is not None else set()
+    seen, texts = set(), []
+    frontier = list(roots)
+    for _ in range(3):
+        nxt = []
+        for r in frontier:
+            if r in seen:
+                continue
+            seen.add(r)
+            for v in f.defs.get(r, []):
+                code = f.unit.code(v)
+                texts.append(code)
+                nxt += re.findall(r"[A-Za-z_]\w*", code)
+        frontier = nxt
+    joined = "\n".join(texts)
+    return bool(_CTX_ONLY.search(joined)) and not re.search(r"\[\s*(?:[^\[\]]*,\s*)?[A-Za-z_][\w.]*\s*:\s*\]", joined)
+
+
+def check(ctx) -> list:
+    prog = ctx.prog
+    if prog is None:
+        return []
+    summ = Summary(prog)
+    ctx.summaries["legality"] = summ
+    out: list = []
+    seen = set()
+
+    def add(rule, e, msg, level=None):
+        lvl = level or _level(e)
+        fnd = _finding(e, rule, lvl, msg + (_off_note(e) if lvl == "note" else ""))
+        key = (fnd.rule, fnd.file, fnd.line, fnd.col)
+        if key not in seen:
+            seen.add(key)
+            out.append(fnd)
+
+    for f in prog.funcs:
+        if f.reach == "dead":
+            continue
+        ev = _events(f, summ)
+        if f.reach == "off":
+            for e in ev:
+                e.off = True
+        trains = [e for e in ev if e.kind in ("train", "ttt")]
+        scores = [e for e in ev if e.kind in ("score", "ttt")]
+        for t in trains:
+            for s in scores:
+                if t is s:
+                    continue
+                common = _common_loops(t.loops, s.loops)
+                lvl = _level(t, s)
+                # PG402: an epoch/repeat loop around both the adaptation and the scoring
+                repeat = [lp for lp in common if not lp.is_data]
+                if repeat and t.kind == "train" and s.kind == "score":
+                    add("PG402", s, f"the reported loss is accumulated inside a repetition loop "
+                        f"(`{f.unit.code(repeat[0].node).splitlines()[0].strip()[:60]}`) that also trains on the same "
+                        f"validation tokens in {f.qualname}; after the first pass every token is scored by a model that "
+                        f"has already been trained on it. Score each chunk exactly once, before any epoch of training on "
+                        f"it (score-first TTT), and accumulate the loss outside the epoch loop.", lvl)
+                    continue
+                if t.order >= s.order:
+                    continue
+                if t.kind == "ttt" and s.kind in ("score", "ttt"):
+                    if common or t.callee is None or t.callee.deep_copies or not _model_overlap(t, s):
+                        continue
+                    add("PG403", s, f"{_fname(s)} scores the validation set again after {t.callee.qualname} already "
+                        f"scored it while adapting the same model (rescoring after TTT); the second pass sees weights "
+                        f"trained on the tokens it scores. Report the score-first TTT pass and do not evaluate the "
+                        f"adapted model again.", lvl)
+                    continue
+                if t.kind != "train":
+                    continue
+                if common:
+                    code = t.unit.code(t.node) + " " + " ".join(t.unit.code(v) for r in (t.site.detail.get("roots", ()) if t.site else ()) for v in f.defs.get(r, [])[:2])
+                    if _PREV.search(code):
+                        continue  # trains on an earlier chunk than the one scored next
+                    if GRAD in t.labels:
+                        if _context_only(f, t):
+                            continue
+                        add("PG405", t, f"per-window parameters (requires_grad tensor / nn.Parameter) are optimized in "
+                            f"{f.qualname} against positions of the window that are then scored below (line order); "
+                            f"the scored distribution already saw its targets. Optimize only on context positions "
+                            f"strictly before the scored ones (e.g. `y[:, :s]`), or score first.", lvl)
+                        continue
+                    add("PG401", t, f"{f.qualname} trains on validation tokens (backward at this line) before the "
+                        f"same chunk is scored later in the loop; each token must be scored before any update that "
+                        f"used it. Move the scoring of the chunk before its training step (score-first TTT).", lvl)
+                    continue
+                if not _model_overlap(t, s):
+                    continue
+                what = f"calls {t.callee.qualname}, which trains" if t.callee is not None else "trains"
+                add("PG401", t, f"{f.qualname} {what} on validation tokens before they are scored "
+                    f"({_fname(s)} at line {_line(s)}); fine-tuning on validation data before "
+                    f"quantization/serialization or evaluation leaks the targets into the weights. Train only on "
+                    f"training shards; adapt at eval time only on tokens already scored.", lvl)
+        # PG404: the target inside a key, or a gate depending on the target
+        for site in f.sites:
+            if site.kind == "tgt_key" and (VAL in site.labels or summ.scores[f][0]):
+                e = _site_event(f, site)
+                add("PG404", e, f"a cache/hash key in {f.qualname} includes the realized target token; the predicted "
+                    f"probability then depends on the token being predicted (an oracle lookup). Key caches on "
+                    f"context tokens only and read the full next-token distribution from them.")
+            elif site.kind == "score" and (GATE in site.labels or site.tgt_gate):
+                e = _site_event(f, site)
+                add("PG404", e, f"the loss accumulated in {f.qualname} is selected or mixed by a condition on the "
+                    f"target token (`== y` / `y in cache`); gates and mixing weights must not depend on the target. "
+                    f"Compute gates from the context only and mix full distributions.")
+            elif site.kind == "min_loss":
+                e = _site_event(f, site)
+                add("PG403", e, f"{f.qualname} keeps the lower of two losses of the same tokens "
+                    f"({site.detail.get('how')}); choosing the better pass with knowledge of the target is an oracle. "
+                    f"Commit to one prediction per token before seeing it.")
+        # PG406: statistics from the validation stream built before the scoring loop, then read by it
+        stats = [s for s in f.sites if s.kind == "stats" and VAL in s.labels]
+        score_sites = [s for s in f.sites if s.kind == "score" and STATS in s.labels]
+        for b in stats:
+            for s in score_sites:
+                if b.order < s.order and not _common_loops(b.loops, s.loops):
+                    e = _site_event(f, b)
+                    add("PG406", e, f"{f.qualname} builds counts/statistics over the validation tokens in a pass that "
+                        f"finishes before they are scored (line {_line(_site_event(f, s))}); every prediction then "
+                        f"uses future tokens. Update caches only with tokens already scored, inside the scoring loop.")
+                    break
+        # interprocedural two-pass: a stats-building call before a scoring call that receives the table
+        calls = sorted([c for c in f.calls if not c.is_ref], key=lambda c: c.order)
+        for i, c in enumerate(calls):
+            gs = prog.targets(c)
+            if not any(summ.stats[g][0] and not summ.scores[g][0] for g in gs):
+                continue
+            for d in calls[i + 1:]:
+                if d.order <= c.order or _common_loops(c.loops, d.loops):
+                    continue
+                if any(summ.scores[g][0] for g in prog.targets(d)) and any(STATS in lab for _k, lab, _c in d.arg_labels):
+                    e = Event("stats", c.order, c.loops, c.off or f.reach == "off", c.guards, f.unit, c.node)
+                    add("PG406", e, f"{f.qualname} builds statistics from the whole validation stream "
+                        f"({c.name}) and then passes them to {d.name}, which scores the same tokens (two-pass). "
+                        f"Build caches online from already-scored tokens only.")
+                    break
+    return out
+
+
+def _site_event(f, site):
+    return Event(site.kind, site.order, site.loops, site.off or f.reach == "off", site.guards, f.unit, site.node,
+                 site.labels, site=site)
+
+
+def _line(e) -> int:
+    try:
+        return e.unit.location(e.node)[1]
+    except Exception:
+        return 0
+
+
+def _finding(e, rule, level, msg) -> Finding:
+    file, line, col, note = e.unit.location(e.node)
+    return Finding(rule, level, note + msg, file, line, col)
+
+
+# ------------------------------------------------------------------------------------------------ examples
+_HP = '''import os, math, torch
+import torch.nn.functional as F
+
+class Hyperparameters:
+    ttt_enabled = bool(int(os.environ.get("TTT_ENABLED", "1")))
+    ttt_epochs = int(os.environ.get("TTT_EPOCHS", 3))
+    ttt_chunk_tokens = int(os.environ.get("TTT_CHUNK_TOKENS", 32768))
+    seq_len = int(os.environ.get("TRAIN_SEQ_LEN", 1024))
+    val_files = os.path.join(os.environ.get("DATA_PATH", "./data"), "fineweb_val_*.bin")
+
+def load_validation_tokens(pattern, seq_len):
+    files = sorted(__import__("glob").glob(pattern))
+    return torch.cat([torch.from_numpy(__import__("numpy").fromfile(f, dtype="<u2")[512:]) for f in files])
+
+def eval_val(args, model, val_tokens):
+    loss_sum, count = torch.zeros((), dtype=torch.float64), 0
+    with torch.inference_mode():
+        for s in range(0, val_tokens.numel() - 1 - args.seq_len, args.seq_len):
+            x = val_tokens[s:s + args.seq_len].long()[None]
+            y = val_tokens[s + 1:s + 1 + args.seq_len].long()[None]
+            loss = model(x, y)
+            loss_sum += loss.double() * y.numel()
+            count += y.numel()
+    return float(loss_sum / count)
+'''
+
+_MAIN = '''
+def main():
+    args = Hyperparameters()
+    model = torch.nn.Module()
+    val_tokens = load_validation_tokens(args.val_files, args.seq_len)
+    base = eval_val(args, model, val_tokens)
+    {call}
+
+if __name__ == "__main__":
+    main()
+'''
+
+_SCORE_FIRST = _HP + '''
+def eval_val_ttt(args, model, val_tokens):
+    opt = torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    n_chunks = (val_tokens.numel() - 1) // args.ttt_chunk_tokens
+    for ci in range(n_chunks):
+        start = ci * args.ttt_chunk_tokens
+        chunk = val_tokens[start:start + args.ttt_chunk_tokens + 1].long()
+        x, y = chunk[:-1][None], chunk[1:][None]
+        model.eval()
+        with torch.no_grad():
+            nll = F.cross_entropy(model.forward_logits(x).flatten(0, 1), y.flatten(), reduction="none")
+            loss_sum += nll.double().sum()
+        if ci == n_chunks - 1:
+            break
+        model.train()
+        for epoch in range(args.ttt_epochs):
+            opt.zero_grad()
+            loss = model(x, y)
+            loss.backward()
+            opt.step()
+    return loss_sum
+''' + _MAIN.replace("{call}", "if args.ttt_enabled:\n        eval_val_ttt(args, model, val_tokens)")
+
+_TRAIN_THEN_SCORE = _SCORE_FIRST.replace('''        model.eval()
+        with torch.no_grad():
+            nll = F.cross_entropy(model.forward_logits(x).flatten(0, 1), y.flatten(), reduction="none")
+            loss_sum += nll.double().sum()
+        if ci == n_chunks - 1:
+            break
+        model.train()
+        for epoch in range(args.ttt_epochs):
+            opt.zero_grad()
+            loss = model(x, y)
+            loss.backward()
+            opt.step()''', '''        model.train()
+        for epoch in range(args.ttt_epochs):
+            opt.zero_grad()
+            loss = model(x, y)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            nll = F.cross_entropy(model.forward_logits(x).flatten(0, 1), y.flatten(), reduction="none")
+            loss_sum += nll.double().sum()''')
+
+_EPOCH_AROUND = _HP + '''
+def eval_val_ttt(args, model, val_tokens):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    n_chunks = (val_tokens.numel() - 1) // args.ttt_chunk_tokens
+    for epoch in range(args.ttt_epochs):
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for ci in range(n_chunks):
+            chunk = val_tokens[ci * args.ttt_chunk_tokens:(ci + 1) * args.ttt_chunk_tokens + 1].long()
+            x, y = chunk[:-1][None], chunk[1:][None]
+            with torch.no_grad():
+                nll = model(x, y)
+                loss_sum += nll.double() * y.numel()
+            loss = model(x, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return loss_sum
+''' + _MAIN.replace("{call}", "eval_val_ttt(args, model, val_tokens)")
+
+_PREQUANT_FT = _HP + '''
+def _adapt_step(model, opt, x, y):
+    loss = model(x, y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+
+def prequant_finetune(args, model, tokens):
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    for s in range(0, tokens.numel() - 1 - args.seq_len, args.seq_len):
+        chunk = tokens[s:s + args.seq_len + 1].long()
+        _adapt_step(model, opt, chunk[:-1][None], chunk[1:][None])
+
+def main():
+    args = Hyperparameters()
+    model = torch.nn.Module()
+    val_tokens = load_validation_tokens(args.val_files, args.seq_len)
+    if int(os.environ.get("PREQUANT_TTT", "0")):
+        prequant_finetune(args, model, val_tokens)
+    torch.save(model.state_dict(), "final_model.pt")
+    print(eval_val(args, model, val_tokens))
+
+if __name__ == "__main__":
+    main()
+'''
+
+_RESCORE = _SCORE_FIRST.replace("eval_val_ttt(args, model, val_tokens)\n",
+                                "eval_val_ttt(args, model, val_tokens)\n    final = eval_val(args, model, val_tokens)\n")
+
+_ORACLE_MIN = _HP + '''
+def eval_two_pass(args, model, ema_model, val_tokens):
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for s in range(0, val_tokens.numel() - 1 - args.seq_len, args.seq_len):
+            x = val_tokens[s:s + args.seq_len].long()[None]
+            y = val_tokens[s + 1:s + 1 + args.seq_len].long()[None]
+            nll_a = F.cross_entropy(model.forward_logits(x)[0], y[0], reduction="none")
+            nll_b = F.cross_entropy(ema_model.forward_logits(x)[0], y[0], reduction="none")
+            loss_sum += torch.minimum(nll_a, nll_b).double().sum()
+    return loss_sum
+''' + _MAIN.replace("{call}", "eval_two_pass(args, model, model, val_tokens)")
+
+_NGRAM_TGT_KEY = _HP + '''
+def eval_ngram(args, model, val_tokens):
+    cache = {}
+    loss_sum = 0.0
+    toks = val_tokens.tolist()
+    with torch.no_grad():
+        for t in range(2, len(toks)):
+            ctx = toks[t - 2] * 1024 + toks[t - 1]
+            y = toks[t]
+            key = (ctx * 1000003 ^ y) % 4194304
+            hit = cache.get(key, 0)
+            p_model = model.prob(toks[:t], y)
+            loss_sum += -math.log(0.8 * p_model + 0.2 * min(1.0, hit / 4.0) + 1e-9)
+            cache[key] = hit + 1
+    return loss_sum
+''' + _MAIN.replace("{call}", "eval_ngram(args, model, val_tokens)")
+
+_NGRAM_PREFIX_TILT = _HP + '''
+def eval_ngram_tilt(args, model, val_tokens, beta=0.3):
+    counts = torch.zeros(4096, 1024)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for s in range(0, val_tokens.numel() - 1 - args.seq_len, args.seq_len):
+            x = val_tokens[s:s + args.seq_len].long()
+            y = val_tokens[s + 1:s + 1 + args.seq_len].long()
+            logits = model.forward_logits(x[None])[0]
+            ctx = (x * 36313) % 4096
+            tilt = torch.log1p(counts[ctx])
+            logp = torch.log_softmax(logits + beta * tilt, dim=-1)
+            nll = -logp.gather(-1, y[:, None]).squeeze(-1)
+            loss_sum += nll.double().sum()
+            counts.index_put_((ctx, y), torch.ones_like(y, dtype=torch.float), accumulate=True)
+    return loss_sum
+''' + _MAIN.replace("{call}", "eval_ngram_tilt(args, model, val_tokens)")
+
+_TWO_PASS = _HP + '''
+def eval_unigram_prior(args, model, val_tokens):
+    prior = torch.bincount(val_tokens.long(), minlength=1024).float()
+    prior = torch.log(prior / prior.sum())
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for s in range(0, val_tokens.numel() - 1 - args.seq_len, args.seq_len):
+            x = val_tokens[s:s + args.seq_len].long()
+            y = val_tokens[s + 1:s + 1 + args.seq_len].long()
+            logp = torch.log_softmax(model.forward_logits(x[None])[0] + prior, dim=-1)
+            loss_sum += -logp.gather(-1, y[:, None]).sum().double()
+    return loss_sum
+''' + _MAIN.replace("{call}", "eval_unigram_prior(args, model, val_tokens)")
+
+_WINDOW_DELTA = _HP + '''
+def eval_sliding_delta(args, model, val_tokens, stride=64):
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for ws in range(0, val_tokens.numel() - args.seq_len - 1, stride):
+        x = val_tokens[ws:ws + args.seq_len].long()[None]
+        y = val_tokens[ws + 1:ws + args.seq_len + 1].long()[None]
+        s = args.seq_len - stride
+        delta = torch.zeros(1024, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=0.1)
+        for _ in range(2):
+            with torch.no_grad():
+                logits = model.forward_logits(x)
+            loss = F.cross_entropy((logits + delta)[0, {sl}], y[0, {sl}])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            nll = F.cross_entropy((model.forward_logits(x) + delta)[0, s:], y[0, s:], reduction="sum")
+            loss_sum += nll.double()
+    return loss_sum
+''' + _MAIN.replace("{call}", "eval_sliding_delta(args, model, val_tokens)")
+
+_LORA_HELPER_MAIN = '''import os, torch
+from ttt_lora import eval_lora_ttt
+
+def load_validation_tokens(pattern):
+    return torch.load(pattern)
+
+def main():
+    model = torch.nn.Module()
+    val_tokens = load_validation_tokens(os.environ.get("VAL_PATH", "fineweb_val_000000.pt"))
+    print(eval_lora_ttt(model, val_tokens, chunk=48))
+
+main()
+'''
+_LORA_HELPER = '''import torch
+
+def _lora_step(lora, opt, model, x, y):
+    loss = model(x, y, lora=lora)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+def eval_lora_ttt(model, tokens, chunk=48):
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    lora = torch.nn.Parameter(torch.zeros(8, 512))
+    opt = torch.optim.AdamW([lora], lr=1e-4)
+    n = (tokens.numel() - 1) // chunk
+    for ci in range(n):
+        x = tokens[ci * chunk:(ci + 1) * chunk].long()[None]
+        y = tokens[ci * chunk + 1:(ci + 1) * chunk + 1].long()[None]
+        {body}
+    return loss_sum
+'''
+_LORA_SCORE_FIRST = _LORA_HELPER.replace("{body}", '''with torch.no_grad():
+            nll = model(x, y, lora=lora)
+            loss_sum += nll.double() * y.numel()
+        if ci < n - 1:
+            _lora_step(lora, opt, model, x, y)''')
+_LORA_TRAIN_FIRST = _LORA_HELPER.replace("{body}", '''_lora_step(lora, opt, model, x, y)
+        with torch.no_grad():
+            nll = model(x, y, lora=lora)
+            loss_sum += nll.double() * y.numel()''')
+
+LEGAL_EXAMPLES = [
+    {"name": "score_first_chunked_ttt", "files": {"train_gpt.py": _SCORE_FIRST}, "rules": ["PG401", "PG402", "PG403"]},
+    {"name": "lora_ttt_helper_score_first", "files": {"train_gpt.py": _LORA_HELPER_MAIN, "ttt_lora.py": _LORA_SCORE_FIRST},
+     "rules": ["PG401", "PG402", "PG405"]},
+    {"name": "prefix_ngram_tilt_renormalized", "files": {"train_gpt.py": _NGRAM_PREFIX_TILT}, "rules": ["PG404", "PG406"]},
+    {"name": "window_delta_context_only", "files": {"train_gpt.py": _WINDOW_DELTA.replace("{sl}", ":s")}, "rules": ["PG405", "PG401"]},
+    {"name": "prequant_ft_flag_off", "files": {"train_gpt.py": _PREQUANT_FT}, "rules": ["PG401"]},
+]
+ILLEGAL_EXAMPLES = [
+    {"name": "train_then_score_chunk", "files": {"train_gpt.py": _TRAIN_THEN_SCORE}, "rules": ["PG401"]},
+    {"name": "epoch_loop_around_chunk_scoring", "files": {"train_gpt.py": _EPOCH_AROUND}, "rules": ["PG402"]},
+    {"name": "prequant_ft_on_val_env_switched", "files": {"train_gpt.py": _PREQUANT_FT,
+     "README.md": "## Run\n```\nPREQUANT_TTT=1 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"},
+     "rules": ["PG401"]},
+    {"name": "rescore_after_ttt", "files": {"train_gpt.py": _RESCORE}, "rules": ["PG403"]},
+    {"name": "oracle_min_of_two_passes", "files": {"train_gpt.py": _ORACLE_MIN}, "rules": ["PG403"]},
+    {"name": "ngram_cache_key_has_target", "files": {"train_gpt.py": _NGRAM_TGT_KEY}, "rules": ["PG404"]},
+    {"name": "two_pass_unigram_prior", "files": {"train_gpt.py": _TWO_PASS}, "rules": ["PG406"]},
+    {"name": "window_delta_on_scored_positions", "files": {"train_gpt.py": _WINDOW_DELTA.replace("{sl}", "s:")}, "rules": ["PG405"]},
+    {"name": "lora_ttt_helper_train_first", "files": {"train_gpt.py": _LORA_HELPER_MAIN, "ttt_lora.py": _LORA_TRAIN_FIRST},
+     "rules": ["PG401"]},
+]

@@ -1,0 +1,415 @@
+"""Load a submission without running it: find the folder's files, read and parse the code, decode wrappers, follow
+helper files (`exec(open(<sibling>.py).read())`, imports of sibling modules), parse the logs.
+
+Every problem with an input file becomes a Finding (PG001 unreadable/binary/empty/huge, PG002 unparsable, PG003
+undecodable wrapper), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+import libcst.metadata as md
+
+from auditor.cstwalk import walk
+from auditor.decode import MAX_DECODED_BYTES, MAX_DEPTH, find_wrapped_sources
+from auditor.findings import Finding
+from auditor.logs import LogInfo, parse_log
+
+MAX_SOURCE_BYTES = 4 * 1024 * 1024
+MAX_LOG_BYTES = 32 * 1024 * 1024
+MAX_HELPERS = 64
+_SKIP_DIRS = {".git", "__pycache__", "node_modules", ".venv", "venv", ".tox", ".mypy_cache", ".pytest_cache"}
+_LOG_SUFFIXES = {".log", ".txt", ".tsv", ".out"}
+_NON_LOG_NAMES = re.compile(r"(?i)^(readme|requirements|license|results|notes|changelog)")
+_CODE_EXT = (".cpp", ".cc", ".cu", ".cuh", ".c", ".h", ".hpp", ".so", ".pyx", ".pyd")
+
+
+@dataclass(eq=False)
+class SourceUnit:
+    """One piece of Python source the run executes."""
+
+    rel: str  # path relative to the submission root of the file that holds it (the wrapper for decoded code)
+    text: str
+    kind: str  # "entry" | "decoded" | "helper"
+    counted: bool  # its bytes are the bytes of the shipped train_gpt.py
+    module: cst.Module | None = None
+    _positions: object = None
+    parent: "SourceUnit | None" = None
+    exec_line: int = 0  # decoded: line of the exec() in the parent
+    exec_col: int = 1
+    layers: list = field(default_factory=list)
+    size_bytes: int = 0
+    line_count: int = 0
+
+    @property
+    def positions(self):
+        """Node -> CodeRange, resolved on first use (it costs a full code-generation pass)."""
+        if self._positions is None and self.module is not None:
+            try:
+                self._positions = md.MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(md.PositionProvider)
+            except Exception:
+                self._positions = {}
+        return self._positions
+
+    def location(self, node) -> tuple:
+        """(file, line, col, note) of `node`; decoded code points at its exec() line and names the decoded line."""
+        line, col = 1, 1
+        if node is not None and self.module is not None:
+            try:
+                pos = self.positions[node]
+                line, col = pos.start.line, pos.start.column + 1
+            except KeyError:
+                pass
+        unit, note = self, ""
+        while unit.kind == "decoded" and unit.parent is not None:
+            note = f"decoded payload ({'+'.join(unit.layers)}) line {line}: " + note
+            line, col = unit.exec_line, unit.exec_col
+            unit = unit.parent
+        return unit.rel, line, col, note
+
+    def code(self, node) -> str:
+        if self.module is None:
+            return ""
+        try:
+            return self.module.code_for_node(node)
+        except Exception:
+            return ""
+
+
+@dataclass
+class Submission:
+    root: Path
+    entry: Path | None
+    display: str
+    is_folder: bool
+    units: list = field(default_factory=list)
+    logs: dict = field(default_factory=dict)  # rel -> LogInfo (training logs only)
+    other_logs: list = field(default_factory=list)
+    submission_json_rel: str | None = None
+    submission_json: object = None  # parsed object (None when missing or invalid)
+    submission_json_error: str | None = None
+    readme_rel: str | None = None
+    readme_text: str = ""
+    scripts: dict = field(default_factory=dict)  # rel -> text of run scripts (*.sh)
+    referenced_code: dict = field(default_factory=dict)  # rel -> bytes of non-Python code files the code loads
+    findings: list = field(default_factory=list)
+    analysable: bool = True
+    entry_bytes: int | None = None
+    entry_lines: int | None = None
+
+    @property
+    def entry_unit(self) -> SourceUnit | None:
+        return next((u for u in self.units if u.kind == "entry"), None)
+
+    def helper_units(self) -> list:
+        return [u for u in self.units if u.kind == "helper"]
+
+    def decoded_sources(self) -> dict:
+        """{label: source text} of every unit; decoded payloads are labelled `<file>#decoded<n>`."""
+        out, n = {}, 0
+        for u in self.units:
+            if u.kind == "decoded":
+                n += 1
+                out[f"{u.rel}#decoded{n}"] = u.text
+            else:
+                out[u.rel] = u.text
+        return out
+
+
+def discover(paths) -> list:
+    """(root, entry or None, display, is_folder) for every submission under `paths` (a folder, a file, or a tree)."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        if p.is_file():
+            out.append((p.parent, p, str(p), False))
+            continue
+        if not p.is_dir():
+            continue
+        if _entry_candidates(p):
+            out.append((p, _pick_entry(p), str(p), True))
+            continue
+        found = []
+        for dirpath, dirnames, filenames in os.walk(p):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+            if any(f.startswith("train_gpt") and f.endswith(".py") for f in filenames):
+                d = Path(dirpath)
+                found.append((d, _pick_entry(d), str(d), True))
+        if not found:
+            out.append((p, None, str(p), True))
+        out.extend(sorted(found, key=lambda t: str(t[0])))
+    return out
+
+
+def _entry_candidates(d: Path) -> list:
+    try:
+        return sorted(f for f in d.iterdir() if f.is_file() and f.name.startswith("train_gpt") and f.suffix == ".py")
+    except OSError:
+        return []
+
+
+def _pick_entry(d: Path) -> Path | None:
+    cands = _entry_candidates(d)
+    for c in cands:
+        if c.name == "train_gpt.py":
+            return c
+    plain = [c for c in cands if not re.search(r"_(human|decode|decoded|readable|orig|original)\.py$", c.name)]
+    return (plain or cands or [None])[0]
+
+
+def _read_text(path: Path, rel: str, findings: list, limit: int = MAX_SOURCE_BYTES, what: str = "source") -> str | None:
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            findings.append(Finding("PG001", "error", f"{rel}: {what} file is {size} bytes, over the {limit}-byte limit "
+                                    f"the auditor reads; it was not analysed. Ship a normal-sized script.", rel, 1, 1))
+            return None
+        data = path.read_bytes()
+    except OSError as exc:
+        findings.append(Finding("PG001", "error", f"{rel}: cannot read {what} file ({exc.strerror or exc}).", rel, 1, 1))
+        return None
+    if b"\x00" in data:
+        findings.append(Finding("PG001", "error", f"{rel}: {what} file is binary (contains NUL bytes); expected UTF-8 "
+                                f"Python text. Commit the source, not a compiled or compressed file.", rel, 1, 1))
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        findings.append(Finding("PG001", "error", f"{rel}: {what} file is not valid UTF-8 (byte {exc.start}); the "
+                                f"challenge counts code as UTF-8 text. Re-save it as UTF-8.", rel, 1, 1))
+        return None
+    if not text.strip():
+        findings.append(Finding("PG001", "error", f"{rel}: {what} file is empty; a submission must ship the script "
+                                f"that produced the logs.", rel, 1, 1))
+        return None
+    return text
+
+
+def parse_unit(unit: SourceUnit, findings: list) -> bool:
+    try:
+        module = cst.parse_module(unit.text)
+    except cst.ParserSyntaxError as exc:
+        file, line, col, note = unit.location(None)
+        if unit.kind != "decoded":
+            line, col = exc.raw_line, exc.raw_column + 1
+        msg = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        findings.append(Finding("PG002", "error", f"{unit.rel}: {note}does not parse as Python ({msg}); the auditor "
+                                f"cannot check it. Fix the syntax error.", file, line, col))
+        return False
+    except (RecursionError, MemoryError, ValueError) as exc:
+        findings.append(Finding("PG002", "error", f"{unit.rel}: cannot be parsed ({type(exc).__name__}); the auditor "
+                                f"cannot check it.", unit.rel, 1, 1))
+        return False
+    unit.module = module
+    return True
+
+
+def load_submission(root: Path, entry: Path | None, display: str, is_folder: bool) -> Submission:
+    sub = Submission(root=root, entry=entry, display=display, is_folder=is_folder)
+    if entry is not None:
+        rel = entry.name
+        text = _read_text(entry, rel, sub.findings)
+        try:
+            raw = entry.read_bytes()
+            sub.entry_bytes = len(raw)
+            sub.entry_lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") or not raw else 1)
+        except OSError:
+            pass
+        if text is None:
+            sub.analysable = False
+        else:
+            unit = SourceUnit(rel=rel, text=text, kind="entry", counted=True, size_bytes=sub.entry_bytes or 0,
+                              line_count=sub.entry_lines or 0)
+            sub.units.append(unit)
+            if parse_unit(unit, sub.findings):
+                _expand(sub, unit, depth=0)
+            else:
+                sub.analysable = False
+    if is_folder:
+        _load_folder_files(sub)
+    return sub
+
+
+def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
+    """Decode wrappers in `unit` and follow the helper files it executes or imports."""
+    decoded, errors = find_wrapped_sources(unit.module, lambda: unit.positions, MAX_DECODED_BYTES)
+    for line, col, msg in errors:
+        file, fline, fcol, note = unit.location(None) if unit.kind == "decoded" else (unit.rel, line, col, "")
+        if unit.kind == "decoded":
+            fline, fcol = unit.location(None)[1:3]
+        sub.findings.append(Finding("PG003", "error", f"{unit.rel}: {note}self-extracting payload at line {line} could "
+                                    f"not be decoded statically ({msg}); its code cannot be audited. Ship readable "
+                                    f"code or a standard lzma/zlib+base85/base64 wrapper.", file, fline, fcol))
+        if unit.kind == "entry" and not decoded:
+            sub.analysable = False  # the code that runs is hidden in the payload
+    for d in decoded:
+        if depth >= MAX_DEPTH:
+            sub.findings.append(Finding("PG003", "error", f"{unit.rel}: wrappers nest deeper than {MAX_DEPTH} levels; "
+                                        f"stopped decoding.", unit.rel, d.line, d.col))
+            break
+        child = SourceUnit(rel=unit.rel, text=d.source, kind="decoded", counted=unit.counted, parent=unit,
+                           exec_line=d.line, exec_col=d.col, layers=d.layers, size_bytes=len(d.source.encode()),
+                           line_count=d.source.count("\n") + 1)
+        sub.units.append(child)
+        if parse_unit(child, sub.findings):
+            _expand(sub, child, depth + 1)
+    if sub.root is None:
+        return
+    for target, node in _helper_refs(unit):
+        if len(sub.units) > MAX_HELPERS:
+            break
+        _add_helper(sub, unit, target, node, depth)
+    if sub.is_folder:
+        for lit in _code_file_literals(unit):
+            p = (sub.root / lit)
+            try:
+                if p.is_file() and p.resolve().is_relative_to(sub.root.resolve()) and lit not in sub.referenced_code:
+                    sub.referenced_code[str(Path(lit))] = p.stat().st_size
+            except (OSError, ValueError):
+                pass
+
+
+def _add_helper(sub: Submission, parent: SourceUnit, target: str, node, depth: int) -> None:
+    root = sub.root
+    candidates = [root / target]
+    if not target.endswith(".py"):
+        candidates = [root / (target.replace(".", "/") + ".py"), root / target.replace(".", "/") / "__init__.py"]
+    for path in candidates:
+        try:
+            if not path.is_file():
+                continue
+            rel = str(path.resolve().relative_to(root.resolve()))
+        except (OSError, ValueError):
+            continue
+        if sub.entry is not None and path.resolve() == sub.entry.resolve():
+            return
+        if any(u.rel == rel and u.kind == "helper" for u in sub.units):
+            return
+        text = _read_text(path, rel, sub.findings)
+        if text is None:
+            return
+        raw = path.read_bytes()
+        unit = SourceUnit(rel=rel, text=text, kind="helper", counted=False, parent=None, size_bytes=len(raw),
+                          line_count=text.count("\n") + 1)
+        file, line, col, _ = parent.location(node)
+        unit.exec_line, unit.exec_col = line, col
+        unit.layers = [f"loaded from {file}:{line}"]
+        sub.units.append(unit)
+        if parse_unit(unit, sub.findings):
+            _expand(sub, unit, depth + 1)
+        return
+
+
+_PY_LIT = re.compile(r"^[\w./-]+\.py$")
+
+
+def _string_literals(node) -> list:
+    out = []
+    for n in walk(node):
+        if isinstance(n, cst.SimpleString):
+            try:
+                v = n.evaluated_value
+            except Exception:
+                continue
+            if isinstance(v, str):
+                out.append(v)
+    return out
+
+
+def _helper_refs(unit: SourceUnit) -> list:
+    """(target, node): sibling files the unit executes (`exec(open(X).read())`, `runpy.run_path`) or imports."""
+    refs = []
+    for node in walk(unit.module):
+        if isinstance(node, cst.Call):
+            f = node.func
+            fname = f.value if isinstance(f, cst.Name) else (f.attr.value if isinstance(f, cst.Attribute) else "")
+            if fname in ("exec", "run_path", "import_module", "__import__", "execfile") and node.args:
+                lits = _string_literals(node.args[0].value)
+                if fname in ("import_module", "__import__"):
+                    refs.extend((x, node) for x in lits if re.fullmatch(r"[\w.]+", x))
+                    continue
+                py = [x for x in lits if _PY_LIT.match(x)]
+                # `__file__.replace("train_gpt.py", "train_gpt_decode.py")`: the replacement is the target
+                if py:
+                    refs.append((py[-1], node))
+        elif isinstance(node, cst.Import):
+            for alias in node.names:
+                refs.append((_dotted(alias.name), node))
+        elif isinstance(node, cst.ImportFrom):
+            if not node.relative and node.module is not None:
+                refs.append((_dotted(node.module), node))
+    return refs
+
+
+def _dotted(node) -> str:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        return f"{_dotted(node.value)}.{node.attr.value}"
+    return ""
+
+
+def _code_file_literals(unit: SourceUnit) -> list:
+    return [s for s in _string_literals(unit.module) if s.endswith(_CODE_EXT) and len(s) < 200 and "\n" not in s]
+
+
+def _load_folder_files(sub: Submission) -> None:
+    root = sub.root
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        depth = len(Path(dirpath).relative_to(root).parts)
+        if depth > 3:
+            dirnames[:] = []
+            continue
+        for f in sorted(filenames):
+            files.append(Path(dirpath) / f)
+    for path in files:
+        rel = str(path.relative_to(root))
+        name = path.name
+        low = name.lower()
+        parent_is_root = path.parent == root
+        if parent_is_root and low == "readme.md":
+            sub.readme_rel = rel
+            sub.readme_text = _read_plain(path) or ""
+        elif parent_is_root and low.startswith("submission") and low.endswith(".json"):
+            if sub.submission_json_rel is None or low == "submission.json":
+                sub.submission_json_rel = rel
+                text = _read_plain(path)
+                sub.submission_json, sub.submission_json_error = None, None
+                if text is None:
+                    sub.submission_json_error = "cannot be read as UTF-8 text"
+                else:
+                    try:
+                        sub.submission_json = json.loads(text)
+                    except ValueError as exc:
+                        sub.submission_json_error = f"is not valid JSON ({exc})"
+        elif low.endswith(".sh"):
+            sub.scripts[rel] = _read_plain(path) or ""
+        elif path.suffix.lower() in _LOG_SUFFIXES and not _NON_LOG_NAMES.match(low):
+            text = _read_plain(path, MAX_LOG_BYTES)
+            if text is None:
+                continue
+            info: LogInfo = parse_log(text, name)
+            if info.steps or info.finals or info.total_size_bytes is not None or info.result:
+                sub.logs[rel] = info
+            else:
+                sub.other_logs.append(rel)
+
+
+def _read_plain(path: Path, limit: int = MAX_SOURCE_BYTES) -> str | None:
+    try:
+        if path.stat().st_size > limit:
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if b"\x00" in data[:4096]:
+        return None
+    return data.decode("utf-8", errors="replace")
