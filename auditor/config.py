@@ -174,8 +174,10 @@ class ConfigModel:
             return self.overrides[env][0]
         return self.defaults.get(env)
 
-    def effective(self) -> dict:
-        out = {k: v for k, v in self.defaults.items() if v is not None}
+    def effective(self, include_defaults: bool = False) -> dict:
+        """ENV -> value the run used: the assignments from BAKED_CONFIG, README/run scripts and logs (and, with
+        include_defaults, every env var the code reads with its default)."""
+        out = {k: v for k, v in self.defaults.items() if v is not None} if include_defaults else {}
         for k, (v, _src) in self.overrides.items():
             out[k] = v
         return dict(sorted(out.items()))
@@ -403,8 +405,9 @@ def build_config(sub) -> ConfigModel:
     return cfg
 
 
-def effective_config(submission) -> dict:
-    """Env assignments the run used: code defaults overridden by BAKED_CONFIG, README/run scripts and the logs.
+def effective_config(submission, include_defaults: bool = False) -> dict:
+    """Env assignments the run used (BAKED_CONFIG < README/run scripts < logs); with include_defaults, the code's
+    defaults for every other env var it reads are included too (defaults overridden by the run).
 
     `submission` is an `auditor.source.Submission` or a path (folder or train_gpt.py)."""
     if not hasattr(submission, "units"):
@@ -416,4 +419,4 @@ def effective_config(submission) -> dict:
         if not found:
             return {}
         submission = load_submission(*found[0])
-    return build_config(submission).effective()
+    return build_config(submission).effective(include_defaults)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from auditor.config import build_config
@@ -20,6 +21,7 @@ LEVEL_RANK = {"note": 0, "warning": 1, "error": 2}
 class Result:
     path: str
     verdict: str  # pass | fail | error
+    root: str = ""  # folder the finding paths are relative to, as the user named it
     findings: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     context: object = None  # static context (for the dynamic audit), not serialized
@@ -62,8 +64,8 @@ def analyse(root, entry, display, is_folder, opts: Options) -> Result:
         verdict = "fail" if any(LEVEL_RANK[f.level] >= threshold for f in findings) else "pass"
     metrics = _metrics(sub, prog)
     metrics["seconds"] = round(time.perf_counter() - t0, 4)
-    return Result(path=display, verdict=verdict, findings=findings, metrics=metrics,
-                  context=ctx if opts.keep_context else None)
+    return Result(path=display, verdict=verdict, root=display if is_folder else str(Path(display).parent),
+                  findings=findings, metrics=metrics, context=ctx if opts.keep_context else None)
 
 
 def _metrics(sub, prog) -> dict:
