@@ -112,14 +112,23 @@ def test_int8_zlib_roundtrip_reproduces_reported_score(tiny_run, tiny_data):
     assert bpb == pytest.approx(metrics["post_quant_val_bpb"], abs=1e-6)
 
 
-def test_same_seed_is_deterministic(tiny_data, tmp_path, tiny_run):
-    out, _ = tiny_run
-    again = tmp_path / "again"
-    train(tiny_data, again, "--seed", "1", "--iterations", "10", "--val-loss-every", "0")
-    a = json.loads((again / "metrics.json").read_text())["history"]["train"]
-    b = json.loads((out / "metrics.json").read_text())["history"]["train"]
-    # the first 10 steps see the same LR only while warm-down has not started (tiny: last 20 of 60 steps)
-    assert [round(x[1], 6) for x in a[:10]] == [round(x[1], 6) for x in b[:10]]
+# Golden first losses of the tiny preset at seed 1 on the embedded-corpus dataset (torch 2.13 CPU). The loss at
+# step 1 is the untrained model's; steps 2-3 follow the first updates.
+GOLDEN_TINY_SEED1 = [6.9326, 6.8633, 6.56]
+
+
+def test_same_seed_is_deterministic(tiny_data, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        train(tiny_data, tmp_path / name, "--seed", "1", "--iterations", "6", "--warmdown-iters", "2",
+              "--val-loss-every", "0")
+        runs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    a, b = runs
+    assert [x[1] for x in a["history"]["train"]] == [x[1] for x in b["history"]["train"]]
+    assert a["val_loss"] == b["val_loss"] and a["model_bytes"] == b["model_bytes"]
+    assert (tmp_path / "a" / "final_model.ptz").read_bytes() == (tmp_path / "b" / "final_model.ptz").read_bytes()
+    if GOLDEN_TINY_SEED1 is not None:
+        assert [round(x[1], 4) for x in a["history"]["train"][:3]] == GOLDEN_TINY_SEED1
 
 
 @pytest.mark.slow
