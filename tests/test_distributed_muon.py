@@ -129,5 +129,32 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
             assert (ref[k] - init[k]).abs().max() > 1e-3, f"{name}: {k} did not train"
 
 
+def test_init_distributed_without_torchrun_is_a_plain_process():
+    from trainer.distributed import all_reduce_mean_, all_reduce_sum, barrier
+
+    ctx = init_distributed(toy_hparams(device="auto"), env={})
+    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.is_main, ctx.distributed) == (0, 1, 0, True, False)
+    assert ctx.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    t = torch.tensor([1.0, 2.0])
+    all_reduce_mean_([t])
+    assert torch.equal(all_reduce_sum(t), torch.tensor([1.0, 2.0]))
+    barrier()
+    shutdown()
+
+
+@pytest.mark.parametrize("env, device, message", [
+    ({"WORLD_SIZE": "two"}, "cpu", "WORLD_SIZE: expected an integer, got 'two'"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "cpu", "expected 0 <= RANK < WORLD_SIZE, got RANK=2 WORLD_SIZE=2"),
+    ({}, "cuda", "DEVICE=cuda: expected a CUDA device"),
+])
+def test_init_distributed_bad_environment(env, device, message):
+    from trainer.errors import PgolfError
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(PgolfError, match=message):
+        init_distributed(toy_hparams(device=device), env=env)
+
+
 if __name__ == "__main__":
     _worker_main(sys.argv[1])
