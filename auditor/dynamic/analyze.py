@@ -1,0 +1,237 @@
+"""Turn the child's per-run records and score captures into findings (rule ids PG4D*, PG5D*, PG900) and metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from auditor.findings import Finding
+
+FLIP_ATOL, FLIP_RTOL = 1e-4, 1e-4
+NORM_TOL = 1e-3
+_SANDBOX_TEXT = {
+    "secret_read": "tried to read a secret file",
+    "write_outside": "tried to write outside its working directory",
+    "process": "tried to start a process",
+    "tamper": "tried to overwrite the auditor's own files",
+}
+
+
+def _load_caps(path: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    z = np.load(p)
+    offs, kinds = z["offs"], z["kinds"]
+    return [(int(kinds[i]), z["pos"][offs[i]:offs[i + 1]], z["val"][offs[i]:offs[i + 1]]) for i in range(len(kinds))]
+
+
+def flip_check(main_caps, flip_caps, j: int) -> dict:
+    """Positions <= j have identical prefix and target in both streams: any score change there is a leak."""
+    compared, leaks, first = 0, 0, []
+    max_diff = 0.0
+    for (ka, pa, va), (kb, pb, vb) in zip(main_caps, flip_caps):
+        if ka != kb or pa.shape != pb.shape:
+            continue
+        m = (pa == pb) & (pa >= 0) & (pa <= j)
+        if not m.any():
+            continue
+        a, b = va[m].astype(np.float64), vb[m].astype(np.float64)
+        ok = np.isfinite(a) & np.isfinite(b)
+        d = np.abs(a - b)
+        bad = ok & (d > FLIP_ATOL + FLIP_RTOL * np.abs(a))
+        compared += int(m.sum())
+        if bad.any():
+            leaks += int(bad.sum())
+            max_diff = max(max_diff, float(d[bad].max()))
+            if len(first) < 10:
+                first.extend(int(x) for x in np.unique(pa[m][bad])[: 10 - len(first)])
+    return {"compared": compared, "leaks": leaks, "first_positions": sorted(set(first)), "max_abs_diff": max_diff,
+            "captures_main": len(main_caps), "captures_flip": len(flip_caps)}
+
+
+def _score_at(caps, pos: int) -> float | None:
+    """Probability the script assigned at `pos`, from the last capture that holds it."""
+    for kind, p, v in reversed(caps):
+        hit = np.nonzero(p == pos)[0]
+        if hit.size:
+            x = float(v[hit[-1]])
+            return math.exp(-x) if kind == 0 else math.exp(x)
+    return None
+
+
+def norm_check(caps_by_cand: dict[int, list], pos: int, vocab: int) -> dict:
+    probs = {c: _score_at(caps, pos) for c, caps in caps_by_cand.items()}
+    got = {c: p for c, p in probs.items() if p is not None}
+    total = float(sum(got.values()))
+    full = len(got) == vocab
+    excess = total > 1.0 + NORM_TOL
+    deficit = full and total < 1.0 - NORM_TOL
+    return {"position": pos, "candidates": len(probs), "observed": len(got), "sum_p": total, "full_vocab": full,
+            "violation": bool(excess or deficit),
+            "top": sorted(((round(p, 6), c) for c, p in got.items()), reverse=True)[:5]}
+
+
+def _log_times(submission: Path) -> dict:
+    try:
+        from auditor.logs import parse_log
+    except Exception:  # noqa: BLE001
+        return {}
+    folder = submission if submission.is_dir() else submission.parent
+    for p in sorted(folder.glob("*.log")) + sorted(folder.glob("*.txt")) + sorted(folder.glob("logs/*.txt")):
+        try:
+            info = parse_log(p.read_text(encoding="utf-8", errors="replace"), p.name)
+        except Exception:  # noqa: BLE001
+            continue
+        if info.is_training_log:
+            return {"log": p.name, "train_ms": info.train_time_ms, "calibration_s": info.calibration_s,
+                    "serialize_s": info.serialize_s, "eval_ms": info.max_eval_time_ms}
+    return {}
+
+
+def _phase_times(rec: dict) -> dict:
+    pr = rec.get("probe") or {}
+    t0, t_end = rec.get("t_start"), rec.get("t_end")
+    lt, fs = pr.get("t_last_train"), pr.get("t_first_score_after_train")
+    out = {"total_s": round(rec.get("wall_s", 0.0), 3)}
+    if t0 and lt:
+        out["train_s"] = round(lt - t0, 3)
+        if fs:
+            out["calibration_serialization_s"] = round(fs - lt, 3)
+            out["eval_s"] = round(t_end - fs, 3)
+    return out
+
+
+def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission: Path, script: Path):
+    rel = script.name
+    findings: list[Finding] = []
+    res_path = Path(plan["out"])
+    results = json.loads(res_path.read_text()) if res_path.exists() else {"runs": []}
+    runs = {r["name"]: r for r in results.get("runs", [])}
+    tail = child.stdout_path.read_text(encoding="utf-8", errors="replace")[-3000:] if child.stdout_path.exists() else ""
+    metrics = {"child_wall_s": round(child.wall_s, 3), "isolation": child.isolation, "vocab_size": prep["vocab"],
+               "env": prep["env"], "runs": {n: {"ok": r["ok"], "wall_s": round(r["wall_s"], 3)} for n, r in runs.items()},
+               "log_times": _log_times(submission)}
+    # --- sandbox -------------------------------------------------------------------------------------------
+    viol = [v for r in results.get("runs", []) for v in r.get("violations", [])]
+    for kind in ("secret_read", "write_outside", "process", "tamper"):
+        hits = [v["detail"] for v in viol if v["kind"] == kind]
+        if hits:
+            findings.append(Finding("PG5D4", "error", f"sandbox: the script {_SANDBOX_TEXT[kind]} ({len(hits)}x, "
+                                    f"first: {hits[0]}); the attempt was blocked", rel, evidence={"attempts": hits[:10]}))
+    net = [v["detail"] for v in viol if v["kind"] == "network"]
+    if net:
+        findings.append(Finding("PG5D3", "error", f"network: the script tried to open a network connection "
+                                f"({len(net)}x, first: {net[0]}); blocked — submissions must run offline", rel,
+                                evidence={"attempts": net[:10]}))
+    if results.get("secret_env"):
+        findings.append(Finding("PG5D4", "warning", "sandbox: the script looked up secret-like environment variables "
+                                f"{', '.join(results['secret_env'][:5])} (scrubbed in the sandbox)", rel,
+                                evidence={"names": results["secret_env"]}))
+    main = runs.get("main")
+    if child.timed_out or main is None or not main["ok"]:
+        if child.timed_out:
+            why = f"it exceeded the {plan.get('timeout', 'configured')} wall-clock limit and was killed"
+            findings.append(Finding("PG5D5", "warning", f"resource limit: the tiny run did not finish ({why}); "
+                                    "its process group was killed", rel, evidence={"wall_s": child.wall_s}))
+        elif main is None:
+            why = f"the child exited with status {child.returncode} before the run completed"
+            if child.returncode is not None and child.returncode < 0:
+                why += f" (signal {-child.returncode})"
+        else:
+            e = main["error"]
+            why = f"{e['where']} raised {e['type']}: {e['msg']}"
+            if e["type"] == "MemoryError":
+                findings.append(Finding("PG5D5", "warning", f"resource limit: the run ran out of its address-space "
+                                        f"limit ({e['where']})", rel))
+        if not child.timed_out or main is not None:
+            findings.append(Finding("PG900", "warning", f"dynamic audit could not run the script on CPU: {why}; "
+                                    "the static verdict stands", rel, evidence={"output_tail": tail[-1500:]}))
+        else:
+            findings.append(Finding("PG900", "warning", "dynamic audit could not run the script to completion; the "
+                                    "static verdict stands", rel, evidence={"output_tail": tail[-1500:]}))
+        return findings, metrics
+    pr = main["probe"]
+    metrics["ledger"] = {k: pr[k] for k in ("scored", "tainted", "sweeps", "trained_positions", "val_train_backwards",
+                                           "train_backwards", "opt_steps", "n_val")}
+    metrics["phases"] = _phase_times(main)
+    # --- provenance ledger -----------------------------------------------------------------------------------
+    if pr["tainted"]:
+        findings.append(Finding(
+            "PG4D1", "error",
+            f"score-after-update: {pr['tainted']} of {pr['scored']} scored validation positions were scored by weights "
+            f"already trained on them (first positions {pr['tainted_first'][:5]}); only tokens already scored may be "
+            "trained on (score first, then adapt)", rel,
+            evidence={"tainted": pr["tainted"], "scored": pr["scored"], "first_positions": pr["tainted_first"],
+                      "weight_versions": pr["tainted_versions"], "trained_positions": pr["trained_positions"],
+                      "first_updates": pr["first_trained_positions"]}))
+    # --- data trace ------------------------------------------------------------------------------------------
+    reads = main.get("shard_reads", [])
+    t_first, t_last = pr.get("t_first_train"), pr.get("t_last_train")
+    if t_last:
+        late = [r for r in reads if r["split"] == "train" and r["t"] > t_last]
+        if late:
+            reserve = {k: v for k, v in prep["env"].items() if "RESERVE" in k and _pos(v)}
+            lvl = "note" if reserve else "error"
+            why = (f"inside the reserved training time {reserve}, which this probe cannot time" if reserve else
+                   "after the last training step: training data used for calibration/eval must be read inside "
+                   "the 600 s training budget")
+            findings.append(Finding("PG5D1", lvl, f"training shard {late[0]['path']} read ({late[0]['how']}) {why}",
+                                    rel, evidence={"reads": late[:5], "t_after_last_step_s": round(late[0]['t'] - t_last, 3)}))
+    if t_first and t_last:
+        during = [r for r in reads if r["split"] == "val" and t_first < r["t"] < t_last]
+        if during:
+            findings.append(Finding("PG5D2", "error", f"validation shard {during[0]['path']} read during training "
+                                    f"({during[0]['how']}); validation data must not be accessed while training",
+                                    rel, evidence={"reads": during[:5]}))
+    # --- flip ------------------------------------------------------------------------------------------------
+    main_caps = _load_caps(plan["runs"][0]["captures"])
+    metrics["captures"] = len(main_caps)
+    flip = runs.get("flip")
+    if flip and flip["ok"] and main_caps:
+        fc = flip_check(main_caps, _load_caps(next(r for r in plan["runs"] if r["name"] == "flip")["captures"]),
+                        meta["flip_j"])
+        metrics["flip"] = fc
+        if fc["leaks"]:
+            findings.append(Finding(
+                "PG4D2", "error",
+                f"causality: changing validation tokens after position {meta['flip_j']} changed the recorded score of "
+                f"{fc['leaks']} earlier positions (first {fc['first_positions'][:5]}, max |ΔNLL| "
+                f"{fc['max_abs_diff']:.3g}); scores must depend only on the prefix (no scored-region SLOT, no "
+                "two-pass caches)", rel, evidence=fc))
+    elif flip and not flip["ok"]:
+        findings.append(Finding("PG900", "warning", f"dynamic audit: flip run failed ({flip['error']['where']} "
+                                f"{flip['error']['type']}); causality not checked", rel))
+    # --- normalization ---------------------------------------------------------------------------------------
+    if main_caps and meta["norm_candidates"]:
+        by = {meta["norm_candidates"][0]: main_caps}
+        for r in plan["runs"]:
+            if r["name"].startswith("norm_") and runs.get(r["name"], {}).get("ok"):
+                by[int(r["name"][5:])] = _load_caps(r["captures"])
+        nc = norm_check(by, meta["norm_pos"], prep["vocab"])
+        metrics["normalization"] = nc
+        if nc["violation"]:
+            findings.append(Finding(
+                "PG4D3", "error",
+                f"normalization: at validation position {nc['position']} the probabilities the script assigns to "
+                f"{nc['observed']} candidate targets sum to {nc['sum_p']:.4f} (must be <= 1 over a subset, = 1 over "
+                "the vocabulary); the reported score is not a probability", rel, evidence=nc))
+    if not main_caps:
+        findings.append(Finding("PG900", "warning", "dynamic audit: no per-position validation scores were observed "
+                                "(no reduction='none' cross-entropy or log of probabilities under no-grad); flip and "
+                                "normalization probes skipped", rel))
+    ph = metrics.get("phases", {})
+    findings.append(Finding("PG9D0", "note", "dynamic audit ran the script on tiny data: " + ", ".join(
+        f"{k}={v}s" for k, v in ph.items()) + (f"; logs report {metrics['log_times']}" if metrics["log_times"] else ""),
+        rel, evidence={"phases": ph, "log_times": metrics["log_times"]}))
+    return findings, metrics
+
+
+def _pos(v) -> bool:
+    try:
+        return float(v) > 0
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,176 @@
+"""What a script can be configured with: its `os.environ.get`/`os.getenv`/`os.environ[...]` names and literal
+defaults (libcst), the run configuration recovered from the submission's logs/README, and the shrink plan that makes a
+record-sized run tiny through the script's own knobs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import libcst as cst
+
+from trainer.errors import PgolfError
+
+
+class _EnvVisitor(cst.CSTVisitor):
+    def __init__(self):
+        self.names: dict[str, str | None] = {}
+
+    @staticmethod
+    def _is_environ(node) -> bool:
+        return (isinstance(node, cst.Attribute) and node.attr.value == "environ"
+                and isinstance(node.value, cst.Name) and node.value.value == "os") or (
+            isinstance(node, cst.Name) and node.value == "environ")
+
+    @staticmethod
+    def _literal(node) -> str | None:
+        if isinstance(node, cst.SimpleString):
+            return node.evaluated_value if isinstance(node.evaluated_value, str) else None
+        if isinstance(node, (cst.Integer, cst.Float)):
+            return node.value.replace("_", "")
+        if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+            inner = _EnvVisitor._literal(node.expression)
+            return None if inner is None else "-" + inner
+        if isinstance(node, cst.Call) and node.args:  # str(1024), int("8")
+            return _EnvVisitor._literal(node.args[0].value)
+        return None
+
+    def _add(self, name_node, default_node) -> None:
+        name = self._literal(name_node)
+        if name and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            default = self._literal(default_node) if default_node is not None else None
+            if name not in self.names or self.names[name] is None:
+                self.names[name] = default
+
+    def visit_Call(self, node: cst.Call) -> None:
+        f = node.func
+        is_get = isinstance(f, cst.Attribute) and f.attr.value in ("get", "setdefault") and self._is_environ(f.value)
+        is_getenv = (isinstance(f, cst.Attribute) and f.attr.value == "getenv") or (
+            isinstance(f, cst.Name) and f.value == "getenv")
+        if (is_get or is_getenv) and node.args:
+            self._add(node.args[0].value, node.args[1].value if len(node.args) > 1 else None)
+
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        if self._is_environ(node.value) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
+            self._add(node.slice[0].slice.value, None)
+
+
+def scan_env(source: str, where: str = "train_gpt.py") -> dict[str, str | None]:
+    """{ENV_NAME: literal default or None} for every environment variable the script reads."""
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError as e:
+        raise PgolfError(f"{where}: cannot parse as Python ({str(e).splitlines()[0]})") from None
+    v = _EnvVisitor()
+    module.visit(v)
+    return v.names
+
+
+def _num(s) -> float | None:
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+
+
+# (regex on the env name, tiny value or callable(default)->value). First match wins. Values keep the knobs'
+# relations valid: heads divide width, kv heads divide heads, batch tokens cover 8 micro-batches of one sequence.
+SEQ = 32
+_SHRINK: list[tuple[str, object]] = [
+    (r"^(NUM_LAYERS|N_LAYERS|N_LAYER|DEPTH|NUM_BLOCKS)$", "2"),
+    (r"^(MODEL_DIM|D_MODEL|N_EMBD|HIDDEN_DIM|EMBED_DIM|WIDTH)$", "32"),
+    (r"^(NUM_HEADS|N_HEADS|N_HEAD)$", "2"),
+    (r"^(NUM_KV_HEADS|N_KV_HEADS|KV_HEADS)$", "1"),
+    (r"^(HEAD_DIM)$", "16"),
+    (r"^(ROPE_DIMS|ROTARY_DIMS)$", lambda d: "8" if (_num(d) or 0) > 0 else d),
+    (r"^(MLP_HIDDEN)$", lambda d: "64" if (_num(d) or 0) > 0 else d),
+    (r"^(ITERATIONS|NUM_ITERATIONS|NUM_STEPS|MAX_STEPS|TRAIN_STEPS)$", "3"),
+    (r"^(WARMUP_STEPS|COMPILE_WARMUP_STEPS)$", "1"),
+    (r"^(LR_WARMUP_STEPS|MUON_MOMENTUM_WARMUP_STEPS)$", "1"),
+    (r"^(WARMDOWN_ITERS|WARMDOWN_STEPS)$", "2"),
+    (r"^(TRAIN_SEQ_LEN|SEQ_LEN|BLOCK_SIZE|CONTEXT_LEN|ROPE_REF_SEQ_LEN)$", str(SEQ)),
+    (r"^(EVAL_SEQ_LEN|TTT_SEQ_LEN|VAL_SEQ_LEN)$", lambda d: str(SEQ) if (_num(d) or 0) > 0 else d),
+    (r"^(EVAL_STRIDE|SLIDING_STRIDE|STRIDE)$", lambda d: "8" if (_num(d) or 0) > 0 else d),
+    (r"^(TRAIN_BATCH_TOKENS|BATCH_TOKENS)$", str(8 * SEQ * 2)),
+    (r"^(VAL_BATCH_SIZE|VAL_BATCH_TOKENS|EVAL_BATCH_TOKENS)$", str(8 * SEQ * 2)),
+    (r"^(EVAL_BATCH_SEQS|TTT_BATCH_SEQS|VAL_BATCH_SEQS|BATCH_SEQS)$", "4"),
+    (r"^(MAX_WALLCLOCK_SECONDS|WALLCLOCK_SECONDS|TRAIN_SECONDS)$", "60"),
+    (r"^(VAL_LOSS_EVERY|EVAL_EVERY)$", "0"),
+    (r"^(TRAIN_LOG_EVERY|LOG_EVERY)$", "1"),
+    (r"^(VAL_MAX_TOKENS|VAL_TOKENS_LIMIT)$", "0"),
+    (r"^(TTT_CHUNK_TOKENS|TTT_CHUNK_SIZE|CHUNK_TOKENS)$", "64"),
+    (r"^(TTT_EPOCHS|TTT_STEPS)$", lambda d: "1" if (_num(d) or 0) > 0 else d),
+    (r"^(GPTQ_CALIB_SEQS|GPTQ_CALIB_SAMPLES|CALIB_SEQS|CALIBRATION_SEQS|GPTQ_NSAMPLES|GPTQ_CALIB_BATCHES)$", "2"),
+    (r"^(GPTQ_BLOCK_SIZE)$", "16"),
+    (r"^(BIGRAM_VOCAB_SIZE|BIGRAM_BUCKETS|HASH_BUCKETS)$", lambda d: "64" if (_num(d) or 0) > 0 else d),
+    (r"^(BIGRAM_DIM|VE_DIM|VALUE_EMBED_DIM)$", "16"),
+    (r"^(XSA_LAST_N)$", lambda d: "1" if (_num(d) or 0) > 0 else d),
+    (r"^(GRAD_ACCUM_STEPS)$", lambda d: d),
+    (r"^(SWA_EVERY)$", "1"),
+    (r"^(SLOT_STEPS)$", lambda d: "2" if (_num(d) or 0) > 0 else d),
+]
+
+# Environment the harness owns: data paths, the single-rank launch, no GPU libraries' network lookups.
+DATA_NAMES = re.compile(r"^(DATA_PATH|DATA_DIR|DATASET_DIR|DATASET_PATH)$")
+TOKENIZER_NAMES = re.compile(r"^(TOKENIZER_PATH|TOKENIZER_MODEL|SP_MODEL_PATH|TOKENIZER)$")
+
+
+def shrink_plan(names: dict[str, str | None]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, default in names.items():
+        for pat, val in _SHRINK:
+            if re.match(pat, name):
+                v = val(default) if callable(val) else val
+                if v is not None:
+                    out[name] = str(v)
+                break
+    return out
+
+
+def recover_config(submission: Path, script: Path) -> dict[str, str]:
+    """The run's environment as documented by the submission: auditor.config.effective_config when the static
+    auditor provides it, else `NAME=value` assignments in README/*.sh and the env header of its logs."""
+    try:
+        from auditor.config import effective_config  # written by the static auditor
+
+        cfg = effective_config(submission)
+        env = getattr(cfg, "env", cfg)
+        if isinstance(env, dict):
+            return {str(k): str(v) for k, v in env.items() if re.fullmatch(r"[A-Z][A-Z0-9_]*", str(k))}
+    except Exception:  # noqa: BLE001 - missing or failing static helper: recover it ourselves below
+        pass
+    env: dict[str, str] = {}
+    folder = submission if submission.is_dir() else submission.parent
+    try:
+        from auditor.logs import env_assignments, parse_log
+    except Exception:  # noqa: BLE001
+        env_assignments = parse_log = None
+    for p in sorted(folder.glob("*")):
+        if not p.is_file() or p.stat().st_size > 20_000_000:
+            continue
+        try:
+            text = p.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if p.suffix in (".md", ".sh", ".txt", "") and env_assignments is not None and p.suffix != ".txt":
+            env.update(env_assignments(text))
+        elif p.suffix in (".log", ".txt") and parse_log is not None:
+            try:
+                env.update({k: str(v) for k, v in parse_log(text, p.name).env.items()})
+            except Exception:  # noqa: BLE001
+                pass
+    return env
+
+
+def find_script(submission: Path) -> Path:
+    if submission.is_file():
+        return submission
+    if not submission.is_dir():
+        raise PgolfError(f"dynamic audit: {submission} does not exist (expected a record folder or a train_gpt.py)")
+    for name in ("train_gpt.py",):
+        if (submission / name).is_file():
+            return submission / name
+    cands = sorted(submission.glob("train*.py"))
+    if not cands:
+        raise PgolfError(f"dynamic audit: {submission} has no train_gpt.py (expected the submission's training script)")
+    return cands[0]

@@ -1,0 +1,181 @@
+"""Orchestration of one dynamic audit: config recovery, tiny data, the run plan (main, flip, normalization), the
+sandboxed child, then analysis into findings. Never raises for a submission that fails to run: that is a PG900
+warning and the static verdict stands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from auditor.dynamic import analyze, datagen, envscan, sandbox
+from auditor.findings import Finding
+from trainer.errors import PgolfError
+
+HARNESS_VERSION = "1"
+N_VAL_WINDOWS = 16  # validation stream = 16 windows of SEQ tokens + 1
+NORM_CANDIDATES = 10
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("PGOLF_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                               os.path.expanduser("~/.cache"), "pgolf")
+    return Path(root) / "dynamic"
+
+
+def _vocab(env: dict[str, str], names: dict[str, str | None]) -> int:
+    for key in ("VOCAB_SIZE", "VOCAB", "N_VOCAB"):
+        raw = env.get(key) or names.get(key)
+        if raw:
+            try:
+                return int(float(raw))
+            except ValueError:
+                raise PgolfError(f"dynamic audit: {key}={raw!r} is not an integer vocabulary size") from None
+    return 1024
+
+
+def build_env(names: dict, recovered: dict, vocab: int, workdir: Path, datadir: Path, tok: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for k, v in recovered.items():
+        if k in names or k.endswith("_ENABLED"):
+            env[k] = v
+    env.update(envscan.shrink_plan(names))
+    env["VOCAB_SIZE"] = str(vocab)
+    for name in names:
+        if envscan.DATA_NAMES.match(name):
+            env[name] = str(datadir)
+        elif envscan.TOKENIZER_NAMES.match(name):
+            env[name] = str(tok)
+    env.setdefault("DATA_PATH", str(datadir))
+    env.setdefault("TOKENIZER_PATH", str(tok))
+    env["RUN_ID"] = "pgolf_dynamic"
+    env["SEED"] = env.get("SEED", "1337")
+    return env
+
+
+def prepare(submission: Path, script: Path, workdir: Path, cache_dir: Path, static_context) -> dict:
+    source = script.read_text(encoding="utf-8", errors="replace")
+    names = envscan.scan_env(source, str(script))
+    if isinstance(static_context, dict):
+        recovered = {str(k): str(v) for k, v in (static_context.get("env") or static_context).items()
+                     if isinstance(k, str) and k.isupper()}
+    else:
+        recovered = envscan.recover_config(submission, script)
+    vocab = _vocab(recovered, names)
+    tok = datagen.tokenizer_for(vocab, cache_dir / "tokenizers")
+    # layout of the official data, so scripts that ignore DATA_PATH still find it relative to the cwd
+    datadir = workdir / "data" / "datasets" / f"fineweb10B_sp{vocab}"
+    datadir.mkdir(parents=True)
+    tokdir = workdir / "data" / "tokenizers"
+    tokdir.mkdir(parents=True)
+    local_tok = tokdir / f"fineweb_{vocab}_bpe.model"
+    shutil.copyfile(tok, local_tok)
+    n_val = N_VAL_WINDOWS * envscan.SEQ + 1
+    train, val = datagen.make_streams(vocab, n_val, 64 * envscan.SEQ * 8, seed=vocab)
+    datagen.write_shard(datadir / "fineweb_train_000000.bin", train)
+    env = build_env(names, recovered, vocab, workdir, datadir, local_tok)
+    return {"names": names, "recovered": recovered, "vocab": vocab, "env": env, "train": train, "val": val,
+            "datadir": datadir, "source": source}
+
+
+def plan_runs(prep: dict, workdir: Path, norm: bool = True) -> tuple[list[dict], dict]:
+    """Main run, flip run, and normalization runs (last target replaced by each candidate)."""
+    val, vocab = prep["val"], prep["vocab"]
+    n = len(val)
+    j = n // 2 + 5
+    meta = {"flip_j": j, "norm_pos": n - 1, "norm_candidates": []}
+    streams = [("main", val, True), ("flip", datagen.flip_variant(val, j, vocab))]
+    if norm:
+        rng = np.random.default_rng(7)
+        cands = [int(val[-1])]
+        ctx = [int(t) for t in val[-64:-1] if t >= datagen.FIRST_ORDINARY]
+        for t in ctx[::-1] + rng.integers(datagen.FIRST_ORDINARY, vocab, size=64).tolist():
+            if len(cands) >= NORM_CANDIDATES:
+                break
+            if t not in cands and (t != val[-2] or True):
+                cands.append(int(t))
+        meta["norm_candidates"] = cands
+        for c in cands[1:]:
+            v = val.copy()
+            v[-1] = c
+            streams.append((f"norm_{c}", v))
+    runs = []
+    pg = workdir / ".pgolf"
+    for item in streams:
+        name, stream = item[0], item[1]
+        d = workdir / "data" / "datasets" / f"{name}_sp{vocab}"
+        if name == "main":
+            d = prep["datadir"]
+        else:
+            d.mkdir(parents=True)
+            os.link(prep["datadir"] / "fineweb_train_000000.bin", d / "fineweb_train_000000.bin")
+        datagen.write_shard(d / "fineweb_val_000000.bin", stream)
+        np.save(pg / f"val_{name}.npy", stream)
+        env = dict(prep["env"])
+        for k, v in env.items():
+            if v == str(prep["datadir"]):
+                env[k] = str(d)
+        runs.append({"name": name, "env": env, "val_tokens": str(pg / f"val_{name}.npy"),
+                     "captures": str(pg / f"cap_{name}.npz"), "required": len(item) > 2,
+                     "only_if_logp": name.startswith("norm_")})
+    return runs, meta
+
+
+def cache_key(script: Path, prep_env: dict, timeout: float) -> str:
+    h = hashlib.sha256()
+    h.update(HARNESS_VERSION.encode())
+    for p in sorted(script.parent.glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    h.update(json.dumps(prep_env, sort_keys=True).encode())
+    h.update(str(sorted(p.name for p in (Path(__file__).parent / "shims").glob("*.py"))).encode())
+    for p in sorted((Path(__file__).parent).rglob("*.py")):
+        h.update(p.read_bytes())
+    h.update(str(float(timeout)).encode())
+    return h.hexdigest()
+
+
+def execute(submission: Path, timeout: float, cache_dir: Path, static_context, keep: bool = False) -> tuple[list[Finding], dict]:
+    script = envscan.find_script(submission)
+    workdir = Path(tempfile.mkdtemp(prefix="pgolf-dyn-"))
+    try:
+        (workdir / ".pgolf").mkdir()
+        t_prep = time.time()
+        prep = prepare(submission, script, workdir, cache_dir, static_context)
+        key = cache_key(script, {k: v for k, v in prep["env"].items() if not v.startswith(str(workdir))}, timeout)
+        cached = cache_dir / "results" / f"{key}.json"
+        if cached.exists():
+            data = json.loads(cached.read_text())
+            data["metrics"]["cached"] = True
+            return [Finding(**f) for f in data["findings"]], data["metrics"]
+        runs, meta = plan_runs(prep, workdir)
+        # the script runs from a copy of its folder inside the sandbox (helper modules next to it keep working)
+        sub = workdir / "submission"
+        sub.mkdir()
+        for p in script.parent.iterdir():
+            if p.is_file() and (p.suffix in (".py", ".model", ".json") or p == script) and p.stat().st_size < 20_000_000:
+                shutil.copyfile(p, sub / p.name)
+        plan = {"script": str(sub / script.name), "out": str(workdir / ".pgolf" / "results.json"),
+                "vocab_size": prep["vocab"], "runs": runs, "norm_pos": meta["norm_pos"], "timeout": timeout}
+        (workdir / ".pgolf" / "plan.json").write_text(json.dumps(plan))
+        prep_s = time.time() - t_prep
+        child = sandbox.run_child([str(sandbox.SHIMS / "pgolf_runner.py"), str(workdir / ".pgolf" / "plan.json")],
+                                  workdir, {}, sandbox.Limits(timeout=timeout))
+        findings, metrics = analyze.analyze(workdir, plan, meta, prep, child, submission, script)
+        metrics["prepare_s"] = round(prep_s, 3)
+        metrics["cached"] = False
+        if not any(f.rule == "PG900" for f in findings) or child.timed_out:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".tmp-{os.getpid()}")
+            tmp.write_text(json.dumps({"findings": [f.to_dict() for f in findings], "metrics": metrics}))
+            os.replace(tmp, cached)
+        return findings, metrics
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,159 @@
+"""In-child sandbox guard: an audit hook that denies network, process creation, writes outside the work dir and
+reads of secrets, and records every denial plus every data-shard access (with a timestamp) for the probes.
+
+Installed first by sitecustomize. The kernel-level limits (rlimits, network namespace, unprivileged uid) are set by
+the parent; this hook is the second line and the one that *explains* what happened.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+STATE = {
+    "violations": [],  # [{kind, detail, t}]
+    "shard_reads": [],  # [{split, path, t, how}]
+    "secret_env": [],
+}
+_WORK = os.path.realpath(os.environ.get("PGOLF_SANDBOX_DIR", os.getcwd()))
+_REAL_HOME = os.environ.get("PGOLF_REAL_HOME", "/root")
+_SECRET_PATH = re.compile(
+    r"(/\.ssh/|/\.aws/|/\.gnupg/|/\.netrc$|/\.git-credentials$|/\.docker/config|/\.kube/|/\.pypirc$|/\.config/gcloud"
+    r"|/\.huggingface/token|/\.cache/huggingface/token|^/etc/shadow|^/etc/ssh/|^/proc/\d+/environ|^/proc/self/environ"
+    r"|/id_rsa|/id_ed25519)"
+)
+_SECRET_ENV = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|SECRET_KEY|CREDENTIALS?|PRIVATE_KEY|AUTH)(_|$)")
+_SHARD = re.compile(r"fineweb_(train|val)_\d+\.bin$")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_ALLOWED_WRITE = ("/dev/null", "/dev/shm/torch_", "/dev/shm/__KMP")
+_PROTECT = os.path.realpath(os.environ["PGOLF_PROTECT_DIR"]) if os.environ.get("PGOLF_PROTECT_DIR") else None
+_active = [False]
+
+
+class SandboxDenied(PermissionError):
+    pass
+
+
+def _record(kind: str, detail: str) -> None:
+    if len(STATE["violations"]) < 200:
+        STATE["violations"].append({"kind": kind, "detail": str(detail)[:300], "t": time.time()})
+
+
+def _inside(path: str) -> bool:
+    try:
+        rp = os.path.realpath(path)
+    except Exception:
+        return False
+    return rp == _WORK or rp.startswith(_WORK + os.sep)
+
+
+def note_shard(path, how: str) -> None:
+    try:
+        p = os.fspath(path)
+    except TypeError:
+        return
+    if not isinstance(p, str):
+        return
+    m = _SHARD.search(p)
+    if m:
+        STATE["shard_reads"].append({"split": m.group(1), "path": os.path.basename(p), "t": time.time(), "how": how})
+
+
+def _check_open(path, mode, flags) -> None:
+    if isinstance(path, int) or path is None:
+        return
+    try:
+        p = os.fsdecode(os.fspath(path))
+    except TypeError:
+        return
+    full = p if os.path.isabs(p) else os.path.join(os.getcwd(), p)
+    if _SECRET_PATH.search(full) or (full.startswith(_REAL_HOME + "/") and "/.ssh" in full):
+        _record("secret_read", full)
+        raise SandboxDenied(f"pgolf sandbox: reading {full} is not allowed")
+    writing = False
+    if isinstance(mode, str):
+        writing = any(c in mode for c in "wax+")
+    if isinstance(flags, int) and flags & _WRITE_FLAGS:
+        writing = True
+    if writing and _PROTECT and os.path.realpath(full).startswith(_PROTECT + os.sep):
+        _record("tamper", full)
+        raise SandboxDenied(f"pgolf sandbox: {full} belongs to the auditor")
+    if writing and not _inside(full) and not full.startswith(_ALLOWED_WRITE):
+        _record("write_outside", full)
+        raise SandboxDenied(f"pgolf sandbox: writing {full} outside the work dir is not allowed")
+    if not writing:
+        note_shard(full, "open")
+
+
+_PATH_EVENTS = {
+    "os.remove": 0, "os.rmdir": 0, "os.mkdir": 0, "os.rename": 0, "os.replace": 0, "os.chmod": 0, "os.chown": 0,
+    "os.truncate": 0, "os.symlink": 1, "os.link": 1, "os.utime": 0, "shutil.rmtree": 0, "shutil.copyfile": 1,
+    "shutil.move": 1,
+}
+_SPAWN_EVENTS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen", "os.exec",
+                 "os.startfile", "pty.spawn")
+
+
+def _hook(event: str, args) -> None:
+    if not _active[0]:
+        return
+    if event == "open":
+        _check_open(args[0], args[1] if len(args) > 1 else None, args[2] if len(args) > 2 else None)
+    elif event in ("socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo", "socket.gethostbyname",
+                   "socket.sendto"):
+        if event == "socket.__new__" and len(args) > 1 and args[1] == getattr(__import__("socket"), "AF_UNIX", 1):
+            _record("network", f"{event} AF_UNIX")
+        else:
+            _record("network", f"{event} {args[1:] if event == 'socket.__new__' else args}")
+        raise SandboxDenied(f"pgolf sandbox: network access ({event}) is not allowed")
+    elif event in _SPAWN_EVENTS:
+        _record("process", f"{event} {str(args)[:120]}")
+        raise SandboxDenied(f"pgolf sandbox: creating processes ({event}) is not allowed")
+    elif event in _PATH_EVENTS:
+        idx = _PATH_EVENTS[event]
+        target = args[idx] if len(args) > idx else None
+        if isinstance(target, (str, bytes, os.PathLike)):
+            p = os.fsdecode(os.fspath(target))
+            full = p if os.path.isabs(p) else os.path.join(os.getcwd(), p)
+            if _PROTECT and os.path.realpath(full).startswith(_PROTECT + os.sep):
+                _record("tamper", f"{event} {full}")
+                raise SandboxDenied(f"pgolf sandbox: {full} belongs to the auditor")
+            if not _inside(full):
+                _record("write_outside", f"{event} {full}")
+                raise SandboxDenied(f"pgolf sandbox: {event} on {full} outside the work dir is not allowed")
+        if event in ("os.rename", "os.replace") and len(args) > 1:
+            src = os.fsdecode(os.fspath(args[0])) if isinstance(args[0], (str, bytes, os.PathLike)) else ""
+            if src and not _inside(src if os.path.isabs(src) else os.path.join(os.getcwd(), src)):
+                _record("write_outside", f"{event} {src}")
+                raise SandboxDenied(f"pgolf sandbox: {event} of {src} is not allowed")
+    elif event == "ctypes.dlopen":
+        name = args[0] if args else None
+        if name is None or (isinstance(name, str) and re.search(r"libc\.so|libpthread", name)):
+            _record("process", f"ctypes.dlopen({name!r}) (raw libc access)")
+            raise SandboxDenied("pgolf sandbox: loading libc through ctypes is not allowed")
+
+
+def _watch_env() -> None:
+    cls = type(os.environ)
+    orig = cls.__getitem__
+
+    def getitem(self, key):
+        if isinstance(key, str) and _SECRET_ENV.search(key) and _active[0]:
+            if len(STATE["secret_env"]) < 50:
+                STATE["secret_env"].append(key)
+        return orig(self, key)
+
+    cls.__getitem__ = getitem
+
+
+def install() -> None:
+    sys.addaudithook(_hook)
+    _watch_env()
+
+
+def activate(on: bool = True) -> None:
+    """Arm the guard (after interpreter and torch start-up, which load libraries the guard would block); the runner
+    disarms it only while writing its own results."""
+    _active[0] = on

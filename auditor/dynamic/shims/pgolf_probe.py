@@ -1,0 +1,331 @@
+"""Probes inside the child: which validation positions feed each forward, backward and score, and when.
+
+Validation positions are recognised by content: the harness writes a validation stream whose token trigrams are all
+unique (and absent from the training stream), so any integer tensor slice of it maps back to stream positions.
+
+- Ledger: a backward whose loss saw val targets marks them *trained* (weight version += 1 per backward / optimizer
+  step). A no-grad forward over val inputs *scores* its targets; within a monotone sweep only targets beyond the
+  furthest already-scored position count (sliding-window context is not a score), a sweep restarts when a window
+  lies wholly behind the frontier. A scored target that is already trained is a score-after-update.
+- Captures: per-position scores as the script computes them under no-grad: `cross_entropy`/`nll_loss` with
+  reduction='none' (value = NLL) and `torch.log`/`Tensor.log` (value = log p), mapped to positions by the last
+  scored targets of matching size. The flip and normalization probes compare these across runs.
+- Phase clock: train-data optimizer steps (a backward with no val targets), shard reads (see pgolf_guard).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import pgolf_guard
+
+R: dict = {}  # the current run's state; reset by begin_run
+
+
+def begin_run(val_tokens: np.ndarray, vocab: int) -> None:
+    v = np.asarray(val_tokens, dtype=np.int64)
+    base = max(int(vocab), int(v.max()) + 1, 2)
+    keys = v[:-2] * base * base + v[1:-1] * base + v[2:]
+    order = np.argsort(keys, kind="stable")
+    R.clear()
+    R.update(
+        val=v, base=base, keys=keys[order], kpos=order.astype(np.int64), n=len(v),
+        trained=np.zeros(len(v), dtype=bool), scored_version=np.full(len(v), -1, dtype=np.int64),
+        version=0, backwards=0, opt_steps=0, val_train_backwards=0, train_backwards=0,
+        pending_ce=[], pending_emb=[], frontier=-1, last_emb_key=None,
+        scored=0, tainted=0, tainted_first=[], sweeps=0, tainted_versions=[],
+        last_targets=None, captures=[], t0=time.time(), t_first_train=None, t_last_train=None,
+        t_first_score_after_train=None, t_last_score=None, last_backward_was_train=False,
+        trained_events=0, first_trained_positions=[],
+    )
+
+
+def _lookup(t: torch.Tensor) -> np.ndarray | None:
+    """Val-stream position of every element of an integer tensor (-1 where unknown), same shape."""
+    if not R or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        return None
+    if t.numel() < 3 or t.numel() > 50_000_000:
+        return None
+    a = t.detach().to("cpu").reshape(-1).to(torch.int64).numpy()
+    base, keys, kpos = R["base"], R["keys"], R["kpos"]
+    if a.min() < 0 or a.max() >= base:
+        a = np.clip(a, 0, base - 1)
+    k = a[:-2] * base * base + a[1:-1] * base + a[2:]
+    idx = np.searchsorted(keys, k)
+    idx = np.minimum(idx, len(keys) - 1)
+    hit = keys[idx] == k
+    start = np.where(hit, kpos[idx], -1)  # position of element i for trigram starting at i
+    pos = np.full(a.shape[0], -1, dtype=np.int64)
+    pos[:-2] = start
+    # the last two elements (and any trigram broken by a row boundary) come from the trigram ending at them
+    end = np.full(a.shape[0], -1, dtype=np.int64)
+    end[2:] = np.where(hit, kpos[idx] + 2, -1)
+    pos = np.where(pos >= 0, pos, end)
+    return pos.reshape(tuple(t.shape))
+
+
+def _grad_mode() -> bool:
+    return torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+def _score_rows(pos: np.ndarray) -> None:
+    rows = pos.reshape(-1, pos.shape[-1]) if pos.ndim >= 1 else pos.reshape(1, -1)
+    now = time.time()
+    all_targets = []
+    for row in rows:
+        t = row[row >= 0] + 1
+        t = t[t < R["n"]]
+        if t.size == 0:
+            continue
+        all_targets.append(t)
+        new = t[t > R["frontier"]]
+        if new.size == 0:
+            R["sweeps"] += 1
+            new = t
+        if new is t:  # a new sweep starts behind the frontier
+            R["frontier"] = int(t.max())
+        else:
+            R["frontier"] = max(R["frontier"], int(new.max()))
+        R["scored"] += int(new.size)
+        R["scored_version"][new] = R["version"]
+        bad = new[R["trained"][new]]
+        if bad.size:
+            R["tainted"] += int(bad.size)
+            if len(R["tainted_first"]) < 10:
+                R["tainted_first"].extend(int(x) for x in bad[: 10 - len(R["tainted_first"])])
+            if len(R["tainted_versions"]) < 5:
+                R["tainted_versions"].append(R["version"])
+    if all_targets:
+        R["last_targets"] = np.concatenate(all_targets)
+        R["last_targets_full"] = rows + 1
+        if R["t_last_train"] is not None and R["t_first_score_after_train"] is None:
+            R["t_first_score_after_train"] = now
+        R["t_last_score"] = now
+
+
+def _on_embedding(inp) -> None:
+    if not isinstance(inp, torch.Tensor) or inp.is_floating_point():
+        return
+    pos = _lookup(inp)
+    if pos is None or not (pos >= 0).any():
+        return
+    if _grad_mode():
+        t = pos[pos >= 0] + 1
+        R["pending_emb"].append(t[t < R["n"]])
+        return
+    try:
+        ver = inp._version
+    except RuntimeError:  # inference tensors carry no version counter
+        ver = -1
+    key = (inp.data_ptr(), tuple(inp.shape), ver, R["backwards"], hash(pos.tobytes()))
+    if key == R["last_emb_key"]:
+        return  # the same ids embedded twice in one forward (value embeddings, bigram tables)
+    R["last_emb_key"] = key
+    _score_rows(pos if pos.ndim >= 1 else pos.reshape(1))
+
+
+def _capture(kind: str, values: torch.Tensor, positions: np.ndarray | None) -> None:
+    if len(R.get("captures", ())) >= 20000:
+        return
+    v = values.detach().to("cpu").float().reshape(-1).numpy()
+    if positions is None:
+        lt = R.get("last_targets_full")
+        if lt is not None and lt.size == v.size:
+            positions = lt.reshape(-1)
+        elif R.get("last_targets") is not None and R["last_targets"].size == v.size:
+            positions = R["last_targets"]
+        elif lt is not None and v.size % lt.shape[0] == 0 and v.size < lt.size:
+            # scored tail of each window ([B, T] sliced to [B, s])
+            s = v.size // lt.shape[0]
+            positions = lt[:, -s:].reshape(-1)
+        else:
+            return
+    R["captures"].append((kind, np.asarray(positions, dtype=np.int64).reshape(-1).copy(), v.copy()))
+
+
+_orig_ce = F.cross_entropy
+
+
+def _on_ce(target, out, reduction, logits=None, kwargs=None) -> None:
+    if not isinstance(target, torch.Tensor) or target.is_floating_point():
+        return
+    pos = _lookup(target)
+    if pos is None:
+        return
+    if _grad_mode():
+        p = pos[pos >= 0]
+        if p.size:
+            R["pending_ce"].append(p)
+        return
+    if reduction != "none" and logits is not None:  # a mean/sum still is a sum of these per-position NLLs
+        kw = {k: v for k, v in (kwargs or {}).items() if k in ("ignore_index", "label_smoothing")}
+        out = _orig_ce(logits.detach().float(), target, reduction="none", **kw)
+    if isinstance(out, torch.Tensor) and out.numel() == pos.size:
+        keep = pos.reshape(-1) >= 0
+        if keep.any():
+            _capture("nll", out.reshape(-1)[torch.from_numpy(keep)], pos.reshape(-1)[keep])
+
+
+def _on_backward() -> None:
+    if not R:
+        return
+    pend = R["pending_ce"] or R["pending_emb"]
+    R["backwards"] += 1
+    R["version"] += 1
+    if pend:
+        p = np.unique(np.concatenate(pend))
+        if p.size:
+            newly = p[~R["trained"][p]]
+            if len(R["first_trained_positions"]) < 5 and newly.size:
+                R["first_trained_positions"].append([int(newly.min()), int(newly.max()), R["version"]])
+            R["trained"][p] = True
+            R["val_train_backwards"] += 1
+            R["trained_events"] += 1
+            R["last_backward_was_train"] = False
+    else:
+        R["train_backwards"] += 1
+        R["last_backward_was_train"] = True
+        now = time.time()
+        R["t_last_train"] = now
+        if R["t_first_train"] is None:
+            R["t_first_train"] = now
+        R["t_first_score_after_train"] = None
+    R["pending_ce"] = []
+    R["pending_emb"] = []
+
+
+def _on_opt_step(*a, **k) -> None:
+    if R:
+        R["opt_steps"] += 1
+        R["version"] += 1
+        if R["last_backward_was_train"]:
+            R["t_last_train"] = time.time()
+
+
+_busy = [False]  # with a TorchFunctionMode active torch re-dispatches to the (patched) public API: observe once
+
+
+def _quiet(fn, *a, **k):
+    """Call an original torch function with observation suspended (its re-dispatch and internals are not events)."""
+    prev = _busy[0]
+    _busy[0] = True
+    try:
+        return fn(*a, **k)
+    finally:
+        _busy[0] = prev
+
+
+def _observe(fn, *a) -> None:
+    if not R or _busy[0]:
+        return
+    _busy[0] = True
+    try:
+        fn(*a)
+    except Exception:  # noqa: BLE001 - a probe must never change the script's behaviour
+        pass
+    finally:
+        _busy[0] = False
+
+
+def install() -> None:
+    emb, ce, nll = F.embedding, F.cross_entropy, F.nll_loss
+    tlog, tmeth = torch.log, torch.Tensor.log
+    tb, ab, ag = torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad
+
+    def embedding(input, weight, *a, **k):
+        _observe(_on_embedding, input)
+        return _quiet(emb, input, weight, *a, **k)
+
+    def cross_entropy(input, target, *a, **k):
+        busy = _busy[0]
+        out = _quiet(ce, input, target, *a, **k)
+        if not busy:
+            _observe(_on_ce, target, out, k.get("reduction", a[4] if len(a) > 4 else "mean"), input, k)
+        return out
+
+    def nll_loss(input, target, *a, **k):
+        busy = _busy[0]
+        out = _quiet(nll, input, target, *a, **k)
+        if not busy:
+            _observe(_on_ce, target, out, k.get("reduction", a[4] if len(a) > 4 else "mean"), None, k)
+        return out
+
+    def _log_obs(x, out):
+        if not _grad_mode() and isinstance(x, torch.Tensor) and x.is_floating_point() and x.numel() < 10_000_000:
+            _capture("logp", out, None)
+
+    def log(x, *a, **k):
+        busy = _busy[0]
+        out = _quiet(tlog, x, *a, **k)
+        if not busy:
+            _observe(_log_obs, x, out)
+        return out
+
+    def log_method(self, *a, **k):
+        busy = _busy[0]
+        out = _quiet(tmeth, self, *a, **k)
+        if not busy:
+            _observe(_log_obs, self, out)
+        return out
+
+    def backward(self, *a, **k):
+        _observe(_on_backward)
+        return _quiet(tb, self, *a, **k)
+
+    def autograd_backward(*a, **k):
+        _observe(_on_backward)
+        return _quiet(ab, *a, **k)
+
+    def autograd_grad(*a, **k):
+        _observe(_on_backward)
+        return _quiet(ag, *a, **k)
+
+    F.embedding = embedding
+    F.cross_entropy = cross_entropy
+    F.nll_loss = nll_loss
+    torch.log = log
+    torch.Tensor.log = log_method
+    torch.Tensor.backward = backward
+    torch.autograd.backward = autograd_backward
+    torch.autograd.grad = autograd_grad
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    register_optimizer_step_post_hook(_on_opt_step)
+    _wrap_readers()
+
+
+def _wrap_readers() -> None:
+    """Shard reads that bypass Python's `open` (numpy/torch C readers) are reported to the guard's trace."""
+    for mod, name in ((np, "fromfile"), (np, "load"), (torch, "from_file"), (torch, "load")):
+        orig = getattr(mod, name)
+
+        def wrapper(file, *a, _orig=orig, _name=name, **k):
+            pgolf_guard.note_shard(file, _name)
+            return _orig(file, *a, **k)
+
+        setattr(mod, name, wrapper)
+    mm = np.memmap
+
+    class memmap(mm):
+        def __new__(subtype, filename, *a, **k):
+            pgolf_guard.note_shard(filename, "memmap")
+            return mm.__new__(subtype, filename, *a, **k)
+
+    np.memmap = memmap
+
+
+def summary() -> dict:
+    """JSON-able summary of the current run (captures returned separately)."""
+    if not R:
+        return {}
+    keys = ("scored", "tainted", "tainted_first", "sweeps", "version", "backwards", "opt_steps", "val_train_backwards",
+            "train_backwards", "t0", "t_first_train", "t_last_train", "t_first_score_after_train", "t_last_score",
+            "tainted_versions", "first_trained_positions")
+    out = {k: R[k] for k in keys}
+    out["trained_positions"] = int(R["trained"].sum())
+    out["n_val"] = int(R["n"])
+    return out

@@ -1,0 +1,324 @@
+"""Make CUDA-only challenge scripts run on CPU: torch.cuda.* harmless, "cuda" devices mapped to CPU, a stand-in
+FlashAttention (`flash_attn_interface` / `flash_attn`) built on SDPA, torch.compile a no-op, torch.distributed as a
+single-rank process group (NCCL requests served in-process with world size 1), bf16 autocast on CPU.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+
+def _cpu_device(dev):
+    if dev is None:
+        return None
+    if isinstance(dev, torch.device):
+        return torch.device("cpu") if dev.type == "cuda" else dev
+    if isinstance(dev, str) and dev.startswith("cuda"):
+        return torch.device("cpu")
+    if isinstance(dev, int):
+        return torch.device("cpu")
+    return dev
+
+
+class CudaToCpuMode(TorchFunctionMode):
+    """Rewrites device arguments of every torch call (factories, Tensor.to, Module.to through _apply)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if "device" in kwargs:
+            kwargs["device"] = _cpu_device(kwargs["device"])
+        name = getattr(func, "__name__", "")
+        if name == "to" and args:
+            args = tuple(_cpu_device(a) if (isinstance(a, (str, torch.device)) and "cuda" in str(a)) else a for a in args)
+        elif name == "cuda":
+            return args[0]
+        elif name == "pin_memory":
+            return args[0]
+        if "non_blocking" in kwargs:
+            kwargs.pop("non_blocking")
+        return func(*args, **kwargs)
+
+
+class _Event:
+    def __init__(self, *a, **k):
+        self.t = None
+
+    def record(self, *a, **k):
+        import time
+
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    def wait(self, *a, **k):
+        pass
+
+    def query(self):
+        return True
+
+    def elapsed_time(self, other):
+        return ((other.t or 0.0) - (self.t or 0.0)) * 1000.0
+
+
+class _Stream:
+    def __init__(self, *a, **k):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def wait_stream(self, *a, **k):
+        pass
+
+    def wait_event(self, *a, **k):
+        pass
+
+    def record_event(self, *a, **k):
+        return _Event()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+class _Props:
+    name = "pgolf-cpu-shim"
+    total_memory = 80 * 1024**3
+    major, minor = 9, 0
+    multi_processor_count = 132
+
+
+def _patch_cuda() -> None:
+    c = torch.cuda
+
+    class _Const:
+        """A distinct callable per name (torch's trace rules reject one function object under two names)."""
+
+        def __init__(self, v):
+            self.v = v
+
+        def __call__(self, *a, **k):
+            return self.v
+
+    def noop():
+        return _Const(None)
+
+    def zero():
+        return _Const(0)
+
+    for name, val in {
+        "is_available": _Const(True), "device_count": _Const(1), "current_device": zero(), "set_device": noop(),
+        "synchronize": noop(), "empty_cache": noop(), "memory_allocated": zero(), "max_memory_allocated": zero(),
+        "memory_reserved": zero(), "max_memory_reserved": zero(), "reset_peak_memory_stats": noop(),
+        "reset_max_memory_allocated": noop(), "get_device_name": lambda *a, **k: "pgolf-cpu-shim",
+        "get_device_capability": lambda *a, **k: (9, 0), "get_device_properties": lambda *a, **k: _Props(),
+        "is_bf16_supported": lambda *a, **k: True, "manual_seed": noop(), "manual_seed_all": noop(), "seed": noop(),
+        "Event": _Event, "Stream": _Stream, "current_stream": lambda *a, **k: _Stream(),
+        "default_stream": lambda *a, **k: _Stream(), "stream": lambda *a, **k: _Stream(), "init": noop(),
+        "is_initialized": _Const(True), "mem_get_info": lambda *a, **k: (70 * 1024**3, 80 * 1024**3),
+        "set_per_process_memory_fraction": noop(), "ipc_collect": noop(),
+    }.items():
+        setattr(c, name, val)
+    c.nvtx = types.SimpleNamespace(range_push=noop(), range_pop=noop(), range=lambda *a, **k: _Stream(), mark=noop())
+    torch.Tensor.pin_memory = lambda self, *a, **k: self
+    torch.Tensor.is_pinned = lambda self, *a, **k: False
+    torch.Tensor.record_stream = lambda self, *a, **k: None
+
+
+def _patch_autocast() -> None:
+    orig_init = torch.autocast.__init__
+
+    def init(self, device_type="cuda", dtype=None, enabled=True, cache_enabled=None):
+        if device_type == "cuda":
+            device_type = "cpu"
+            if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
+                dtype = torch.bfloat16
+            if dtype == torch.float16:
+                dtype = torch.bfloat16
+        orig_init(self, device_type=device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
+
+    torch.autocast.__init__ = init
+    try:
+        import torch.cuda.amp as camp
+
+        camp.autocast = lambda enabled=True, dtype=torch.bfloat16, cache_enabled=True: torch.autocast(
+            "cpu", dtype=torch.bfloat16 if dtype != torch.float32 else dtype, enabled=enabled
+        )
+
+        class _Scaler:
+            def __init__(self, *a, **k):
+                pass
+
+            def scale(self, x):
+                return x
+
+            def step(self, opt, *a, **k):
+                return opt.step(*a, **k)
+
+            def update(self, *a, **k):
+                pass
+
+            def unscale_(self, *a, **k):
+                pass
+
+        camp.GradScaler = _Scaler
+        torch.amp.GradScaler = _Scaler
+    except Exception:
+        pass
+
+
+def _patch_compile() -> None:
+    def compile(model=None, *a, **k):
+        if model is None:
+            return lambda m: m
+        return model
+
+    torch.compile = compile  # torch._dynamo itself is left alone: importing it costs seconds
+
+
+def _sdpa_bthd(q, k, v, causal=False, softmax_scale=None, window_size=(-1, -1)):
+    """q,k,v [B,T,H,D] (FlashAttention layout), GQA by repeating kv heads."""
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if kt.size(1) != qt.size(1):
+        rep = qt.size(1) // kt.size(1)
+        kt = kt.repeat_interleave(rep, dim=1)
+        vt = vt.repeat_interleave(rep, dim=1)
+    mask = None
+    left = window_size[0] if window_size else -1
+    if left is not None and left >= 0:
+        tq, tk = qt.size(2), kt.size(2)
+        i = torch.arange(tq).unsqueeze(1) + (tk - tq)
+        j = torch.arange(tk).unsqueeze(0)
+        mask = (j <= i) & (j >= i - left) if causal else (j >= i - left)
+        causal = False
+    dt = qt.dtype
+    out = F.scaled_dot_product_attention(qt.float(), kt.float(), vt.float(), attn_mask=mask, is_causal=causal and mask is None,
+                                         scale=softmax_scale)
+    return out.to(dt).transpose(1, 2).contiguous()
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), *args, **kwargs):
+    return _sdpa_bthd(q, k, v, causal=causal, softmax_scale=softmax_scale, window_size=window_size)
+
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, dropout_p=0.0,
+                           softmax_scale=None, causal=False, window_size=(-1, -1), *args, **kwargs):
+    """q,k,v [total,H,D] packed; sequences delimited by cu_seqlens."""
+    outs = []
+    cq = [int(x) for x in cu_seqlens_q.tolist()]
+    ck = [int(x) for x in cu_seqlens_k.tolist()]
+    for i in range(len(cq) - 1):
+        qs, ks, vs = q[cq[i]:cq[i + 1]], k[ck[i]:ck[i + 1]], v[ck[i]:ck[i + 1]]
+        if qs.size(0) == 0:
+            continue
+        outs.append(_sdpa_bthd(qs[None], ks[None], vs[None], causal=causal, softmax_scale=softmax_scale,
+                               window_size=window_size)[0])
+    return torch.cat(outs, 0) if outs else q.new_zeros(q.shape)
+
+
+def _install_flash_modules() -> None:
+    for modname in ("flash_attn_interface", "flash_attn", "flash_attn_3", "flash_attn.flash_attn_interface"):
+        if modname in sys.modules:
+            continue
+        m = types.ModuleType(modname)
+        m.flash_attn_func = flash_attn_func
+        m.flash_attn_varlen_func = flash_attn_varlen_func
+        m.__version__ = "3.0.0-pgolf-sdpa-shim"
+        m.__pgolf_shim__ = True
+        sys.modules[modname] = m
+    sys.modules["flash_attn"].flash_attn_interface = sys.modules["flash_attn.flash_attn_interface"]
+
+
+class _Work:
+    def wait(self, *a, **k):
+        return True
+
+    def is_completed(self):
+        return True
+
+    def get_future(self):
+        fut = torch.futures.Future()
+        fut.set_result(None)
+        return fut
+
+
+def _patch_distributed() -> None:
+    """A single rank: collectives are identities (what NCCL/gloo compute with world size 1), no network needed."""
+    import torch.distributed as dist
+
+    state = {"init": False}
+
+    def _ret(async_op):
+        return _Work() if async_op else None
+
+    def init_process_group(*a, **k):
+        state["init"] = True
+
+    def all_reduce(t, op=None, group=None, async_op=False):
+        return _ret(async_op)
+
+    def copy_out(out, inp, group=None, async_op=False, **k):
+        if out.data_ptr() != inp.data_ptr():
+            out.copy_(inp.reshape(out.shape))
+        return _ret(async_op)
+
+    def all_gather(tensor_list, tensor, group=None, async_op=False):
+        tensor_list[0].copy_(tensor)
+        return _ret(async_op)
+
+    def all_gather_object(obj_list, obj, group=None):
+        obj_list[0] = obj
+
+    def reduce_scatter(output, input_list, op=None, group=None, async_op=False):
+        output.copy_(input_list[0])
+        return _ret(async_op)
+
+    for name, val in {
+        "init_process_group": init_process_group, "is_initialized": lambda: state["init"],
+        "is_available": lambda: True, "get_rank": lambda *a, **k: 0, "get_world_size": lambda *a, **k: 1,
+        "get_local_rank": lambda *a, **k: 0, "barrier": lambda *a, **k: None,
+        "destroy_process_group": lambda *a, **k: state.update(init=False), "all_reduce": all_reduce,
+        "reduce": lambda t, dst=0, op=None, group=None, async_op=False: _ret(async_op),
+        "broadcast": lambda t, src=0, group=None, async_op=False: _ret(async_op),
+        "all_gather": all_gather, "all_gather_into_tensor": copy_out, "_all_gather_base": copy_out,
+        "reduce_scatter_tensor": copy_out, "_reduce_scatter_base": copy_out, "reduce_scatter": reduce_scatter,
+        "all_gather_object": all_gather_object, "broadcast_object_list": lambda *a, **k: None,
+        "new_group": lambda *a, **k: None, "get_backend": lambda *a, **k: "gloo",
+        "monitored_barrier": lambda *a, **k: None,
+    }.items():
+        setattr(dist, name, val)
+
+    import torch.nn.parallel as par
+
+    class DDP(torch.nn.Module):
+        def __init__(self, module, *a, **k):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *a, **k):
+            return self.module(*a, **k)
+
+        def no_sync(self):
+            return _Stream()
+
+    par.DistributedDataParallel = DDP
+    torch.nn.parallel.DistributedDataParallel = DDP
+
+
+def install() -> CudaToCpuMode:
+    _patch_cuda()
+    _patch_autocast()
+    _patch_compile()
+    _install_flash_modules()
+    _patch_distributed()
+    mode = CudaToCpuMode()
+    mode.__enter__()
+    return mode
