@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from trainer.artifact import artifact_label, export_artifact, load_artifact
+from trainer.artifact import artifact_label, artifact_size_bound, export_artifact, load_artifact
 from trainer.bpb import build_byte_lut, load_tokenizer
 from trainer.config import Hyperparameters
 from trainer.distributed import barrier, init_distributed, shutdown
@@ -130,6 +130,11 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
     optimizers = build_optimizers(base_model, h, ctx)
     n_params = sum(p.numel() for p in base_model.parameters())
     log.log(f"model_params:{n_params}")
+    bound = artifact_size_bound(h, {n: tuple(t.shape) for n, t in base_model.export_state_dict().items()}, code_bytes)
+    log.log(
+        f"artifact_bound: label:{artifact_label(h)} raw_bytes:{bound['raw_total']} worst_case_total:{bound['raw_bound_total']} "
+        f"cap:{bound['cap']} fits_without_fitter:{int(bound['fits_without_fitter'])} fit_guaranteed:{int(bound['fit_guaranteed'])}"
+    )
     log.log(f"world_size:{ctx.world_size} grad_accum_steps:{grad_accum}")
     log.log(
         f"train_batch_tokens:{h.train_batch_tokens} train_seq_len:{h.train_seq_len} iterations:{h.iterations} "
