@@ -7,6 +7,15 @@ from trainer.config import Hyperparameters
 from trainer.qat import fake_quantize, qat_clip_settings
 from trainer.quantize import dequantize_rows, qat_bits_by_name, quantize_rows
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """These tests run many small tensor ops; on 2 shared cores intra-op threads only add spin-wait overhead."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("bits,clip,search", [(4, None, None), (5, 99.9, None), (6, 99.99984, None),

@@ -10,6 +10,15 @@ from trainer.quantize import (
     quantize_rows_search, row_clip_values, scheme_matches,
 )
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """These tests run many small tensor ops; on 2 shared cores intra-op threads only add spin-wait overhead."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 def _weights(rows=96, cols=200, seed=0):
     g = torch.Generator().manual_seed(seed)
