@@ -72,31 +72,18 @@ def _is_docstring(stmt) -> bool:
     )
 
 
-class _NestedImportCheck(cst.CSTVisitor):
-    """Finds first-party or relative imports below module top level (they cannot be inlined)."""
-
-    def __init__(self, package: str):
-        self.package = package
-        self.depth = 0
-        self.problems: list[str] = []
-
-    def _enter(self, node) -> None:
-        self.depth += 1
-
-    def _leave(self, node) -> None:
-        self.depth -= 1
-
-    visit_FunctionDef = visit_ClassDef = _enter
-    leave_FunctionDef = leave_ClassDef = _leave
-
-    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        if self.depth and (node.relative or _dotted(node.module).split(".")[0] == self.package):
-            self.problems.append(f"first-party import inside a function or class: from {'.' * len(node.relative)}{_dotted(node.module)} import ...")
-
-    def visit_Import(self, node: cst.Import) -> None:
-        for alias in node.names:
-            if self.depth and _dotted(alias.name).split(".")[0] == self.package:
-                self.problems.append(f"first-party import inside a function or class: import {_dotted(alias.name)}")
+def _nested_first_party_imports(text: str, package: str) -> list[str]:
+    """First-party or relative imports below module top level (they cannot be inlined). Uses `ast` for speed."""
+    problems = []
+    for top in ast.parse(text).body:
+        for node in ast.walk(top):
+            if node is top:
+                continue
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == package):
+                problems.append(f"first-party import inside a function or class: from {'.' * node.level}{node.module or ''} import ...")
+            elif isinstance(node, ast.Import):
+                problems.extend(f"first-party import inside a function or class: import {a.name}" for a in node.names if a.name.split(".")[0] == package)
+    return problems
 
 
 def module_path(root: Path, dotted: str) -> Path:
@@ -119,10 +106,9 @@ def _parse(path: Path) -> cst.Module:
 
 def _analyse(info: ModuleInfo, package: str, is_entry: bool) -> None:
     where = info.rel
-    checker = _NestedImportCheck(package)
-    info.tree.visit(checker)
-    if checker.problems:
-        raise InlineError(f"{where}: {checker.problems[0]} (expected top-level `from {package}.x import name`)")
+    problems = _nested_first_party_imports(info.path.read_text(encoding="utf-8"), package)
+    if problems:
+        raise InlineError(f"{where}: {problems[0]} (expected top-level `from {package}.x import name`)")
     for i, stmt in enumerate(info.tree.body):
         if i == 0 and _is_docstring(stmt):
             info.docstring = stmt
@@ -302,47 +288,38 @@ def check_name_collisions(infos: list[ModuleInfo]) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # dead-code removal (conservative: only top-level functions/classes that no code and no string literal mentions)
 
-class _NameUse(cst.CSTVisitor):
-    def __init__(self):
-        self.names: set[str] = set()
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self.names.add(node.value)
-
-    def visit_SimpleString(self, node: cst.SimpleString) -> None:
-        # getattr(obj, "name") / globals()["name"]: any identifier in a literal counts as a use.
-        self.names.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", node.value))
-
-    def visit_FormattedStringText(self, node) -> None:
-        self.names.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", node.value))
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _uses(stmt, own: str | None = None) -> set[str]:
-    v = _NameUse()
-    if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
-        # The definition's own name node is not a use; its body, decorators, bases and defaults are.
-        for d in stmt.decorators:
-            d.visit(v)
-        if isinstance(stmt, cst.FunctionDef):
-            stmt.params.visit(v)
-            if stmt.returns is not None:
-                stmt.returns.visit(v)
-        else:
-            for a in (*stmt.bases, *stmt.keywords):
-                a.visit(v)
-        stmt.body.visit(v)
-    else:
-        stmt.visit(v)
-    return v.names
+def _uses(stmt) -> set[str]:
+    """Names a top-level statement uses: every Name node, plus every identifier inside a string literal
+    (getattr(obj, "name") / globals()["name"] count as uses). A def's or class's own name is not a use."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(cst.Module(body=[stmt]).code)):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.update(_IDENT.findall(node.value))
+    return names
 
 
-def remove_unreferenced(sections: list[tuple[str, list]], extra: list) -> tuple[list[tuple[str, list]], list[str]]:
-    """Drop top-level defs/classes no other statement references, to a fixed point. Returns (sections, removed)."""
+def remove_unreferenced(sections: list[tuple[str, list]], extra: list, cache: dict | None = None) -> tuple[list[tuple[str, list]], list[str]]:
+    """Drop top-level defs/classes no other statement references, to a fixed point. Returns (sections, removed).
+
+    `cache` maps id(statement) -> names it uses (statements are immutable, so one traversal each suffices)."""
+    cache = {} if cache is None else cache
+
+    def uses_of(stmt):
+        key = id(stmt)
+        if key not in cache:
+            cache[key] = (stmt, _uses(stmt))
+        return cache[key][1]
+
     removed: list[str] = []
     while True:
         flat = [(si, i, s) for si, (_, stmts) in enumerate(sections) for i, s in enumerate(stmts)]
-        uses = [_uses(s) for _, _, s in flat]
-        extra_uses = set().union(*(_uses(s) for s in extra)) if extra else set()
+        uses = [uses_of(s) for _, _, s in flat]
+        extra_uses = set().union(*(uses_of(s) for s in extra)) if extra else set()
         dead = set()
         for k, (si, i, s) in enumerate(flat):
             if not isinstance(s, (cst.FunctionDef, cst.ClassDef)):
@@ -455,9 +432,10 @@ def inline_package(root, entry: str = "trainer.train", baked_config: dict | None
     entry_info = infos[-1]
     tail = [entry_info.main_block] if entry_info.main_block is not None else []
     removed: list[str] = []
+    cache: dict = {}
     if drop_unreferenced:
-        sections, removed = remove_unreferenced(sections, tail)
-    used = set().union(*(_uses(s) for _, stmts in sections for s in stmts), *(_uses(s) for s in tail)) if drop_unreferenced else None
+        sections, removed = remove_unreferenced(sections, tail, cache)
+    used = set().union(*(cache[id(s)][1] for _, stmts in sections for s in stmts), *(cache[id(s)][1] for s in tail)) if drop_unreferenced else None
 
     futures = list(dict.fromkeys(n for info in infos for n in info.future))
     header: list[str] = []

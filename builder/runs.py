@@ -223,7 +223,8 @@ def check_runs(runs: list[SeedRun], track: str, code_bytes_ok=None) -> None:
                 )
     shas = {r.code_sha256 for r in runs}
     if len(shas) > 1:
-        raise RunError(f"runs come from different code: code_sha256 differs ({', '.join(f'{r.seed}:{(r.code_sha256 or 'none')[:12]}' for r in runs)})")
+        listing = ", ".join(f"{r.seed}:{(r.code_sha256 or 'none')[:12]}" for r in runs)
+        raise RunError(f"runs come from different code: code_sha256 differs ({listing})")
     if code_bytes_ok is not None:
         for r in runs:
             if r.code_bytes is not None and not code_bytes_ok(r.code_bytes):
