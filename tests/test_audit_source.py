@@ -1,0 +1,112 @@
+"""Static decoding of wrappers, helper following and bad input files: always findings, never tracebacks."""
+
+import base64
+import bz2
+import lzma
+import zlib
+
+import libcst as cst
+
+from auditor.decode import find_wrapped_sources
+from auditor.engine import audit_paths
+from auditor.source import discover, load_submission
+
+INNER = 'import os\nVAL = os.environ.get("TTT_ENABLED", "0")\nprint("inner")\n'
+
+
+def _decode(src):
+    return find_wrapped_sources(cst.parse_module(src))
+
+
+def test_raw_lzma2_base85_two_liner():
+    raw = lzma.compress(INNER.encode(), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+    src = ('import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
+           'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode())
+    dec, err = _decode(src)
+    assert err == [] and dec[0].source == INNER and dec[0].layers == ["b85decode", "lzma(raw)"]
+
+
+def test_xz_base64_adjacent_literals_and_decode_call():
+    enc = base64.b64encode(lzma.compress(INNER.encode())).decode()
+    src = 'import lzma, base64\nexec(lzma.decompress(base64.b64decode(\n    "%s"\n    "%s"\n)).decode("utf-8"))\n' % (enc[:17], enc[17:])
+    dec, err = _decode(src)
+    assert err == [] and dec[0].source == INNER
+
+
+def test_zlib_ascii85_bz2_hex_and_module_constant():
+    a85 = base64.a85encode(zlib.compress(INNER.encode())).decode()
+    assert _decode('import zlib,base64\nexec(zlib.decompress(base64.a85decode("%s")))' % a85)[0][0].source == INNER
+    hx = bz2.compress(INNER.encode()).hex()
+    assert _decode('import bz2\nP = "%s"\nexec(bz2.decompress(bytes.fromhex(P)))' % hx)[0][0].source == INNER
+
+
+def test_three_nested_levels_through_the_loader(tmp_path):
+    code = INNER
+    for _ in range(3):
+        enc = base64.b85encode(lzma.compress(code.encode())).decode()
+        code = 'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s")))\n' % enc
+    (tmp_path / "train_gpt.py").write_text(code)
+    sub = load_submission(*discover([tmp_path])[0])
+    assert [u.kind for u in sub.units] == ["entry", "decoded", "decoded", "decoded"]
+    assert sub.units[-1].text == INNER and not sub.findings
+
+
+def test_decompression_bomb_is_capped_and_reported(tmp_path):
+    bomb = base64.b85encode(zlib.compress(b"#" * (16 * 1024 * 1024), 9)).decode()
+    (tmp_path / "train_gpt.py").write_text('import zlib,base64\nexec(zlib.decompress(base64.b85decode("%s")))\n' % bomb)
+    r = audit_paths([tmp_path / "train_gpt.py"])[0]
+    assert r.verdict == "error"
+    assert [f.rule for f in r.findings] == ["PG003"] and "cap" in r.findings[0].message
+
+
+def test_corrupt_payload_binary_empty_huge_unparsable(tmp_path):
+    cases = {
+        "corrupt": ('import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("0123456789")))\n', "PG003"),
+        "binary": (b"\x7fELF\x00\x00\x01", "PG001"),
+        "empty": ("", "PG001"),
+        "latin1": (b"x = '\xe9'\n", "PG001"),
+        "syntax": ("def f(:\n    pass\n", "PG002"),
+        "huge": ("x = 1\n" * 800_000, "PG001"),
+    }
+    for name, (content, rule) in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        p = d / "train_gpt.py"
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+        r = audit_paths([p])[0]
+        assert r.verdict == "error", name
+        assert rule in {f.rule for f in r.findings}, (name, [f.rule for f in r.findings])
+    r = audit_paths([tmp_path / "syntax" / "train_gpt.py"])[0]
+    assert 1 <= r.findings[0].line <= 2 and r.findings[0].col >= 1 and "parse" in r.findings[0].message
+
+
+def test_python312_syntax_parses(tmp_path):
+    (tmp_path / "train_gpt.py").write_text('type Vec = list[float]\ndef f[T](x: T) -> T:\n    return x\n'
+                                           'print(f"{"nested"}")\n')
+    r = audit_paths([tmp_path / "train_gpt.py"])[0]
+    assert r.verdict == "pass", [f.message for f in r.findings]
+
+
+def test_helpers_followed_and_counted_outside(tmp_path):
+    (tmp_path / "train_gpt.py").write_text('exec(open(__file__.replace("train_gpt.py", "train_gpt_decode.py")).read())\n')
+    (tmp_path / "train_gpt_decode.py").write_text("import ngram_tilt\nngram_tilt.run()\n")
+    (tmp_path / "ngram_tilt.py").write_text("from torch.utils.cpp_extension import load\n"
+                                           "def run():\n    load(name='k', sources=['ngram/fused_expert_kernel.cpp'])\n")
+    (tmp_path / "ngram").mkdir()
+    (tmp_path / "ngram" / "fused_expert_kernel.cpp").write_text("int f() { return 1; }\n")
+    sub = load_submission(*discover([tmp_path])[0])
+    assert sorted(u.rel for u in sub.helper_units()) == ["ngram_tilt.py", "train_gpt_decode.py"]
+    assert sub.referenced_code == {"ngram/fused_expert_kernel.cpp": 22}
+    r = audit_paths([tmp_path])[0]
+    assert sorted(f.file for f in r.findings if f.rule == "PG103") == [
+        "ngram/fused_expert_kernel.cpp", "ngram_tilt.py", "train_gpt_decode.py"]
+
+
+def test_tree_discovery_finds_every_record_folder(tmp_path):
+    for name in ("a", "b/c", "b/d"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / ("train_gpt.py" if name != "b/d" else "train_gpt_cuda_ternary.py")).write_text("print(1)\n")
+    (tmp_path / "b" / "notes").mkdir()
+    found = discover([tmp_path])
+    assert [str(r.relative_to(tmp_path)) for r, *_ in found] == ["a", "b/c", "b/d"]
+    assert found[2][1].name == "train_gpt_cuda_ternary.py"
