@@ -16,7 +16,7 @@ import torch
 from trainer.artifact import artifact_label, artifact_size_bound, export_artifact, load_artifact
 from trainer.bpb import build_byte_lut, load_tokenizer
 from trainer.config import Hyperparameters
-from trainer.distributed import barrier, init_distributed, shutdown
+from trainer.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from trainer.ema import WeightEMA, WeightSWA
 from trainer.errors import PgolfError
 from trainer.evaluate import eval_full, eval_sliding
@@ -236,8 +236,9 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
         step += 1
         approx_ms = train_time_ms + 1000.0 * (time.perf_counter() - t0)
         if step <= 10 or step % max(h.train_log_every, 1) == 0 or step == h.iterations:
+            # every rank logs the same number: the mean over ranks of their micro-batch losses
+            tl = float(all_reduce_sum(train_loss.detach().clone()).item()) / ctx.world_size
             watch.check()
-            tl = float(train_loss.item())
             history["train"].append([step, tl, approx_ms])
             log.log(f"step:{step}/{h.iterations} train_loss:{tl:.4f} train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
         if max_ms > 0 and stop_after is None:
