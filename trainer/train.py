@@ -242,10 +242,12 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
             history["train"].append([step, tl, approx_ms])
             log.log(f"step:{step}/{h.iterations} train_loss:{tl:.4f} train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
         if max_ms > 0 and stop_after is None:
-            hit = torch.tensor(int(approx_ms >= max_ms), device=device)
-            if ctx.world_size > 1:
-                torch.distributed.all_reduce(hit, op=torch.distributed.ReduceOp.MAX)
-            if bool(hit.item()):
+            hit = approx_ms >= max_ms
+            if ctx.world_size > 1:  # all ranks must stop at the same step; one host sync per step, as the records
+                flag = torch.tensor(int(hit), device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                hit = bool(flag.item())
+            if hit:
                 stop_after = step
     watch.check()
     steps_done = step
