@@ -223,3 +223,15 @@ def test_list_presets_and_help():
     help_text = run_pgolf("train", "--help").stdout
     for flag in ("--preset", "--data", "--tokenizer", "--out", "--seed", "--num-layers", "--matrix-lr", "--ttt-enabled"):
         assert flag in help_text, flag
+
+
+def test_wallclock_cap_stops_early(tiny_data, tmp_path):
+    train(tiny_data, tmp_path / "r", "--iterations", "100000", "--max-wallclock-seconds", "3", "--val-loss-every", "0",
+          "--warmdown-iters", "5")
+    text = (tmp_path / "r" / "train.log").read_text()
+    m = re.search(r"^stopping_early: wallclock_cap train_time:(\d+)ms step:(\d+)/100000$", text, re.M)
+    assert m, text[-2000:]
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["stopped_early"] and metrics["steps"] == int(m.group(2)) < 100000
+    assert 3000 <= int(m.group(1)) < 60000
+    assert re.search(rf"^step:{m.group(2)}/100000 val_loss:", text, re.M)  # final validation at the stop step
