@@ -484,7 +484,7 @@ def trainer_root() -> Path:
 
 def baked_config_for(config: dict) -> dict:
     """The subset of a run's resolved configuration to bake: values differing from the defaults, machine-specific
-    keys dropped, absolute data/tokenizer paths mapped to the challenge layout (./data/datasets/<name>)."""
+    keys dropped, absolute data/tokenizer paths mapped to the challenge layout (./data/datasets/fineweb10B_<v>)."""
     from trainer.config import Hyperparameters
 
     defaults = {name: default for name, _t, default, _m in Hyperparameters.fields_meta()}
@@ -497,7 +497,10 @@ def baked_config_for(config: dict) -> dict:
             continue
         value = config[name]
         if name in PORTABLE_DIRS and isinstance(value, str) and Path(value).is_absolute():
-            value = f"{PORTABLE_DIRS[name]}/{Path(value).name}"
+            # A challenge-layout name (fineweb10B_sp8192, fineweb_8192_bpe.model) keeps its variant under the
+            # challenge's relative directory; any other local path is machine-specific and is not baked.
+            base = Path(value).name
+            value = f"{PORTABLE_DIRS[name]}/{base}" if re.fullmatch(r"fineweb10B_\w+|fineweb_\w+\.model", base) else default
         if value != default or type(value) is not type(default):
             out[name] = value
     return out
