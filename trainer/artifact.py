@@ -281,13 +281,11 @@ def export_artifact(model_sd: dict, h, code_bytes: int, log, hessians=None):
     cache = {}
 
     def entries_for():
-        out = []
+        # Quantize each tensor once per precision it is given (the fitter changes a few at a time).
         for n in names:
-            key = (n, precisions[n])
-            if key not in cache:
-                cache[key] = _make_entry(n, tensors[n], precisions[n], h, hessians)
-            out.append(cache[key])
-        return out
+            if n not in cache or cache[n]["precision"] != precisions[n]:
+                cache[n] = _make_entry(n, tensors[n], precisions[n], h, hessians)
+        return [cache[n] for n in names]
 
     def build(entries, packed):
         return compress(serialize_entries(entries, packed), h.compressor, h.byte_shuffle)
