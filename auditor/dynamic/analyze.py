@@ -134,7 +134,7 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
     main = runs.get("main")
     if child.timed_out or main is None or not main["ok"]:
         if child.timed_out:
-            why = f"it exceeded the {plan.get('timeout', 'configured')} wall-clock limit and was killed"
+            why = f"it exceeded the {plan.get('timeout', 0):g} s wall-clock limit and was killed"
             findings.append(Finding("PG5D5", "warning", f"resource limit: the tiny run did not finish ({why}); "
                                     "its process group was killed", rel, evidence={"wall_s": child.wall_s}))
         elif main is None:

@@ -169,6 +169,7 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
                                   workdir, {}, sandbox.Limits(timeout=timeout))
         findings, metrics = analyze.analyze(workdir, plan, meta, prep, child, submission, script)
         metrics["prepare_s"] = round(prep_s, 3)
+        metrics["workdir"] = str(workdir)  # removed after the audit; lets callers check nothing of it survives
         metrics["cached"] = False
         if not any(f.rule == "PG900" for f in findings) or child.timed_out:
             cached.parent.mkdir(parents=True, exist_ok=True)

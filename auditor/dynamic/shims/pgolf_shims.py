@@ -181,7 +181,7 @@ def _patch_compile() -> None:
             return lambda m: m
         return model
 
-    torch.compile = compile  # torch._dynamo itself is left alone: importing it costs seconds
+    torch.compile = compile
 
 
 def _sdpa_bthd(q, k, v, causal=False, softmax_scale=None, window_size=(-1, -1)):

@@ -1,0 +1,91 @@
+"""The sandbox contains hostile submissions and reports them (never crashes the auditor, never harms the host)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from auditor.dynamic import run_dynamic
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "dynamic"
+
+
+def _audit(name, tmp_path, timeout=60):
+    return run_dynamic(FIX / name, timeout=timeout, cache_dir=tmp_path / "cache")
+
+
+def _rules(res):
+    return {f.rule: f for f in res.findings}
+
+
+def test_secrets_are_not_reachable(tmp_path, monkeypatch):
+    monkeypatch.setenv("PGOLF_TEST_CANARY_SECRET", "canary-7f3a9")
+    res = _audit("hostile_secrets", tmp_path)
+    r = _rules(res)
+    assert r["PG5D4"].level == "error" and "secret file" in r["PG5D4"].message
+    names = next(f for f in res.findings if f.rule == "PG5D4" and f.level == "warning").evidence["names"]
+    assert "PGOLF_TEST_CANARY_SECRET" in names
+    # the canary never reached the child (scrubbed environment), and no key material was printed
+    out = str([f.to_dict() for f in res.findings])
+    assert "canary-7f3a9" not in out and "PRIVATE KEY" not in out
+
+
+def test_network_is_blocked(tmp_path):
+    r = _rules(_audit("hostile_network", tmp_path))
+    assert r["PG5D3"].level == "error"
+    assert "NETWORK OK" not in str(r.get("PG900", ""))
+
+
+def test_writes_outside_are_blocked(tmp_path, monkeypatch):
+    escape = tmp_path / "escape.txt"
+    monkeypatch.setenv("PGOLF_TEST_ESCAPE", str(escape))  # scrubbed: the script falls back to /var/tmp
+    r = _rules(_audit("hostile_write_outside", tmp_path))
+    assert r["PG5D4"].level == "error" and "outside" in r["PG5D4"].message
+    for p in (escape, Path("/tmp/pgolf_hostile_escape.txt"), Path("/var/tmp/pgolf_escape.txt"),
+              Path("/tmp/pgolf_hostile_dir"), Path("/tmp/pgolf_escape.txt")):
+        assert not p.exists(), p
+
+
+def _count_sleepers() -> int:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if line.strip() == "sleep 30")
+
+
+def test_fork_bomb_is_contained(tmp_path):
+    before = _count_sleepers()
+    res = _audit("hostile_fork_bomb", tmp_path)
+    r = _rules(res)
+    assert r["PG5D4"].level == "error" and "start a process" in r["PG5D4"].message
+    kinds = " ".join(r["PG5D4"].evidence["attempts"])
+    assert "os.fork" in kinds
+    time.sleep(0.5)
+    assert _count_sleepers() == before
+
+
+@pytest.mark.slow
+def test_infinite_loop_is_killed(tmp_path):
+    t0 = time.time()
+    res = _audit("hostile_infinite_loop", tmp_path, timeout=12)
+    r = _rules(res)
+    assert time.time() - t0 < 12 + 25
+    assert r["PG5D5"].level == "warning" and "killed" in r["PG5D5"].message
+    assert r["PG900"].level == "warning"
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert res.metrics["workdir"] not in out  # the whole process group is gone
+    assert not Path(res.metrics["workdir"]).exists()
+
+
+def test_huge_allocation_fails_cleanly(tmp_path):
+    r = _rules(_audit("hostile_alloc", tmp_path))
+    assert r["PG5D5"].level == "warning" and "address-space" in r["PG5D5"].message
+    assert "MemoryError" in r["PG900"].message
+
+
+def test_missing_submission_is_a_clear_error(tmp_path):
+    from trainer.errors import PgolfError
+
+    with pytest.raises(PgolfError, match="does not exist"):
+        run_dynamic(tmp_path / "nope", cache_dir=tmp_path)

@@ -1,0 +1,122 @@
+"""Unit tests of the dynamic audit's pieces: env scanning and shrinking, tagged data, tokenizer cache, the flip and
+normalization decisions, config recovery, and that the auditor process never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor.dynamic import analyze, datagen, envscan
+from trainer.errors import PgolfError
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = '''
+import os
+class Hyperparameters:
+    vocab_size = int(os.environ.get("VOCAB_SIZE", 8192))
+    num_layers = int(os.environ.get("NUM_LAYERS", "11"))
+    model_dim = int(os.getenv("MODEL_DIM", 512))
+    eval_stride = int(os.environ.get("EVAL_STRIDE", 64))
+    rope_dims = int(os.environ.get("ROPE_DIMS", 0))
+    lr = float(os.environ.get("MATRIX_LR", -0.5))
+    data = os.environ["DATA_PATH"]
+    bigram = int(os.environ.get("BIGRAM_VOCAB_SIZE", str(3072)))
+'''
+
+
+def test_scan_env_names_and_defaults():
+    names = envscan.scan_env(SCRIPT)
+    assert names == {"VOCAB_SIZE": "8192", "NUM_LAYERS": "11", "MODEL_DIM": "512", "EVAL_STRIDE": "64",
+                     "ROPE_DIMS": "0", "MATRIX_LR": "-0.5", "DATA_PATH": None, "BIGRAM_VOCAB_SIZE": "3072"}
+
+
+def test_shrink_plan_keeps_switches():
+    plan = envscan.shrink_plan(envscan.scan_env(SCRIPT))
+    assert plan["NUM_LAYERS"] == "2" and plan["MODEL_DIM"] == "32" and plan["EVAL_STRIDE"] == "8"
+    assert plan["ROPE_DIMS"] == "0"  # off stays off: shrinking must not switch paths
+    assert plan["BIGRAM_VOCAB_SIZE"] == "64"
+    assert "MATRIX_LR" not in plan and "VOCAB_SIZE" not in plan
+
+
+def test_scan_env_syntax_error_is_one_line():
+    with pytest.raises(PgolfError, match=r"x.py: cannot parse"):
+        envscan.scan_env("def (:\n", "x.py")
+
+
+def test_recover_config_from_readme(tmp_path):
+    (tmp_path / "train_gpt.py").write_text(SCRIPT)
+    (tmp_path / "README.md").write_text("Run:\n\n```\nTTT_ENABLED=1 EVAL_STRIDE=64 torchrun --nproc_per_node=8 train_gpt.py\n```\n")
+    env = envscan.recover_config(tmp_path, tmp_path / "train_gpt.py")
+    assert env.get("TTT_ENABLED") == "1" and env.get("EVAL_STRIDE") == "64"
+
+
+def test_streams_are_tagged_and_shards_official(tmp_path):
+    train, val = datagen.make_streams(1024, 513, 20000, seed=3)
+    keys = val[:-2] * 1024 * 1024 + val[1:-1] * 1024 + val[2:]
+    assert len(set(keys.tolist())) == len(keys)
+    tkeys = set((train[:-2] * 1024 * 1024 + train[1:-1] * 1024 + train[2:]).tolist())
+    assert not tkeys & set(keys.tolist())
+    assert val[0] == datagen.BOS and val.min() >= 1 and val.max() < 1024
+    p = tmp_path / "fineweb_val_000000.bin"
+    datagen.write_shard(p, val)
+    header = np.fromfile(p, dtype="<i4", count=256)
+    assert (header[0], header[1], header[2]) == (20240520, 1, 513)
+    assert np.array_equal(np.fromfile(p, dtype="<u2", offset=1024), val)
+    assert p.stat().st_size == 1024 + 2 * 513
+
+
+def test_flip_variant_agrees_then_differs():
+    _, val = datagen.make_streams(1024, 513, 1000)
+    f = datagen.flip_variant(val, 261, 1024)
+    assert np.array_equal(f[:262], val[:262])
+    ordinary = val[262:] != datagen.BOS
+    assert (f[262:][ordinary] != val[262:][ordinary]).all()
+
+
+def test_tokenizer_exact_vocab_and_cached(tmp_path):
+    import sentencepiece as spm
+
+    m = datagen.tokenizer_for(1024, tmp_path)
+    sp = spm.SentencePieceProcessor(model_file=str(m))
+    assert sp.get_piece_size() == 1024
+    assert [sp.id_to_piece(i) for i in range(4)] == ["<pad>", "<s>", "</s>", "<unk>"]
+    assert sp.is_byte(4) and sp.id_to_piece(4) == "<0x00>"
+    mtime = m.stat().st_mtime_ns
+    assert datagen.tokenizer_for(1024, tmp_path).stat().st_mtime_ns == mtime
+
+
+def _caps(*items):
+    return [(k, np.array(p), np.array(v, dtype=np.float32)) for k, p, v in items]
+
+
+def test_flip_check_flags_only_prefix_changes():
+    a = _caps((0, [1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0]))
+    same_prefix = _caps((0, [1, 2, 3, 4], [1.0, 2.0, 3.0, 9.0]))  # only position 4 > j changed
+    assert analyze.flip_check(a, same_prefix, j=3)["leaks"] == 0
+    leak = _caps((0, [1, 2, 3, 4], [1.0, 2.5, 3.0, 9.0]))
+    r = analyze.flip_check(a, leak, j=3)
+    assert r["leaks"] == 1 and r["first_positions"] == [2] and r["max_abs_diff"] == pytest.approx(0.5)
+    noise = _caps((0, [1, 2, 3, 4], [1.0, 2.0 + 5e-5, 3.0, 4.0]))
+    assert analyze.flip_check(a, noise, j=3)["leaks"] == 0
+
+
+def test_norm_check_sums_scores():
+    # kind 0 = NLL, kind 1 = log p; the last capture holding the position wins
+    by = {7: _caps((0, [10], [np.log(4.0)])), 8: _caps((1, [10], [np.log(0.5)])), 9: _caps((1, [10], [np.log(0.5)]))}
+    r = analyze.norm_check(by, 10, vocab=1024)
+    assert r["sum_p"] == pytest.approx(1.25, rel=1e-5) and r["violation"]
+    ok = {7: _caps((0, [10], [np.log(4.0)])), 8: _caps((1, [10], [np.log(0.25)]))}
+    assert not analyze.norm_check(ok, 10, vocab=1024)["violation"]
+    full = {0: _caps((1, [10], [np.log(0.3)])), 1: _caps((1, [10], [np.log(0.3)]))}
+    assert analyze.norm_check(full, 10, vocab=2)["violation"]  # full vocabulary must sum to 1, not 0.6
+
+
+def test_auditor_does_not_import_torch():
+    code = "import sys, auditor.dynamic, auditor.dynamic.harness, auditor.dynamic.analyze; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "False", out.stderr
