@@ -7,7 +7,11 @@ The legality tests run TTT twice on streams that differ only after some point an
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +21,19 @@ from test_evaluate import (
 )
 
 from trainer.config import Hyperparameters
+from trainer.distributed import DistContext, init_distributed, shutdown
 from trainer.errors import PgolfError
 from trainer.evaluate import eval_full, eval_sliding
 from trainer.ttt import eval_ttt, ttt_chunk_lr
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and OpenMP spin-waits are very slow on a busy 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 CHUNK = 256
 # sliding windows of 64 every 24 tokens: 24 does not divide the chunk, so windows straddle chunk boundaries
@@ -239,3 +253,61 @@ def test_real_gpt_ttt_order_and_adaptation():
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert not any(k.startswith("blocks.0.") for k in moved)  # block 0 frozen, including its bank rows
     assert "blocks.1.attn.c_q.weight" in moved and "blocks.1.mlp.fc.weight" in moved and "tok_emb.weight" in moved
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# two gloo ranks under torchrun (this file is the worker script)
+
+DIST_SCENARIOS = {
+    "sgd_clip": dict(),
+    "adamw_ema_freeze": dict(ttt_optimizer="adamw", ttt_lr=0.02, ttt_ema_decay=0.5, ttt_freeze_blocks=1),
+    # one sequence per step: every other step one rank has no sequence and must still join the all-reduce
+    "one_seq_steps": dict(ttt_batch_seqs=1, eval_stride=0, ttt_grad_clip=0.0),
+}
+
+
+def dist_stream() -> torch.Tensor:
+    return random_stream(5 * CHUNK + 30, seed=20)
+
+
+def run_dist_scenario(kw: dict, ctx) -> dict:
+    model = TinyLM()
+    loss, bpb = eval_ttt(model, dist_stream(), synthetic_lut(), make_h(**dict(TTT, **kw)), ctx)
+    return {"loss": loss, "bpb": bpb, "weights": weights(model)}
+
+
+def _ttt_worker(out_dir: str) -> None:
+    torch.set_num_threads(1)
+    ctx = init_distributed(make_h(device="cpu"))
+    assert ctx.world_size == 2 and ctx.backend == "gloo"
+    try:
+        for name, kw in DIST_SCENARIOS.items():
+            torch.save(run_dist_scenario(kw, ctx), os.path.join(out_dir, f"{name}.rank{ctx.rank}.pt"))
+    finally:
+        shutdown()
+
+
+def test_two_gloo_ranks_match_single_process(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(Path(__file__).resolve()), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    init = weights(TinyLM())
+    for name, kw in DIST_SCENARIOS.items():
+        ref = run_dist_scenario(kw, DistContext())
+        r0, r1 = (torch.load(tmp_path / f"{name}.rank{r}.pt") for r in (0, 1))
+        assert r0["loss"] == r1["loss"] and r0["bpb"] == r1["bpb"]  # all-reduced totals
+        assert r0["loss"] == pytest.approx(ref["loss"], rel=1e-5) and r0["bpb"] == pytest.approx(ref["bpb"], rel=1e-5)
+        for k, v in ref["weights"].items():
+            assert torch.equal(r0["weights"][k], r1["weights"][k]), f"{name}: ranks disagree on {k}"
+            assert torch.allclose(r0["weights"][k], v, rtol=1e-4, atol=1e-5), \
+                f"{name}: {k} differs from one process by {(r0['weights'][k] - v).abs().max().item():.3g}"
+        assert changed(init, ref["weights"])
+
+
+if __name__ == "__main__":
+    _ttt_worker(sys.argv[1])
