@@ -353,3 +353,38 @@ def test_real_gpt_full_and_sliding(fineweb):
     pos, _ = sink_arrays(rec)
     assert np.array_equal(np.sort(pos), np.arange(1, stream.numel()))
     assert math.isfinite(slide[1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CUDA (skipped without a GPU)
+
+
+@pytest.mark.gpu
+def test_cuda_scoring_loop_has_no_host_sync_and_matches_cpu():
+    dev = torch.device("cuda")
+    stream = random_stream(2000, seed=21)
+    cpu_model = TinyLM()
+    h = make_h(eval_stride=24, eval_batch_seqs=8)
+    cpu = eval_sliding(cpu_model, stream, synthetic_lut(), h, ctx_of())
+    model = copy_model_to(cpu_model, dev)
+    gpu = eval_sliding(model, stream, synthetic_lut(), h, DistContext(0, 1, 0, dev, ""))
+    assert gpu[1] == pytest.approx(cpu[1], rel=2e-2)  # bf16 autocast on CUDA
+    plan = SlidingWindows(stream.numel() - 1, 64, 24).to(dev)
+    tokens_dev = stream.to(device=dev, dtype=torch.int32)
+    lut = synthetic_lut().to(dev)
+    sums = torch.zeros(3, dtype=torch.float64, device=dev)
+    model.eval()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.inference_mode():
+            ev.score_windows(model, tokens_dev, plan, 0, len(plan), 8, lut, sums)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert sums[1].item() == stream.numel() - 1
+
+
+def copy_model_to(model, device):
+    import copy
+
+    return copy.deepcopy(model).to(device)

@@ -255,6 +255,21 @@ def test_real_gpt_ttt_order_and_adaptation():
     assert "blocks.1.attn.c_q.weight" in moved and "blocks.1.mlp.fc.weight" in moved and "tok_emb.weight" in moved
 
 
+@pytest.mark.gpu
+def test_cuda_ttt_covers_every_target_and_adapts():
+    dev = torch.device("cuda")
+    ctx = DistContext(0, 1, 0, dev, "")
+    stream = random_stream(29, seed=22).repeat(60)[: 6 * CHUNK + 1]
+    model = TinyLM().to(dev)
+    h = make_h(**dict(TTT, ttt_optimizer="adamw", ttt_lr=0.02, ttt_cosine=0))
+    slide = eval_sliding(model, stream, synthetic_lut(), h, ctx)
+    rec, sink = collect_sink()
+    _loss, bpb = eval_ttt(model, stream, synthetic_lut(), h, ctx, None, nll_sink=sink)
+    pos, _nll = sink_arrays(rec)
+    assert np.array_equal(np.sort(pos), np.arange(1, stream.numel()))
+    assert bpb < 0.8 * slide[1]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # two gloo ranks under torchrun (this file is the worker script)
 

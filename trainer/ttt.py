@@ -8,7 +8,13 @@ The validation targets are cut into chunks of TTT_CHUNK_TOKENS. Scoring windows 
 2. TRAIN (every chunk but the last): TTT_EPOCHS passes over the chunk's targets, which are all scored by now — a
    target in chunk c is scored by a window whose first scored target is no later, i.e. by chunk <= c.
 
-So the weights that score chunk c have only been trained on targets of chunks < c.
+So the weights that score chunk c have only been trained on targets of chunks < c, and the NLL recorded for a token
+depends only on the tokens before and including it (tests/test_ttt.py checks this bit-exactly).
+
+Training: one optimizer (SGD with TTT_MOMENTUM, or AdamW without weight decay) lives across all chunks; its LR is
+TTT_LR, cosine-decayed over chunks with TTT_COSINE (so it is 0 at the last chunk, which is never trained anyway).
+TTT_BATCH_SEQS is the global number of sequences per step, split across ranks; gradients are averaged over ranks so
+any world size takes the same steps. TTT_EMA_DECAY > 0 scores every chunk with an EMA of the trained weights.
 """
 
 from __future__ import annotations
