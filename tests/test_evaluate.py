@@ -160,9 +160,8 @@ def sink_arrays(rec):
 @pytest.fixture(scope="module")
 def fineweb(request):
     """(val tokens, real SP1024 LUT, sentencepiece processor) from the shared data, or skip."""
-    from pathlib import Path
-
     import os
+    from pathlib import Path
 
     root = Path(os.environ.get("PGOLF_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     shard = root / "fineweb" / "fineweb_val_000000.bin"

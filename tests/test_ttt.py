@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 import torch
 from test_evaluate import (
-    TinyLM, collect_sink, ctx_of, make_h, per_rank_sums, random_stream, sink_arrays, synthetic_lut, tiny_gpt,
+    TinyLM,
+    collect_sink,
+    ctx_of,
+    make_h,
+    per_rank_sums,
+    random_stream,
+    sink_arrays,
+    synthetic_lut,
+    tiny_gpt,
 )
 
 from trainer.config import Hyperparameters
@@ -25,6 +33,7 @@ from trainer.distributed import DistContext, init_distributed, shutdown
 from trainer.errors import PgolfError
 from trainer.evaluate import eval_full, eval_sliding
 from trainer.ttt import eval_ttt, ttt_chunk_lr
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -112,7 +121,7 @@ def test_ttt_adapts_and_beats_sliding_on_repetitive_stream():
     stream = pattern.repeat(60)[: 6 * CHUNK + 1]
     base = TinyLM()
     before = weights(base)
-    slide_loss, slide_bpb = eval_sliding(copy.deepcopy(base), stream, synthetic_lut(), make_h(**TTT), ctx_of())
+    _slide_loss, slide_bpb = eval_sliding(copy.deepcopy(base), stream, synthetic_lut(), make_h(**TTT), ctx_of())
     r = run_ttt(stream, model=base, ttt_optimizer="adamw", ttt_lr=0.02, ttt_cosine=0)
     assert changed(before, weights(base)) == set(before)  # every parameter moved
     assert r["bpb"] < 0.8 * slide_bpb
@@ -184,7 +193,8 @@ def test_progress_lines_follow_challenge_grammar():
     progress = [chunk_re.match(ln) for ln in lines[2:-1]]
     assert all(progress) and [int(m["ci"]) for m in progress] == [1, 11, 21, 23]
     assert all(int(m["n"]) == n_chunks for m in progress)
-    done = re.fullmatch(r"ttt_sliding:done val_loss=(?P<loss>[\d.]+) val_bpb=(?P<bpb>[\d.]+) elapsed=(?P<s>[\d.]+)s", lines[-1])
+    done_re = r"ttt_sliding:done val_loss=(?P<loss>[\d.]+) val_bpb=(?P<bpb>[\d.]+) elapsed=(?P<s>[\d.]+)s"
+    done = re.fullmatch(done_re, lines[-1])
     assert done and float(done["bpb"]) == pytest.approx(r["bpb"], abs=1e-6)
     assert float(progress[-1]["bpb"]) == pytest.approx(r["bpb"], abs=1e-6)  # the last line covers every chunk
 

@@ -64,7 +64,9 @@ def eval_full(model, val_tokens: torch.Tensor, lut, h, ctx=None) -> tuple:
     check_val_stream(val_tokens, seq_len, "eval_full")
     total_seqs = (val_tokens.numel() - 1) // seq_len
     if total_seqs < 1:
-        raise PgolfError(f"eval_full: validation stream has {val_tokens.numel()} tokens, expected at least seq_len+1 = {seq_len + 1}")
+        raise PgolfError(
+            f"eval_full: validation stream has {val_tokens.numel()} tokens, expected at least seq_len+1 = {seq_len + 1}"
+        )
     accum = h.grad_accum_steps if h.grad_accum_steps > 0 else (8 // world if 8 % world == 0 else 1)
     local_batch_seqs = h.val_batch_size // (world * accum) // seq_len
     if local_batch_seqs < 1:
@@ -82,7 +84,7 @@ def eval_full(model, val_tokens: torch.Tensor, lut, h, ctx=None) -> tuple:
         with torch.inference_mode(), eval_autocast(device):
             for bs in range(seq_start, seq_end, local_batch_seqs):
                 be = min(bs + local_batch_seqs, seq_end)
-                local = val_tokens[bs * seq_len: be * seq_len + 1].to(device=device, dtype=torch.int64, non_blocking=True)
+                local = val_tokens[bs * seq_len: be * seq_len + 1].to(device=device, dtype=torch.int64)
                 x = local[:-1].reshape(-1, seq_len)
                 y = local[1:].reshape(-1, seq_len)
                 n = float(y.numel())
@@ -107,7 +109,9 @@ class SlidingWindows:
 
     def __init__(self, total_targets: int, seq_len: int, stride: int):
         if not 0 < stride <= seq_len:
-            raise PgolfError(f"sliding-window eval: expected 0 < EVAL_STRIDE <= EVAL_SEQ_LEN={seq_len}, got EVAL_STRIDE={stride}")
+            raise PgolfError(
+                f"sliding-window eval: expected 0 < EVAL_STRIDE <= EVAL_SEQ_LEN={seq_len}, got EVAL_STRIDE={stride}"
+            )
         if total_targets < 1:
             raise PgolfError(f"sliding-window eval: validation stream has {total_targets} targets, expected >= 1")
         self.total = int(total_targets)

@@ -27,7 +27,13 @@ import torch
 from trainer.distributed import all_reduce_mean_
 from trainer.errors import PgolfError
 from trainer.evaluate import (
-    SlidingWindows, check_val_stream, eval_autocast, eval_lut_on, eval_rank_info, finish_bpb, score_windows,
+    SlidingWindows,
+    check_val_stream,
+    eval_autocast,
+    eval_lut_on,
+    eval_rank_info,
+    finish_bpb,
+    score_windows,
 )
 from trainer.model import LAYER_MATRICES
 
@@ -113,7 +119,7 @@ def ttt_train_chunk(model, tokens_dev: torch.Tensor, params: list, opt, h, seq_l
     n_tok = t1 - t0
     if n_tok <= 0:
         return
-    length = seq_len if n_tok >= seq_len else n_tok
+    length = min(seq_len, n_tok)
     nseq = n_tok // length
     device = tokens_dev.device
     ar = torch.arange(length, device=device, dtype=torch.int64)
@@ -164,7 +170,8 @@ def eval_ttt(model, val_tokens: torch.Tensor, lut, h, ctx=None, log=None, nll_si
     total = plan_cpu.total
     num_chunks = (total + chunk - 1) // chunk
     # windows are sorted by first scored target, so each chunk owns a contiguous range of them
-    bounds = torch.searchsorted(plan_cpu.first_scored(), torch.arange(num_chunks + 1, dtype=torch.int64) * chunk).tolist()
+    chunk_starts = torch.arange(num_chunks + 1, dtype=torch.int64) * chunk
+    bounds = torch.searchsorted(plan_cpu.first_scored(), chunk_starts).tolist()
     bounds[-1] = len(plan_cpu)
     emit = log if (log is not None and rank == 0) else None
 
@@ -176,7 +183,8 @@ def eval_ttt(model, val_tokens: torch.Tensor, lut, h, ctx=None, log=None, nll_si
     n_frozen = sum(p.numel() for p in model.parameters() if id(p) in frozen or not p.requires_grad) + n_row_frozen
     n_unfrozen = sum(p.numel() for p in params) - n_row_frozen
     if emit:
-        emit(f"ttt_sliding:start chunks={num_chunks} chunk_tokens={chunk} total_windows={len(plan_cpu)} stride={stride} "
+        emit(f"ttt_sliding:start chunks={num_chunks} chunk_tokens={chunk} total_windows={len(plan_cpu)} "
+             f"stride={stride} "
              f"ttt_lr={h.ttt_lr} ttt_epochs={h.ttt_epochs} freeze_blocks={h.ttt_freeze_blocks}")
         emit(f"ttt_sliding:params unfrozen={n_unfrozen} frozen={n_frozen}")
 
@@ -228,5 +236,6 @@ def eval_ttt(model, val_tokens: torch.Tensor, lut, h, ctx=None, log=None, nll_si
         model.train(was_training)
     val_loss, val_bpb = finish_bpb(sums)
     if emit:
-        emit(f"ttt_sliding:done val_loss={val_loss:.6f} val_bpb={val_bpb:.6f} elapsed={time.perf_counter() - t_start:.1f}s")
+        elapsed = time.perf_counter() - t_start
+        emit(f"ttt_sliding:done val_loss={val_loss:.6f} val_bpb={val_bpb:.6f} elapsed={elapsed:.1f}s")
     return val_loss, val_bpb
