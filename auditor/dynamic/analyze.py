@@ -122,6 +122,10 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
         if hits:
             findings.append(Finding("PG5D4", "error", f"sandbox: the script {_SANDBOX_TEXT[kind]} ({len(hits)}x, "
                                     f"first: {hits[0]}); the attempt was blocked", rel, evidence={"attempts": hits[:10]}))
+    benign = sorted({v["detail"] for v in viol if v["kind"] == "benign_process"})
+    if benign:
+        findings.append(Finding("PG5D4", "note", f"sandbox: system-info commands {', '.join(benign)} were answered with "
+                                "empty output instead of being run", rel, evidence={"commands": benign}))
     net = [v["detail"] for v in viol if v["kind"] == "network"]
     if net:
         findings.append(Finding("PG5D3", "error", f"network: the script tried to open a network connection "
@@ -175,10 +179,18 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
         late = [r for r in reads if r["split"] == "train" and r["t"] > t_last]
         if late:
             reserve = {k: v for k, v in prep["env"].items() if "RESERVE" in k and _pos(v)}
-            lvl = "note" if reserve else "error"
-            why = (f"inside the reserved training time {reserve}, which this probe cannot time" if reserve else
-                   "after the last training step: training data used for calibration/eval must be read inside "
-                   "the 600 s training budget")
+            lt = metrics["log_times"]
+            in_budget = (lt.get("train_ms") is not None and lt.get("calibration_s") is not None
+                         and lt["train_ms"] + 1000.0 * lt["calibration_s"] <= 600_000.0)
+            lvl = "note" if (reserve or in_budget) else "error"
+            if reserve:
+                why = f"after the training loop, inside the reserved training time {reserve} (not timed by this probe)"
+            elif in_budget:
+                why = (f"after the training loop; the log {lt['log']} reports training {lt['train_ms'] / 1000:.1f} s + "
+                       f"calibration {lt['calibration_s']:.1f} s <= 600 s")
+            else:
+                why = ("after the last training step, with no reserved time and no log showing it inside the budget: "
+                       "training data used for calibration must be read inside the 600 s training budget")
             findings.append(Finding("PG5D1", lvl, f"training shard {late[0]['path']} read ({late[0]['how']}) {why}",
                                     rel, evidence={"reads": late[:5], "t_after_last_step_s": round(late[0]['t'] - t_last, 3)}))
     if t_first and t_last:

@@ -12,6 +12,9 @@ import libcst as cst
 from trainer.errors import PgolfError
 
 
+_ENV_LIKE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+
+
 class _EnvVisitor(cst.CSTVisitor):
     def __init__(self):
         self.names: dict[str, str | None] = {}
@@ -49,6 +52,17 @@ class _EnvVisitor(cst.CSTVisitor):
             isinstance(f, cst.Name) and f.value == "getenv")
         if (is_get or is_getenv) and node.args:
             self._add(node.args[0].value, node.args[1].value if len(node.args) > 1 else None)
+            return
+        # table-driven configs: `field(default, "ENV_NAME", ...)`/`_f(1024, "VOCAB_SIZE", ...)` — an env-like
+        # string argument right after a literal default
+        for i, arg in enumerate(node.args):
+            name = self._literal(arg.value) if isinstance(arg.value, cst.SimpleString) else None
+            if not name or name in self.names or not re.fullmatch(r"[A-Z][A-Z0-9_]{2,}", name):
+                continue
+            prev = node.args[i - 1].value if i > 0 else None
+            default = self._literal(prev) if prev is not None else None
+            if _ENV_LIKE.fullmatch(name) or default is not None:
+                self.names[name] = default
 
     def visit_Subscript(self, node: cst.Subscript) -> None:
         if self._is_environ(node.value) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
@@ -84,7 +98,7 @@ _SHRINK: list[tuple[str, object]] = [
     (r"^(HEAD_DIM)$", "16"),
     (r"^(ROPE_DIMS|ROTARY_DIMS)$", lambda d: "8" if (_num(d) or 0) > 0 else d),
     (r"^(MLP_HIDDEN)$", lambda d: "64" if (_num(d) or 0) > 0 else d),
-    (r"^(ITERATIONS|NUM_ITERATIONS|NUM_STEPS|MAX_STEPS|TRAIN_STEPS)$", "3"),
+    (r"^(ITERATIONS|NUM_ITERATIONS|NUM_STEPS|MAX_STEPS|TRAIN_STEPS)$", "2"),
     (r"^(WARMUP_STEPS|COMPILE_WARMUP_STEPS)$", "1"),
     (r"^(LR_WARMUP_STEPS|MUON_MOMENTUM_WARMUP_STEPS)$", "1"),
     (r"^(WARMDOWN_ITERS|WARMDOWN_STEPS)$", "2"),

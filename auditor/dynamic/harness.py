@@ -20,7 +20,7 @@ from trainer.errors import PgolfError
 
 HARNESS_VERSION = "1"
 N_VAL_WINDOWS = 16  # validation stream = 16 windows of SEQ tokens + 1
-NORM_CANDIDATES = 10
+NORM_CANDIDATES = 8
 
 
 def default_cache_dir() -> Path:

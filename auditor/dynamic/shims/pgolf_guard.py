@@ -148,9 +148,54 @@ def _watch_env() -> None:
     cls.__getitem__ = getitem
 
 
+_BENIGN = {"nvidia-smi", "uname", "hostname", "lscpu", "nproc", "git", "free", "df"}
+
+
+def _argv0(args) -> str:
+    a = args[0] if isinstance(args, (list, tuple)) and args else args
+    return os.path.basename(os.fsdecode(a).split()[0]) if isinstance(a, (str, bytes)) and a else ""
+
+
+def _fake_info_commands() -> None:
+    """Read-only system-info commands (the records log `nvidia-smi`; `platform` runs `uname -p`) get an empty
+    successful result instead of a process, so such scripts keep running; recorded, reported as a note."""
+    import subprocess
+
+    run, check_output, popen = subprocess.run, subprocess.check_output, subprocess.Popen
+
+    def _benign(args, kwargs) -> bool:
+        name = _argv0(args if args else kwargs.get("args"))
+        if _active[0] and name in _BENIGN:
+            STATE["violations"].append({"kind": "benign_process", "detail": name, "t": time.time()})
+            return True
+        return False
+
+    def _empty(kwargs):
+        return "" if (kwargs.get("text") or kwargs.get("universal_newlines") or kwargs.get("encoding")) else b""
+
+    def fake_run(*args, **kwargs):
+        if _benign(args[0] if args else None, kwargs):
+            return subprocess.CompletedProcess(args[0] if args else kwargs.get("args"), 0, _empty(kwargs), _empty(kwargs))
+        return run(*args, **kwargs)
+
+    def fake_check_output(*args, **kwargs):
+        if _benign(args[0] if args else None, kwargs):
+            return _empty(kwargs)
+        return check_output(*args, **kwargs)
+
+    class FakePopen(popen):
+        def __init__(self, *args, **kwargs):
+            if _benign(args[0] if args else None, kwargs):
+                raise FileNotFoundError(2, "pgolf sandbox: no such command", _argv0(args[0] if args else ""))
+            super().__init__(*args, **kwargs)
+
+    subprocess.run, subprocess.check_output, subprocess.Popen = fake_run, fake_check_output, FakePopen
+
+
 def install() -> None:
     sys.addaudithook(_hook)
     _watch_env()
+    _fake_info_commands()
 
 
 def activate(on: bool = True) -> None:
