@@ -82,24 +82,20 @@ class ConfigModel:
     def scan_unit(self, unit) -> None:
         if unit.module is None:
             return
-        stack = [(unit.module, False)]
-        while stack:
-            node, in_fn = stack.pop()
-            if isinstance(node, cst.Assign):
-                for t in node.targets:
-                    self._assign(t.target, node.value, unit, in_fn)
-            elif isinstance(node, cst.AnnAssign) and node.value is not None:
-                self._assign(node.target, node.value, unit, in_fn)
-            elif isinstance(node, cst.Call):
+        for node, in_fn in unit.nodes(cst.Assign, cst.AnnAssign, cst.Call):
+            t = type(node)
+            if t is cst.Assign:
+                for tg in node.targets:
+                    self._assign(tg.target, node.value, unit, in_fn)
+            elif t is cst.AnnAssign:
+                if node.value is not None:
+                    self._assign(node.target, node.value, unit, in_fn)
+            else:
                 env = _env_read(node)
                 if env is not None:
                     name, default = env
                     if name not in self.defaults or self.defaults[name] is None:
                         self.defaults[name] = default
-            inner = in_fn or isinstance(node, cst.FunctionDef)
-            kids = list(children(node))
-            kids.reverse()
-            stack.extend((k, inner) for k in kids)
 
     def _assign(self, target, value, unit, in_function: bool = False) -> None:
         name = None

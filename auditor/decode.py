@@ -322,22 +322,25 @@ def _is_static_payload(node: cst.BaseExpression) -> bool:
                              cst.BinaryOperation, cst.List, cst.Dict, cst.Tuple, cst.UnaryOperation))
 
 
-def find_wrapped_sources(module: cst.Module, positions=None, max_bytes: int = MAX_DECODED_BYTES):
+def find_wrapped_sources(module: cst.Module, positions=None, max_bytes: int = MAX_DECODED_BYTES, calls=None):
     """Decode every exec/eval of a static payload in `module`.
 
     Returns (decoded: list[Decoded], errors: list[(line, col, message)]). Only the payload of exec calls whose
     argument is a call chain over literals is attempted; `exec(open(...).read())` is left to the helper follower."""
     env = _Env(module, max_bytes)
-    calls = [n for n in walk(module) if isinstance(n, cst.Call) and n.args and env.resolve(n.func) in _EXEC_NAMES]
+    if calls is None:
+        calls = [n for n in walk(module) if type(n) is cst.Call]
+    calls = [n for n in calls if n.args and env.resolve(n.func) in _EXEC_NAMES]
     decoded, errors = [], []
     for call in calls:
         arg = call.args[0].value
         if not isinstance(arg, cst.Call) or not _is_static_payload(arg):
             continue
         line, col = 1, 1
-        pmap = positions() if callable(positions) else positions
-        if pmap is not None and call in pmap:
-            pos = pmap[call]
+        if callable(positions):
+            line, col = positions(call) or (1, 1)
+        elif positions is not None and call in positions:
+            pos = positions[call]
             line, col = pos.start.line, pos.start.column + 1
         layers: list = []
         try:

@@ -34,7 +34,10 @@ VAL, TRAIN, TGT, LOSS, GRAD, STATS, GATE, HASHT = "VAL", "TRAIN", "TGT", "LOSS",
 _VAL_WORDS = {"val", "valid", "validation", "eval", "test"}
 _TRAIN_WORDS = {"train", "training"}
 _DATA_WORDS = {"tokens", "token", "toks", "tok", "ids", "data", "stream", "files", "file", "shards", "shard", "docs",
-               "doc", "inputs", "set", "pattern", "glob", "seq", "seqs", "loader", "dataset", "ds", "batches", "bytes"}
+               "doc", "inputs", "set", "pattern", "glob", "loader", "dataset", "ds", "batches", "bytes"}
+# words that make a name a size/setting rather than data (`train_seq_len`, `train_batch_tokens`, `val_tokens_count`)
+_SCALAR_WORDS = {"len", "length", "size", "count", "num", "n", "every", "lr", "steps", "step", "batch", "frac", "ratio",
+                 "bpb", "loss", "time", "ms", "seconds", "dim", "max", "min", "limit", "per", "stride", "total"}
 _TGT_NAMES = {"y", "ys", "tgt", "tgts", "target", "targets", "target_ids", "tgt_ids", "labels", "label", "next_tok",
               "next_token", "next_tokens", "y_batch", "yb", "y_true", "gold", "tgt_tok", "target_tokens", "y_ids",
               "tgt_tokens", "targ", "y_val", "yv"}
@@ -60,6 +63,8 @@ def _words(name: str) -> set:
 def name_source(name: str) -> frozenset:
     w = _words(name)
     out = set()
+    if w & _SCALAR_WORDS:
+        return frozenset()
     if w & _DATA_WORDS or "valtokens" in w:
         if w & _VAL_WORDS:
             out.add(VAL)
@@ -160,6 +165,7 @@ class Program:
         self.by_name: dict = {}
         self.classes: dict = {}  # class name -> [Func methods]
         self.aliases: dict = {}  # per unit id -> {local: dotted}
+        self.guard_cache: dict = {}  # id(If) -> (value, code)
         for u in self.units:
             self._collect(u)
         self._analyse(rounds)
@@ -218,19 +224,30 @@ class Program:
 
     # ---------------------------------------------------------------- analysis
     def _analyse(self, rounds: int) -> None:
+        """Walk every function once, then re-walk only those whose parameter labels or callees' return labels
+        changed (bounded rounds). Each walk records its sites/calls on its last pass."""
+        for f in self.funcs:
+            _Walker(self, f).run()
         for _ in range(rounds):
-            before = [(dict(f.param_labels), f.return_labels) for f in self.funcs]
-            for f in self.funcs:
-                _Walker(self, f).run()
+            dirty = set()
             for f in self.funcs:
                 for c in f.calls:
                     for g in self.targets(c):
-                        _seed_params(g, c)
-            after = [(dict(f.param_labels), f.return_labels) for f in self.funcs]
-            if after == before:
+                        if _seed_params(g, c):
+                            dirty.add(g)
+            changed_ret = set()
+            for g in list(dirty):
+                before = g.return_labels
+                _Walker(self, g).run()
+                if g.return_labels != before:
+                    changed_ret.add(g.name)
+            if changed_ret:
+                for f in self.funcs:
+                    if f not in dirty and any(c.name in changed_ret for c in f.calls):
+                        _Walker(self, f).run()
+                        dirty.add(f)
+            if not dirty:
                 break
-        for f in self.funcs:
-            _Walker(self, f).run()
 
     def targets(self, call: Call) -> list:
         """Functions a call may reach (by name; methods by attribute name; classes -> __init__/forward)."""
@@ -393,11 +410,15 @@ class _Walker:
 
     def if_stmt(self, s: cst.If) -> None:
         test_labels = self.expr(s.test)
-        code = self.unit.code(s.test)
-        main_guard = "__name__" in code and "__main__" in code
-        value = True if main_guard else self.prog.cfg.eval(s.test, self.unit)
-        if value is not UNKNOWN and not value and self._observed(s.test):
-            value = UNKNOWN  # the logs show the feature ran
+        cached = self.prog.guard_cache.get(id(s))
+        if cached is None:
+            code = self.unit.code(s.test)
+            main_guard = "__name__" in code and "__main__" in code
+            value = True if main_guard else self.prog.cfg.eval(s.test, self.unit)
+            if value is not UNKNOWN and not value and self._observed(s.test):
+                value = UNKNOWN  # the logs show the feature ran
+            cached = self.prog.guard_cache[id(s)] = (value, code)
+        value, code = cached
         gate = TGT in test_labels or GATE in test_labels
         self.guards.append((value, code))
         self.branch.append((id(s), 0))
@@ -440,7 +461,7 @@ class _Walker:
         loop.var_names = set(targets)
         is_range = isinstance(s.iter, cst.Call) and last_name(s.iter) == "range"
         self._assign_names(targets, it, s.target)
-        loop.is_data = (VAL in it and not is_range) or _loop_selects_data(s, targets, self)
+        loop.is_data = (VAL in it and not is_range) or (self._rec and _loop_selects_data(s, targets, self))
         self.loops.append(loop)
         self.block(self._body(s.body))
         self.loops.pop()
@@ -450,9 +471,9 @@ class _Walker:
     def while_stmt(self, s: cst.While) -> None:
         self.expr(s.test)
         loop = Loop(node=s)
-        assigned = _assigned_in(s.body)
+        assigned = _assigned_in(s.body) if self._rec else set()
         loop.var_names = assigned
-        loop.is_data = _loop_selects_data(s, assigned, self)
+        loop.is_data = self._rec and _loop_selects_data(s, assigned, self)
         self.loops.append(loop)
         self.block(self._body(s.body))
         self.loops.pop()
@@ -743,7 +764,8 @@ class _Walker:
         # callee summaries
         if self.prog.by_name.get(name) or name in self.prog.classes:
             for g in self.prog.by_name.get(name, []):
-                result = result | g.return_labels
+                via_params = frozenset().union(*g.param_labels.values()) if g.param_labels else frozenset()
+                result = result | (g.return_labels - via_params)
         if fn_ref_at is not None:
             # `timed_eval(label, fn, *args)`: the arguments after a function reference are its arguments
             fn = args[fn_ref_at][2].value
@@ -796,7 +818,10 @@ class _Walker:
         if (VAL in all_args or TGT in all_args) and (HASHT in all_args) and name in ("get", "setdefault", "__contains__", "lookup", "query"):
             self._site("tgt_key", node, all_args)
         if TRAIN in (all_args | recv) and _IO_CALL.search(name or "") and LOSS not in all_args:
-            self._site("read_train", node, all_args | recv)
+            via_params = frozenset().union(*self.f.param_labels.values()) if self.f.param_labels else frozenset()
+            named = any(TRAIN in name_source(r) for r in _root_names(node)) or any(
+                TRAIN in self._expr(a.value, 99) for _k, _l, a in args if isinstance(a.value, cst.SimpleString))
+            self._site("read_train", node, all_args | recv, intrinsic=named or TRAIN not in via_params)
         # network / hub access
         if full.startswith(_NET_MODULES) or name in _NET_FUNCS or full in ("urllib.request.urlopen",):
             self._site("net", node, frozenset(), what=full or name)

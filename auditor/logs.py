@@ -62,6 +62,7 @@ _RE_ENV_INLINE = re.compile(r"(?:(?<=\s)|^)(?P<k>[A-Z][A-Z0-9_]{2,})=(?P<v>[^\s;
 _RE_HP_HEADER = re.compile(_TS + r"(?i:hyperparameters):?\s*$")
 _RE_HP_ITEM = re.compile(_TS + r"\s{1,8}(?P<k>[A-Za-z_][\w.]*)\s*[:=]\s?(?P<v>.*?)\s*$")
 _RE_KV_TOKEN = re.compile(r"^(?P<k>[a-z][a-z0-9_]*)[:=](?P<v>[^\s:=]+)$")
+_RE_MARKER = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)[: ]")
 _RE_SEPARATOR = re.compile(r"^={20,}\s*$")
 _SOURCE_MARKERS = ("{", "}", 'f"', "f'", "log0(", "print(")
 _PY_START = re.compile(r"^(?:import |from \S+ import |\"\"\"|'''|#|class |def |@)")
@@ -123,6 +124,7 @@ class LogInfo:
     hyperparameters: dict = field(default_factory=dict)  # key as printed -> value
     result: dict | None = None  # last `RESULT {json}`
     line_count: int = 0
+    markers: set = field(default_factory=set)  # `name:`/`name ` prefixes of log lines (features the run printed)
     lines: dict = field(default_factory=dict)  # {"total_size": n, "code_size": n, "stop": n, ...} 1-based
 
     @property
@@ -142,6 +144,7 @@ class LogInfo:
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["finals"] = {k: list(v) for k, v in self.finals.items()}
+        d["markers"] = sorted(self.markers)
         return d
 
 
@@ -219,6 +222,9 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
             continue
         if _looks_like_source(line):
             continue
+        mk = _RE_MARKER.match(stripped)
+        if mk:
+            info.markers.add(mk.group(1).lower())
         # Hyperparameter block: `Hyperparameters:` / `hyperparameters:` followed by indented key: value lines.
         if _RE_HP_HEADER.match(line):
             in_hp = True

@@ -16,7 +16,7 @@ from pathlib import Path
 import libcst as cst
 import libcst.metadata as md
 
-from auditor.cstwalk import walk
+from auditor.cstwalk import children, index, walk
 from auditor.decode import MAX_DECODED_BYTES, MAX_DEPTH, find_wrapped_sources
 from auditor.findings import Finding
 from auditor.logs import LogInfo, parse_log
@@ -40,6 +40,17 @@ class SourceUnit:
     counted: bool  # its bytes are the bytes of the shipped train_gpt.py
     module: cst.Module | None = None
     _positions: object = None
+    _parents: object = None
+    _index: object = None
+
+    def nodes(self, *types) -> list:
+        """[(node, inside_function)] of the given node types, from one shared traversal."""
+        if self._index is None:
+            self._index = index(self.module) if self.module is not None else {}
+        out = []
+        for t in types:
+            out += self._index.get(t, [])
+        return out
     parent: "SourceUnit | None" = None
     exec_line: int = 0  # decoded: line of the exec() in the parent
     exec_col: int = 1
@@ -49,7 +60,7 @@ class SourceUnit:
 
     @property
     def positions(self):
-        """Node -> CodeRange, resolved on first use (it costs a full code-generation pass)."""
+        """Node -> CodeRange from libcst's PositionProvider (a full code-generation pass: only a fallback)."""
         if self._positions is None and self.module is not None:
             try:
                 self._positions = md.MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(md.PositionProvider)
@@ -57,15 +68,55 @@ class SourceUnit:
                 self._positions = {}
         return self._positions
 
+    def _line_col(self, node):
+        """Position of `node` found by text search inside its enclosing def/class headers (cheap, no codegen of the
+        whole module); None when the text cannot be located."""
+        if self._parents is None:
+            self._parents = {}
+            for n in walk(self.module):
+                for c in children(n):
+                    self._parents[id(c)] = n
+        chain, cur = [], node
+        while id(cur) in self._parents:
+            cur = self._parents[id(cur)]
+            if isinstance(cur, (cst.FunctionDef, cst.ClassDef)):
+                chain.append(cur)
+        text = self.text
+        start = 0
+        for scope in reversed(chain):
+            kw = "class" if isinstance(scope, cst.ClassDef) else "def"
+            pat = re.compile(r"^[ \t]*(?:async[ \t]+)?" + kw + r"[ \t]+" + re.escape(scope.name.value) + r"\b", re.M)
+            m = pat.search(text, start)
+            if m is None:
+                return None
+            start = m.start()
+        code = self.code(node).strip()
+        if not code:
+            return None
+        first = code.splitlines()[0]
+        idx = text.find(first, start)
+        if idx < 0:
+            return None
+        line = text.count("\n", 0, idx) + 1
+        col = idx - (text.rfind("\n", 0, idx) + 1) + 1
+        return line, col
+
     def location(self, node) -> tuple:
         """(file, line, col, note) of `node`; decoded code points at its exec() line and names the decoded line."""
         line, col = 1, 1
         if node is not None and self.module is not None:
             try:
-                pos = self.positions[node]
-                line, col = pos.start.line, pos.start.column + 1
-            except KeyError:
-                pass
+                lc = self._line_col(node)
+            except Exception:
+                lc = None
+            if lc is not None:
+                line, col = lc
+            else:
+                try:
+                    pos = self.positions[node]
+                    line, col = pos.start.line, pos.start.column + 1
+                except KeyError:
+                    pass
         unit, note = self, ""
         while unit.kind == "decoded" and unit.parent is not None:
             note = f"decoded payload ({'+'.join(unit.layers)}) line {line}: " + note
@@ -238,7 +289,8 @@ def load_submission(root: Path, entry: Path | None, display: str, is_folder: boo
 
 def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
     """Decode wrappers in `unit` and follow the helper files it executes or imports."""
-    decoded, errors = find_wrapped_sources(unit.module, lambda: unit.positions, MAX_DECODED_BYTES)
+    decoded, errors = find_wrapped_sources(unit.module, lambda n: unit.location(n)[1:3], MAX_DECODED_BYTES,
+                                           calls=[n for n, _ in unit.nodes(cst.Call)])
     for line, col, msg in errors:
         file, fline, fcol, note = unit.location(None) if unit.kind == "decoded" else (unit.rel, line, col, "")
         if unit.kind == "decoded":
@@ -325,8 +377,8 @@ def _string_literals(node) -> list:
 def _helper_refs(unit: SourceUnit) -> list:
     """(target, node): sibling files the unit executes (`exec(open(X).read())`, `runpy.run_path`) or imports."""
     refs = []
-    for node in walk(unit.module):
-        if isinstance(node, cst.Call):
+    for node, _ in unit.nodes(cst.Call, cst.Import, cst.ImportFrom):
+        if type(node) is cst.Call:
             f = node.func
             fname = f.value if isinstance(f, cst.Name) else (f.attr.value if isinstance(f, cst.Attribute) else "")
             if fname in ("exec", "run_path", "import_module", "__import__", "execfile") and node.args:
@@ -338,12 +390,11 @@ def _helper_refs(unit: SourceUnit) -> list:
                 # `__file__.replace("train_gpt.py", "train_gpt_decode.py")`: the replacement is the target
                 if py:
                     refs.append((py[-1], node))
-        elif isinstance(node, cst.Import):
+        elif type(node) is cst.Import:
             for alias in node.names:
                 refs.append((_dotted(alias.name), node))
-        elif isinstance(node, cst.ImportFrom):
-            if not node.relative and node.module is not None:
-                refs.append((_dotted(node.module), node))
+        elif not node.relative and node.module is not None:
+            refs.append((_dotted(node.module), node))
     return refs
 
 
@@ -356,7 +407,17 @@ def _dotted(node) -> str:
 
 
 def _code_file_literals(unit: SourceUnit) -> list:
-    return [s for s in _string_literals(unit.module) if s.endswith(_CODE_EXT) and len(s) < 200 and "\n" not in s]
+    out = []
+    for n, _ in unit.nodes(cst.SimpleString):
+        if not n.value.rstrip("'\"").endswith(_CODE_EXT):
+            continue
+        try:
+            v = n.evaluated_value
+        except Exception:
+            continue
+        if isinstance(v, str) and v.endswith(_CODE_EXT) and len(v) < 200 and "\n" not in v:
+            out.append(v)
+    return out
 
 
 def _load_folder_files(sub: Submission) -> None:

@@ -28,7 +28,7 @@ class Suppression:
 def collect(units) -> list:
     out = []
     for u in units:
-        if u.kind == "decoded":
+        if u.kind == "decoded" or "pgolf:" not in u.text:
             continue
         try:
             toks = list(tokenize.generate_tokens(io.StringIO(u.text).readline))

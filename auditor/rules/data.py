@@ -38,24 +38,34 @@ def check(ctx) -> list:
     has_reserve = any(_RESERVE.search(k) for k in ctx.cfg.attr_env) or any(
         i.gptq_reserve_s for i in ctx.sub.logs.values())
     # transitive "reads training data"
-    reads = {f: any(s.kind == "read_train" for s in f.sites) for f in prog.funcs}
+    # transitive "reads training data", context-sensitive at one level: a helper that reads whatever file it is
+    # given (load_data_shard) reads training data only where a caller passes training files
+    any_read = {f: any(s.kind == "read_train" for s in f.sites) for f in prog.funcs}
+    reads = {f: any(s.kind == "read_train" and s.detail.get("intrinsic") for s in f.sites) for f in prog.funcs}
     for _ in range(10):
         ch = False
         for f in prog.funcs:
             if reads[f]:
                 continue
-            if any(reads[g] for c in f.calls if not c.is_ref for g in prog.targets(c) if g is not f):
-                reads[f] = ch = True
+            for c in f.calls:
+                if c.is_ref:
+                    continue
+                train_args = any(TRAIN in lab for _k, lab, _c in c.arg_labels)
+                if any(g is not f and (reads[g] or (train_args and any_read[g])) for g in prog.targets(c)):
+                    reads[f] = ch = True
+                    break
         if not ch:
             break
     for f in prog.funcs:
         if f.reach == "dead":
             continue
-        scores = summ is not None and summ.scores[f][0]
+        # an evaluation function: scores validation tokens itself and does no training on training data
+        scores = any(s.kind == "score" for s in f.sites) and not any(
+            s.kind == "train" and TRAIN in s.labels for s in f.sites)
         for s in f.sites:
             lvl = "note" if _off(s) else "error"
             tail = _note(s) if lvl == "note" else ""
-            if s.kind == "read_train" and scores and f.reach != "dead":
+            if s.kind == "read_train" and scores and s.detail.get("intrinsic"):
                 out.append(_f(f.unit, s.node, "PG501", lvl, f"{f.qualname} evaluates on validation data and also "
                               f"reads training shards; evaluation may not access training data. Move any use of "
                               f"training data into the timed training phase.{tail}"))
@@ -82,7 +92,8 @@ def check(ctx) -> list:
         for c in f.calls:
             if c.is_ref or c.order <= end or (c.loops and c.loops[0] is loop):
                 continue
-            gs = [g for g in prog.targets(c) if g is not f and reads[g]]
+            train_args = any(TRAIN in lab for _k, lab, _c in c.arg_labels)
+            gs = [g for g in prog.targets(c) if g is not f and (reads[g] or (train_args and any_read[g]))]
             if not gs:
                 continue
             off = c.off or f.reach == "off"
