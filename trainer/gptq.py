@@ -99,7 +99,7 @@ def collect_hessians(model: nn.Module, batches, layer_filter=None, all_reduce=No
 
 @torch.no_grad()
 def generate_calibration(model: nn.Module, n_seqs: int, seq_len: int, temperature: float = 0.8, bos_id: int = 1,
-                         generator=None, batch_size: int = 16) -> torch.Tensor:
+                         generator=None, batch_size: int = 32) -> torch.Tensor:
     """Self-generated calibration text: [n_seqs, seq_len] int64 sequences that start with BOS and are sampled
     autoregressively from `model.forward_logits` at `temperature` (no training data touched)."""
     if n_seqs <= 0 or seq_len <= 1:
