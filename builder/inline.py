@@ -335,6 +335,52 @@ def remove_unreferenced(sections: list[tuple[str, list]], extra: list, cache: di
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# help strings nobody reads (configuration field helps exist for the CLI, which is never in the single-file set)
+
+class _BlankArg(cst.CSTTransformer):
+    def __init__(self, func: str, index: int, keyword: str):
+        self.func, self.index, self.keyword = func, index, keyword
+        self.count = 0
+
+    def leave_Call(self, original, updated):
+        if not (isinstance(updated.func, cst.Name) and updated.func.value == self.func):
+            return updated
+        args = list(updated.args)
+        for i, a in enumerate(args):
+            positional = a.keyword is None and a.star == ""
+            hit = (positional and i == self.index) or (a.keyword is not None and a.keyword.value == self.keyword)
+            if hit and isinstance(a.value, (cst.SimpleString, cst.ConcatenatedString)):
+                args[i] = a.with_changes(value=cst.SimpleString('""'))
+                self.count += 1
+        return updated.with_changes(args=args)
+
+
+def strip_unread_metadata(sections: list[tuple[str, list]], key: str = "help") -> tuple[list[tuple[str, list]], int]:
+    """Blank the string passed for metadata `key` of a field factory (`def _f(default, env, help, ...): return
+    field(..., metadata={"help": help, ...})`) when no remaining code reads that key. Returns (sections, count)."""
+    stmts = [s for _, ss in sections for s in ss]
+    trees = [ast.parse(cst.Module(body=[s]).code) for s in stmts]
+    reads = sum(1 for t in trees for n in ast.walk(t) if isinstance(n, ast.Constant) and n.value == key)
+    factory = None
+    for t in trees:
+        for fn in t.body:
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            params = [a.arg for a in fn.args.args]
+            for d in ast.walk(fn):
+                if isinstance(d, ast.Dict):
+                    for k, v in zip(d.keys, d.values):
+                        if isinstance(k, ast.Constant) and k.value == key and isinstance(v, ast.Name) and v.id in params:
+                            factory = (fn.name, params.index(v.id), v.id)
+    # The factory's own dict key is the only permitted mention; any other is a reader (e.g. meta["help"]).
+    if factory is None or reads != 1:
+        return sections, 0
+    tr = _BlankArg(*factory)
+    out = [(label, [s.visit(tr) for s in ss]) for label, ss in sections]
+    return out, tr.count
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # baked configuration
 
 def bake_assignment(stmts: list, config: dict, where: str) -> tuple[list, bool]:
@@ -405,8 +451,12 @@ class InlineResult:
     removed: list  # "trainer/x.py:name" removed as unreferenced
 
 
-def inline_package(root, entry: str = "trainer.train", baked_config: dict | None = None, drop_unreferenced: bool = True) -> InlineResult:
-    """One module's source equivalent to running `entry` as a script, built from the package under `root`."""
+def inline_package(root, entry: str = "trainer.train", baked_config: dict | None = None, drop_unreferenced: bool = True,
+                   strip_help: bool = True) -> InlineResult:
+    """One module's source equivalent to running `entry` as a script, built from the package under `root`.
+
+    drop_unreferenced: remove top-level defs/classes nothing references. strip_help: blank help strings of a
+    field factory when nothing reads them (only the CLI does, and it is not shipped)."""
     infos = collect_modules(Path(root), entry)
     check_name_collisions(infos)
     sections: list[tuple[str, list]] = []
@@ -435,6 +485,12 @@ def inline_package(root, entry: str = "trainer.train", baked_config: dict | None
     cache: dict = {}
     if drop_unreferenced:
         sections, removed = remove_unreferenced(sections, tail, cache)
+    if strip_help:
+        sections, _n = strip_unread_metadata(sections)
+        # The cache holds each statement it analysed, so ids stay unique; only rewritten statements are new.
+        for _, stmts in sections:
+            for st in [*stmts, *tail]:
+                cache.setdefault(id(st), (st, _uses(st)))
     used = set().union(*(cache[id(s)][1] for _, stmts in sections for s in stmts), *(cache[id(s)][1] for s in tail)) if drop_unreferenced else None
 
     futures = list(dict.fromkeys(n for info in infos for n in info.future))

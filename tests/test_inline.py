@@ -213,3 +213,48 @@ def test_syntax_newer_than_310_is_refused(tmp_path):
     root = write_pkg(tmp_path / "src", files)
     with pytest.raises(InlineError, match="does not parse on Python 3.10"):
         inline_package(root, "fixpkg.train", drop_unreferenced=False)
+
+
+HELP_PKG = {
+    "hp/__init__.py": "",
+    "hp/conf.py": '''
+        from dataclasses import dataclass, field, fields
+
+
+        def _f(default, env, help, group):
+            return field(default=default, metadata={"env": env, "help": help, "group": group})
+
+
+        @dataclass
+        class Conf:
+            steps: int = _f(3, "STEPS", "number of optimizer steps taken by the run", "train")
+
+
+        def describe():
+            return [f.metadata["help"] for f in fields(Conf)]
+    ''',
+    "hp/main.py": '''
+        from hp.conf import Conf, describe
+
+
+        def main():
+            print(Conf().steps)
+
+        if __name__ == "__main__":
+            main()
+    ''',
+}
+
+
+def test_unread_help_strings_are_blanked_only_when_nothing_reads_them(tmp_path):
+    root = write_pkg(tmp_path / "a", HELP_PKG)
+    src = inline_package(root, "hp.main").source
+    assert "number of optimizer steps" not in src and '_f(3, "STEPS", "", "train")' in src
+    assert "describe" not in src  # unreferenced reader removed first, which makes the help unread
+    files = dict(HELP_PKG)
+    files["hp/main.py"] = files["hp/main.py"].replace("print(Conf().steps)", "print(Conf().steps, describe())")
+    root = write_pkg(tmp_path / "b", files)
+    src = inline_package(root, "hp.main").source
+    assert "number of optimizer steps taken by the run" in src  # describe() is referenced: help is read, kept
+    (tmp_path / "b.py").write_text(src)
+    assert run_py(["b.py"], tmp_path).stdout.strip() == "3 ['number of optimizer steps taken by the run']"

@@ -1,0 +1,38 @@
+"""`pgolf demo` end to end on the embedded corpus: data, three tiny seeds, a complete record folder, the audit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_pgolf
+
+
+@pytest.mark.slow
+def test_demo_produces_a_complete_record_folder(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "records"
+    proc = run_pgolf("demo", "--work-dir", work, "--out", out, "--seeds", "1,2,3", "--steps", "2", timeout=600)
+    folders = list((out / "track_non_record_16mb").iterdir())
+    assert len(folders) == 1, folders
+    f = folders[0]
+    names = sorted(p.name for p in f.iterdir())
+    assert names == sorted(["README.md", "submission.json", "train_gpt.py", "loss_curve.png",
+                            "train_seed1.log", "train_seed2.log", "train_seed3.log"])
+    sub = json.loads((f / "submission.json").read_text())
+    assert sub["track"] == "non_record_16mb" and sub["seeds"] == [1, 2, 3]
+    assert all(sub["seed_results"][s]["steps"] == 2 for s in ("1", "2", "3"))
+    assert sub["compliance"]["three_seeds"] is True
+    for s in (1, 2, 3):
+        m = json.loads((work / "runs" / f"tiny_seed{s}" / "metrics.json").read_text())
+        assert sub["seed_results"][str(s)]["val_bpb"] == m["val_bpb"]
+    assert (work / "data" / "manifest.json").is_file()
+    assert f"record folder       : {f}" in proc.stdout
+    assert "audit               :" in proc.stdout
+
+
+def test_demo_rejects_bad_seeds(tmp_path):
+    proc = run_pgolf("demo", "--work-dir", tmp_path, "--seeds", "1,x", check=False)
+    assert proc.returncode == 2
+    assert "pgolf: error: --seeds '1,x': expected comma-separated integers" in proc.stderr
+    assert not any(tmp_path.iterdir())
