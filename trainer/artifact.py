@@ -291,6 +291,7 @@ def export_artifact(model_sd: dict, h, code_bytes: int, log, hessians=None):
         return compress(serialize_entries(entries, packed), h.compressor, h.byte_shuffle)
 
     packed = bool(h.bit_pack)
+    packing_tried = False
     pruned = 0
     steps = []
     while True:
@@ -300,7 +301,11 @@ def export_artifact(model_sd: dict, h, code_bytes: int, log, hessians=None):
             break
         log(f"budget: {_budget_state(len(blob), code_bytes, cap)} over by {len(blob) - limit} bytes "
             f"({_precision_summary(precisions)}, packed:{int(packed)})")
-        if not packed:
+        at_floor = all(_step_down(precisions[n]) is None for n in eligible)
+        # Packing rarely beats int8 containers under an entropy coder: try it once, and again at the floor
+        # (where the raw-size bound of the packed layout is what guarantees a fit).
+        if not packed and (not packing_tried or at_floor):
+            packing_tried = True
             alt = build(entries, True)
             log(f"budget: bit packing -> model {len(alt)} bytes (was {len(blob)})")
             if len(alt) < len(blob):
