@@ -15,6 +15,15 @@ V = 1024
 BOS = 1
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on 2 shared cores: one intra-op thread avoids oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_h(preset="tiny", **over):
     p = get_preset(preset)
     if preset != "tiny":
