@@ -63,7 +63,9 @@ def ensure_data(data_dir: Path, log=print) -> tuple[Path, int]:
         t = time.perf_counter()
         try:
             handler, args = _sub_handler("trainer.data_cli", "data", ["build", "--out", str(data_dir)])
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as exc:
+            if exc.name != "trainer.data_cli":
+                raise
             handler = None
         if handler is not None:
             rc = handler(args)
@@ -97,8 +99,10 @@ def train_seed(data_dir: Path, tok: Path, vocab: int, run_dir: Path, seed: int, 
 def audit(folder: Path) -> int | None:
     try:
         handler, args = _sub_handler("auditor.cli", "audit", [str(folder)])
-    except ModuleNotFoundError:
-        return None
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == "auditor" or exc.name.startswith("auditor.")):
+            return None  # the auditor is not installed (yet)
+        raise
     return handler(args)
 
 
