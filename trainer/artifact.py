@@ -42,6 +42,8 @@ _ART_PREFIX = struct.Struct("<3sBI")
 _ART_FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                      "float64": torch.float64}
 _ART_PRUNE_PROBES = 6
+# Stepping a tensor one int rung down saves about one bit per parameter after compression; aim 25% past the need.
+_ART_STEP_MARGIN = 1.25
 
 
 def compress_bound(n: int) -> int:
@@ -318,7 +320,8 @@ def export_artifact(model_sd: dict, h, code_bytes: int, log, hessians=None):
             if found is not None:
                 pruned, blob, final_entries = found
                 break
-        # Step the largest group (by raw bytes) down one rung.
+        # Step down one rung the largest tensors of the largest group (by raw bytes), as many as the estimated
+        # saving (one bit per parameter per int rung) needs to cover the overflow with a margin.
         groups = {}
         for n in eligible:
             if _step_down(precisions[n]) is not None:
@@ -331,11 +334,18 @@ def export_artifact(model_sd: dict, h, code_bytes: int, log, hessians=None):
         sizes = {p: sum(_raw_tensor_bytes(tensors[n].shape, p, packed) for n in ns) for p, ns in groups.items()}
         worst = max(sorted(sizes), key=lambda p: sizes[p])
         new = _step_down(worst)
-        for n in groups[worst]:
+        need = _ART_STEP_MARGIN * (len(blob) - limit)
+        chosen, saved = [], 0.0
+        for n in sorted(groups[worst], key=lambda n: (-tensors[n].numel(), names.index(n))):
+            chosen.append(n)
+            saved += tensors[n].numel() * (precision_bits(worst) - precision_bits(new)) / 8.0
+            if saved >= need:
+                break
+        for n in chosen:
             precisions[n] = new
-        steps.append((worst, new, len(groups[worst])))
-        log(f"budget: step {worst} -> {new} for {len(groups[worst])} tensors "
-            f"({sum(tensors[n].numel() for n in groups[worst])} params, {sizes[worst]} raw bytes)")
+        steps.append((worst, new, len(chosen)))
+        log(f"budget: step {worst} -> {new} for {len(chosen)} of {len(groups[worst])} tensors "
+            f"({sum(tensors[n].numel() for n in chosen)} params; estimated saving {int(saved)} bytes)")
     log(f"budget: fits {_budget_state(len(blob), code_bytes, cap)}"
         + (f" after {len(steps)} precision step(s), {pruned} pruned ±1 codes" if steps or pruned else ""))
     report = {
@@ -362,20 +372,28 @@ def _fit_by_pruning(entries, cands, packed, build, limit, size0, code_bytes, cap
     log(f"budget: prune all {n} ±1 codes -> {_budget_state(len(blob_max), code_bytes, cap)}")
     if len(blob_max) > limit:
         return None
-    lo, lo_size, hi, hi_blob = 0, size0, n, blob_max
+    # Bracketed false position (Illinois variant) on size(k) - limit: k=0 is over, k=n fits.
+    lo, f_lo, hi, hi_blob = 0, float(size0 - limit), n, blob_max
+    f_hi = float(len(blob_max) - limit)
+    side = 0
     for _ in range(_ART_PRUNE_PROBES):
         if hi - lo <= max(1, n // 100):
             break
-        # Secant guess on the (near linear) size curve, nudged up so the probe tends to fit.
-        frac = (lo_size - limit) / max(1, lo_size - len(hi_blob))
-        k = lo + int(min(max(frac * 1.05, 0.0), 1.0) * (hi - lo))
+        k = lo + int(f_lo / max(f_lo - f_hi, 1e-9) * (hi - lo))
         k = min(max(k, lo + 1), hi - 1)
         blob = build(_pruned_entries(entries, cands, k), packed)
         log(f"budget: prune {k}/{n} ±1 codes -> {_budget_state(len(blob), code_bytes, cap)}")
-        if len(blob) <= limit:
-            hi, hi_blob = k, blob
+        f = float(len(blob) - limit)
+        if f <= 0:
+            hi, f_hi, hi_blob = k, f, blob
+            if side == -1:
+                f_lo /= 2.0
+            side = -1
         else:
-            lo, lo_size = k, len(blob)
+            lo, f_lo = k, f
+            if side == 1:
+                f_hi /= 2.0
+            side = 1
     log(f"budget: selective pruning of {hi} ±1 codes (of {n})")
     return hi, hi_blob, _pruned_entries(entries, cands, hi)
 
