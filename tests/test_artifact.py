@@ -258,3 +258,17 @@ def test_size_bound_equals_real_container_size(preset):
     assert rep["raw_bytes"] == b["raw_total"] == len(decompress(blob))
     assert len(blob) <= compress_bound(b["raw_total"])
     assert {k: v["raw_bytes"] for k, v in rep["groups"].items()} == {k: v["raw_bytes"] for k, v in b["groups"].items()}
+
+
+def test_budget_fitter_steps_only_as_many_tensors_as_needed():
+    sd = _big_state_dict()
+    _, rep0 = export_artifact(sd, _h(quant_scheme="*:int8", compressor="zlib"), 0, lambda s: None)
+    cap = rep0["total_bytes"] - 8000  # more than pruning every ±1 code saves, far less than a whole rung
+    lines = []
+    blob, rep = export_artifact(sd, _h(quant_scheme="*:int8", compressor="zlib", max_artifact_bytes=cap), 0,
+                                lines.append)
+    assert rep["total_bytes"] <= cap
+    kinds = set(rep["precisions"].values())
+    assert kinds == {"int8", "int7"}, rep["precisions"]
+    assert rep["precisions"]["tok_emb.weight"] == "int7"  # the largest tensor goes first
+    assert any(" of 4 tensors" in line for line in lines)
