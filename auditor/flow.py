@@ -41,6 +41,8 @@ _SCALAR_WORDS = {"len", "length", "size", "count", "num", "n", "every", "lr", "s
 _TGT_NAMES = {"y", "ys", "tgt", "tgts", "target", "targets", "target_ids", "tgt_ids", "labels", "label", "next_tok",
               "next_token", "next_tokens", "y_batch", "yb", "y_true", "gold", "tgt_tok", "target_tokens", "y_ids",
               "tgt_tokens", "targ", "y_val", "yv"}
+_INPUT_NAMES = {"x", "xs", "inp", "inputs", "input_ids", "idx", "ids", "context", "ctx", "x_batch", "xb", "tokens_in",
+                "input", "prev", "prev_ids"}
 _LOSS_CALL = re.compile(r"(?i)(loss|nll|entropy|logit|softmax|logprob|log_prob|forward|model|score|lm_head|^ce$|"
                         r"_ce$|^m$|^net$|^gpt$|xent|predict|logp)")
 _ACC_NAME = re.compile(r"(?i)(loss|nll|bpb|bits|logp|log_prob|xent|entropy|score|^ce|_ce|nats|total_l)")
@@ -99,6 +101,7 @@ class Loop:
     node: object
     is_data: bool = False  # iterates over / selects validation data (a chunk/window/doc loop)
     var_names: set = field(default_factory=set)
+    derived: set = field(default_factory=set)  # the loop variable and names computed from it in the body
 
 
 @dataclass(eq=False)
@@ -461,7 +464,8 @@ class _Walker:
         loop.var_names = set(targets)
         is_range = isinstance(s.iter, cst.Call) and last_name(s.iter) == "range"
         self._assign_names(targets, it, s.target)
-        loop.is_data = (VAL in it and not is_range) or (self._rec and _loop_selects_data(s, targets, self))
+        selects = self._rec and _loop_selects_data(s, targets, self, loop)
+        loop.is_data = (VAL in it and not is_range) or selects
         self.loops.append(loop)
         self.block(self._body(s.body))
         self.loops.pop()
@@ -473,7 +477,7 @@ class _Walker:
         loop = Loop(node=s)
         assigned = _assigned_in(s.body) if self._rec else set()
         loop.var_names = assigned
-        loop.is_data = self._rec and _loop_selects_data(s, assigned, self)
+        loop.is_data = self._rec and _loop_selects_data(s, assigned, self, loop)
         self.loops.append(loop)
         self.block(self._body(s.body))
         self.loops.pop()
@@ -546,7 +550,8 @@ class _Walker:
                 self._taint(base, self._get(base) | {STATS})
             if VAL in labels and LOSS not in labels and re.search(r"(?i)state_dict|sd$|artifact|payload|buffers?", base):
                 self._site("save_val", target, labels)
-            self._taint(base, self._get(base) | (labels - {TGT}))
+            keep = labels if base.split(".")[-1] in _TGT_NAMES else labels - {TGT}
+            self._taint(base, self._get(base) | keep)
             return
         names = _target_names(target)
         self._assign_names(names, labels, target, value)
@@ -555,7 +560,8 @@ class _Walker:
         for n in names:
             lab = set(labels)
             short = n.split(".")[-1]
-            if VAL in lab and (short in _TGT_NAMES or (value is not None and _is_shift_slice(value))):
+            if VAL in lab and (short in _TGT_NAMES or (value is not None and _is_shift_slice(value)
+                                                         and self._stream_base(value.value))):
                 lab.add(TGT)
             elif short not in _TGT_NAMES and value is not None and isinstance(value, cst.Subscript) and _is_input_slice(value):
                 lab.discard(TGT)
@@ -565,6 +571,14 @@ class _Walker:
                 self.f.defs.setdefault(n, [])
                 if len(self.f.defs[n]) < 8 and all(v is not value for v in self.f.defs[n]):
                     self.f.defs[n].append(value)
+
+    def _stream_base(self, base) -> bool:
+        """Is `base` a token stream whose shifted view is the next-token target (`chunk[1:]`), rather than the model
+        input inside a model/embedding method (`input_ids[..., 1:]` is the current token of a bigram hash)?"""
+        if self.f.class_name is not None:
+            return False
+        name = (dotted(base) or last_name(base)).split(".")[-1].lower()
+        return name not in _INPUT_NAMES
 
     def _weak(self) -> bool:
         return bool(self.loops or self.guards)
@@ -632,7 +646,7 @@ class _Walker:
             if HASHT in idx:
                 self._site("tgt_key", node, idx)
             lab = set(base)
-            if VAL in base and _is_shift_slice(node):
+            if VAL in base and _is_shift_slice(node) and self._stream_base(node.value):
                 lab.add(TGT)
             if TGT in idx and LOSS in base:
                 lab.add("TGATHER")
@@ -654,17 +668,13 @@ class _Walker:
         if isinstance(node, cst.BooleanOperation):
             return ex(node.left) | ex(node.right)
         if isinstance(node, cst.Comparison):
-            lab = ex(node.left)
-            for c in node.comparisons:
-                lab |= ex(c.comparator)
-            if TGT in lab:
+            parts = [ex(node.left)] + [ex(c.comparator) for c in node.comparisons]
+            lab = frozenset().union(*parts)
+            # a gate on the target: the target compared with another data-dependent value (a prediction, a cache
+            # entry); comparisons with constants (`y != pad_id`, `y >= 0`) are masks
+            if any(TGT in p for p in parts) and any(TGT not in p and p & {VAL, LOSS, STATS, TRAIN} for p in parts):
                 lab = lab | {GATE}
-            if isinstance(node.comparisons[0].operator, (cst.LessThan, cst.GreaterThan, cst.LessThanEqual, cst.GreaterThanEqual)):
-                lt = ex(node.left)
-                rt = ex(node.comparisons[0].comparator)
-                if LOSS in lt and LOSS in rt and VAL in lt | rt and not self.tgt_gate:
-                    self._site("min_loss", node, lab, how="comparison")
-            return frozenset(lab - {TGT} | ({GATE} if GATE in lab else set()))
+            return frozenset(lab - {TGT})
         if isinstance(node, (cst.Tuple, cst.List, cst.Set)):
             parts = [ex(e.value) for e in node.elements]
             lab = frozenset().union(*parts) if parts else frozenset()
@@ -967,7 +977,7 @@ def _is_input_slice(node) -> bool:
     return isinstance(last, cst.Slice) and not (last.lower is not None and _has_plus_one(last.lower))
 
 
-def _loop_selects_data(loop, loop_vars, walker) -> bool:
+def _loop_selects_data(loop, loop_vars, walker, info=None) -> bool:
     """A loop whose variable selects which validation tokens are used (chunk/window/doc loop), as opposed to a
     repetition (epoch) loop: its variable, or names derived from it in the body, index validation data."""
     derived = set(v.split(".")[-1] for v in loop_vars)
@@ -990,6 +1000,8 @@ def _loop_selects_data(loop, loop_vars, walker) -> bool:
         for targets, roots in assigns:
             if roots & derived:
                 derived.update(t.split(".")[-1] for t in targets)
+    if info is not None:
+        info.derived = set(derived)
     taint = walker.f.taint
     for n in nodes:
         if isinstance(n, cst.Subscript):

@@ -12,6 +12,7 @@ import re
 
 from auditor.findings import Finding
 from auditor.flow import GATE, GRAD, STATS, VAL
+from auditor.flow import _root_names as _roots
 
 RULES = {
     "PG401": ("error", "weights updated on validation tokens before those tokens are scored"),
@@ -136,6 +137,30 @@ def _model_overlap(a, b) -> bool:
     return bool(na & nb & models)
 
 
+def _data_roots(f, e, depth: int = 5) -> set:
+    """Names the data of an event derives from in its function (through assignments, a few levels deep)."""
+    if e.call is not None:
+        seen = set()
+        for a in e.node.args if hasattr(e.node, "args") else ():
+            seen |= _roots(a.value)
+    elif e.site is not None:
+        seen = set(e.site.detail.get("roots", ()))
+    else:
+        return set()
+    frontier = set(seen)
+    for _ in range(depth):
+        nxt = set()
+        for r in frontier:
+            for v in f.defs.get(r, []):
+                nxt |= _roots(v)
+        nxt -= seen
+        if not nxt:
+            break
+        seen |= nxt
+        frontier = nxt
+    return seen
+
+
 def _context_only(f, t) -> bool:
     """The optimized loss uses only context positions strictly before the scored ones (`y[:, :s]`)."""
     roots = set(t.site.detail.get("roots", ())) if t.site is not None else set()
@@ -200,16 +225,21 @@ def check(ctx) -> list:
                 if t.order >= s.order:
                     continue
                 if t.kind == "ttt" and s.kind in ("score", "ttt"):
-                    if common or t.callee is None or t.callee.deep_copies or not _model_overlap(t, s):
+                    if common or t.callee is None or (t.callee.deep_copies and not _model_overlap(t, s)):
                         continue
-                    add("PG403", s, f"{_fname(s)} scores the validation set again after {t.callee.qualname} already "
-                        f"scored it while adapting the same model (rescoring after TTT); the second pass sees weights "
-                        f"trained on the tokens it scores. Report the score-first TTT pass and do not evaluate the "
-                        f"adapted model again.", lvl)
+                    add("PG403", s, f"{_fname(s)} scores the validation set again after {t.callee.qualname} "
+                        f"(line {_line(t)}) adapted the weights on those same tokens (rescoring after TTT, or "
+                        f"'pre-quantization TTT' whose weights are then quantized and scored); the second pass sees "
+                        f"weights trained on the tokens it scores. Report the single score-first TTT pass and never "
+                        f"evaluate, quantize or serialize the adapted weights.", lvl)
                     continue
                 if t.kind != "train":
                     continue
                 if common:
+                    inner = common[-1]
+                    troots = _data_roots(f, t)
+                    if inner.derived and not (troots & inner.derived):
+                        continue  # trains on data not selected by this iteration (earlier, already scored docs)
                     code = t.unit.code(t.node) + " " + " ".join(t.unit.code(v) for r in (t.site.detail.get("roots", ()) if t.site else ()) for v in f.defs.get(r, [])[:2])
                     if _PREV.search(code):
                         continue  # trains on an earlier chunk than the one scored next
@@ -224,8 +254,6 @@ def check(ctx) -> list:
                     add("PG401", t, f"{f.qualname} trains on validation tokens (backward at this line) before the "
                         f"same chunk is scored later in the loop; each token must be scored before any update that "
                         f"used it. Move the scoring of the chunk before its training step (score-first TTT).", lvl)
-                    continue
-                if not _model_overlap(t, s):
                     continue
                 what = f"calls {t.callee.qualname}, which trains" if t.callee is not None else "trains"
                 add("PG401", t, f"{f.qualname} {what} on validation tokens before they are scored "
@@ -244,7 +272,7 @@ def check(ctx) -> list:
                 add("PG404", e, f"the loss accumulated in {f.qualname} is selected or mixed by a condition on the "
                     f"target token (`== y` / `y in cache`); gates and mixing weights must not depend on the target. "
                     f"Compute gates from the context only and mix full distributions.")
-            elif site.kind == "min_loss":
+            elif site.kind == "min_loss" and any(x.kind == "score" for x in f.sites):
                 e = _site_event(f, site)
                 add("PG403", e, f"{f.qualname} keeps the lower of two losses of the same tokens "
                     f"({site.detail.get('how')}); choosing the better pass with knowledge of the target is an oracle. "
@@ -576,3 +604,130 @@ ILLEGAL_EXAMPLES = [
     {"name": "lora_ttt_helper_train_first", "files": {"train_gpt.py": _LORA_HELPER_MAIN, "ttt_lora.py": _LORA_TRAIN_FIRST},
      "rules": ["PG401"]},
 ]
+
+# Realistic shapes: windows assigned to chunks by their first scored token, batched sliding scoring under
+# inference_mode, distributed all-reduce, SGD epochs on the already-scored chunk (never the last one).
+_SLIDING_TTT = '''import os, math, torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+class Hyperparameters:
+    val_files = os.path.join(os.environ.get("DATA_PATH", "./data"), "fineweb_val_*.bin")
+    train_seq_len = int(os.environ.get("TRAIN_SEQ_LEN", 2048))
+    eval_stride = int(os.environ.get("EVAL_STRIDE", 64))
+    ttt_enabled = bool(int(os.environ.get("TTT_ENABLED", "0")))
+    ttt_lr = float(os.environ.get("TTT_LR", 0.002))
+    ttt_epochs = int(os.environ.get("TTT_EPOCHS", 3))
+    ttt_chunk_tokens = int(os.environ.get("TTT_CHUNK_TOKENS", 32768))
+    ttt_batch_seqs = int(os.environ.get("TTT_BATCH_SEQS", 32))
+
+def eval_val_sliding_ttt(args, base_model, rank, world_size, device, val_tokens, base_bytes_lut):
+    seq_len, stride, ttt_chunk = args.train_seq_len, args.eval_stride, args.ttt_chunk_tokens
+    total_tokens = val_tokens.numel() - 1
+    window_starts = [ws for ws in range(0, total_tokens, stride) if min(ws + seq_len, total_tokens) - ws >= 1]
+    num_chunks = (total_tokens + ttt_chunk - 1) // ttt_chunk
+    chunk_windows = [[] for _ in range(num_chunks)]
+    for ws in window_starts:
+        s = 0 if ws == 0 else max(min(ws + seq_len, total_tokens) - ws - stride, 0)
+        chunk_windows[min((ws + s) // ttt_chunk, num_chunks - 1)].append(ws)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    token_count = torch.zeros((), device=device, dtype=torch.float64)
+    byte_count = torch.zeros((), device=device, dtype=torch.float64)
+    optimizer = torch.optim.SGD([p for p in base_model.parameters() if p.requires_grad], lr=args.ttt_lr, momentum=0.9)
+    for ci in range(num_chunks):
+        windows = chunk_windows[ci]
+        my_windows = windows[len(windows) * rank // world_size:len(windows) * (rank + 1) // world_size]
+        base_model.eval()
+        with torch.inference_mode():
+            for bi in range(0, len(my_windows), 32):
+                batch_ws = my_windows[bi:bi + 32]
+                x_batch = torch.zeros(len(batch_ws), seq_len, dtype=torch.int64, device=device)
+                y_batch = torch.zeros(len(batch_ws), seq_len, dtype=torch.int64, device=device)
+                wlens = []
+                for i, ws in enumerate(batch_ws):
+                    end = min(ws + seq_len, total_tokens)
+                    wlen = end - ws
+                    wlens.append(wlen)
+                    chunk_tok = val_tokens[ws:end + 1].to(dtype=torch.int64, device=device)
+                    x_batch[i, :wlen] = chunk_tok[:-1]
+                    y_batch[i, :wlen] = chunk_tok[1:]
+                logits = base_model.forward_logits(x_batch)
+                nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y_batch.reshape(-1),
+                                      reduction="none").reshape(len(batch_ws), seq_len)
+                for i, ws in enumerate(batch_ws):
+                    wlen = wlens[i]
+                    s = 0 if ws == 0 else max(wlen - stride, 0)
+                    scored_nll = nll[i, s:wlen].to(torch.float64)
+                    loss_sum += scored_nll.sum()
+                    token_count += float(wlen - s)
+                    byte_count += base_bytes_lut[y_batch[i, s:wlen]].to(torch.float64).sum()
+        is_last_chunk = ci == num_chunks - 1
+        if not is_last_chunk and args.ttt_epochs > 0:
+            base_model.train()
+            chunk_start = ci * ttt_chunk
+            chunk_end = min((ci + 1) * ttt_chunk, total_tokens)
+            chunk_seqs = (chunk_end - chunk_start) // seq_len
+            cos_lr = args.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(num_chunks - 1, 1)))
+            for pg in optimizer.param_groups:
+                pg["lr"] = cos_lr
+            for _ep in range(args.ttt_epochs):
+                for bs in range(0, chunk_seqs, args.ttt_batch_seqs):
+                    be = min(bs + args.ttt_batch_seqs, chunk_seqs)
+                    start_tok = chunk_start + bs * seq_len
+                    end_tok = chunk_start + be * seq_len + 1
+                    local = val_tokens[start_tok:end_tok].to(device=device, dtype=torch.int64)
+                    x = local[:-1].reshape(-1, seq_len)
+                    y = local[1:].reshape(-1, seq_len)
+                    optimizer.zero_grad(set_to_none=True)
+                    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                        loss = base_model(x, y)
+                    loss.backward()
+                    if world_size > 1:
+                        for p in base_model.parameters():
+                            if p.grad is not None:
+                                dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
+                    torch.nn.utils.clip_grad_norm_(base_model.parameters(), 1.0)
+                    optimizer.step()
+    if world_size > 1:
+        for t in (loss_sum, token_count, byte_count):
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    val_loss = (loss_sum / token_count).item()
+    return val_loss, val_loss / math.log(2.0) * (token_count.item() / byte_count.item())
+
+def main():
+    args = Hyperparameters()
+    device = torch.device("cuda")
+    val_tokens = torch.load("val.pt")
+    eval_model = torch.nn.Module()
+    lut = torch.ones(1024)
+    if args.ttt_enabled:
+        print(eval_val_sliding_ttt(args, eval_model, 0, 1, device, val_tokens, lut))
+
+if __name__ == "__main__":
+    main()
+'''
+
+# Pre-quantization "TTT": score-first inside, but the adapted weights are then quantized, serialized and scored
+# again - every token of the final score was seen by the weights.
+_PREQUANT_TTT = _SLIDING_TTT.replace('''    if args.ttt_enabled:
+        print(eval_val_sliding_ttt(args, eval_model, 0, 1, device, val_tokens, lut))''', '''    base_model = torch.nn.Module()
+    if args.ttt_enabled:
+        eval_val_sliding_ttt(args, base_model, 0, 1, device, val_tokens, lut)
+    torch.save(base_model.state_dict(), "final_model.pt")
+    eval_model.load_state_dict(torch.load("final_model.pt"))
+    print(eval_val_sliding(args, eval_model, device, val_tokens))''').replace('''def main():''', '''def eval_val_sliding(args, model, device, val_tokens):
+    nll_sum = torch.zeros((), dtype=torch.float64)
+    with torch.inference_mode():
+        for ws in range(0, val_tokens.numel() - args.train_seq_len, args.eval_stride):
+            x = val_tokens[ws:ws + args.train_seq_len].long()[None]
+            y = val_tokens[ws + 1:ws + args.train_seq_len + 1].long()[None]
+            s = 0 if ws == 0 else args.train_seq_len - args.eval_stride
+            nll_sum += F.cross_entropy(model.forward_logits(x)[0, s:], y[0, s:], reduction="sum").double()
+    return nll_sum
+
+def main():''')
+
+LEGAL_EXAMPLES.append({"name": "sliding_window_score_first_ttt_distributed", "rules": ["PG401", "PG402", "PG403", "PG404"],
+                       "files": {"train_gpt.py": _SLIDING_TTT, "README.md": "```\nTTT_ENABLED=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n"}})
+ILLEGAL_EXAMPLES.append({"name": "prequant_ttt_then_quantized_eval", "rules": ["PG403", "PG401"],
+                         "files": {"train_gpt.py": _PREQUANT_TTT, "README.md": "```\nTTT_ENABLED=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n"}})
