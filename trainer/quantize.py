@@ -28,8 +28,9 @@ CONTROL_TENSOR_PATTERNS = (
 QUANT_MIN_BITS = 2
 QUANT_MAX_BITS = 8
 FLOAT_PRECISIONS = ("fp16", "fp32")
-# fp16 limits for the per-row scale: the smallest normal (keeps ~11 bits of scale precision) and the largest finite.
-_QSCALE_MIN = 2.0 ** -14
+# fp16 limits for the per-row scale: the smallest subnormal (an all-zero row still gets a nonzero scale, tiny rows
+# keep resolution) and the largest finite value.
+_QSCALE_MIN = 2.0 ** -24
 _QSCALE_MAX = 65504.0
 
 
