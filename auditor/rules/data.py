@@ -56,9 +56,38 @@ def check(ctx) -> list:
                     break
         if not ch:
             break
+    # transitive "trains on training data" (the training phase), to find calibration reads after it returns
+    trains = {f: any(s.kind == "train" and TRAIN in s.labels and VAL not in s.labels for s in f.sites) for f in prog.funcs}
+    for _ in range(10):
+        ch = False
+        for f in prog.funcs:
+            if not trains[f] and any(trains[g] for c in f.calls if not c.is_ref for g in prog.targets(c) if g is not f):
+                trains[f] = ch = True
+        if not ch:
+            break
     for f in prog.funcs:
         if f.reach == "dead":
             continue
+        calls = sorted((c for c in f.calls if not c.is_ref), key=lambda c: c.order)
+        trained_at = next((c.order for c in calls if any(trains[g] for g in prog.targets(c) if g is not f)), None)
+        if trained_at is not None and not any(s.kind == "train" and TRAIN in s.labels for s in f.sites):
+            for c in calls:
+                if c.order <= trained_at:
+                    continue
+                gs = [g for g in prog.targets(c) if g is not f and not trains[g]]
+                train_args = any(TRAIN in lab for _k, lab, _c in c.arg_labels)
+                gs = [g for g in gs if reads[g] or (train_args and any_read[g])]
+                if not gs:
+                    continue
+                off = c.off or f.reach == "off"
+                lvl = "note" if (off or has_reserve) else "error"
+                why = (" (inside the reserved budget: the code reserves time for it)" if has_reserve and not off else
+                       (f" (switched off in this run: `{c.guards[0]}` is false)" if off and c.guards else ""))
+                out.append(_f(f.unit, c.node, "PG501", lvl, f"{gs[0].qualname} reads training shards after the "
+                              f"training phase has returned in {f.qualname} (e.g. GPTQ/Hessian calibration); "
+                              f"training-data access outside the 600 s training budget is not allowed. Reserve the "
+                              f"calibration time inside the budget or calibrate on self-generated data.{why}"))
+                break
         # an evaluation function: scores validation tokens itself and does no training on training data
         scores = any(s.kind == "score" for s in f.sites) and not any(
             s.kind == "train" and TRAIN in s.labels for s in f.sites)
@@ -156,7 +185,25 @@ LEGAL_EXAMPLES = [
         "cached_challenge_fineweb.py": "from huggingface_hub import hf_hub_download\nhf_hub_download('willdepueoai/parameter-golf', 'x')\n"},
      "rules": ["PG503"]},
 ]
+_SPLIT = _HP.replace("    gptq_reserve_ms = float(os.environ.get(\"GPTQ_RESERVE_SECONDS\", {reserve})) * 1000\n", "").replace(
+    """def main():
+    args = Hyperparameters()
+    model = torch.nn.Module()
+    opt""", """def train_model(args, model):
+    opt""").replace("""    collect_hessians(model, args.train_files)
+    {save}
+
+main()""", """
+def main():
+    args = Hyperparameters()
+    model = torch.nn.Module()
+    train_model(args, model)
+    collect_hessians(model, args.train_files)
+
+main()""")
+
 ILLEGAL_EXAMPLES = [
+    {"name": "calibration_after_train_model_returns", "files": {"train_gpt.py": _SPLIT}, "rules": ["PG501"]},
     {"name": "val_tokens_saved_in_artifact", "files": {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
         "{save}", "val_tokens = load_data_shard(sorted(glob.glob(args.val_files))[0])\n    torch.save({'model': model.state_dict(), 'prefix': val_tokens[:100000]}, 'final_model.pt')")},
      "rules": ["PG502"]},
