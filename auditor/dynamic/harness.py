@@ -59,7 +59,8 @@ def build_env(names: dict, recovered: dict, vocab: int, workdir: Path, datadir: 
     return env
 
 
-def prepare(submission: Path, script: Path, workdir: Path, cache_dir: Path, static_context) -> dict:
+def configure(submission: Path, script: Path, static_context) -> dict:
+    """Everything that decides the run and is known without touching data: names, recovered config, vocab, env."""
     source = script.read_text(encoding="utf-8", errors="replace")
     names = envscan.scan_env(source, str(script))
     if isinstance(static_context, dict):
@@ -68,6 +69,12 @@ def prepare(submission: Path, script: Path, workdir: Path, cache_dir: Path, stat
     else:
         recovered = envscan.recover_config(submission, script)
     vocab = _vocab(recovered, names)
+    env = build_env(names, recovered, vocab, Path("@WORK"), Path("@DATA"), Path("@TOK"))
+    return {"names": names, "recovered": recovered, "vocab": vocab, "env": env}
+
+
+def prepare(cfg: dict, workdir: Path, cache_dir: Path) -> dict:
+    vocab = cfg["vocab"]
     tok = datagen.tokenizer_for(vocab, cache_dir / "tokenizers")
     # layout of the official data, so scripts that ignore DATA_PATH still find it relative to the cwd
     datadir = workdir / "data" / "datasets" / f"fineweb10B_sp{vocab}"
@@ -79,9 +86,8 @@ def prepare(submission: Path, script: Path, workdir: Path, cache_dir: Path, stat
     n_val = N_VAL_WINDOWS * envscan.SEQ + 1
     train, val = datagen.make_streams(vocab, n_val, 64 * envscan.SEQ * 8, seed=vocab)
     datagen.write_shard(datadir / "fineweb_train_000000.bin", train)
-    env = build_env(names, recovered, vocab, workdir, datadir, local_tok)
-    return {"names": names, "recovered": recovered, "vocab": vocab, "env": env, "train": train, "val": val,
-            "datadir": datadir, "source": source}
+    env = build_env(cfg["names"], cfg["recovered"], vocab, workdir, datadir, local_tok)
+    return dict(cfg, env=env, train=train, val=val, datadir=datadir)
 
 
 def plan_runs(prep: dict, workdir: Path, norm: bool = True) -> tuple[list[dict], dict]:
@@ -147,13 +153,13 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
     try:
         (workdir / ".pgolf").mkdir()
         t_prep = time.time()
-        prep = prepare(submission, script, workdir, cache_dir, static_context)
-        key = cache_key(script, {k: v for k, v in prep["env"].items() if not v.startswith(str(workdir))}, timeout)
-        cached = cache_dir / "results" / f"{key}.json"
+        cfg = configure(submission, script, static_context)
+        cached = cache_dir / "results" / f"{cache_key(script, cfg['env'], timeout)}.json"
         if cached.exists():
             data = json.loads(cached.read_text())
             data["metrics"]["cached"] = True
             return [Finding(**f) for f in data["findings"]], data["metrics"]
+        prep = prepare(cfg, workdir, cache_dir)
         runs, meta = plan_runs(prep, workdir)
         # the script runs from a copy of its folder inside the sandbox (helper modules next to it keep working)
         sub = workdir / "submission"

@@ -39,8 +39,9 @@ class CudaToCpuMode(TorchFunctionMode):
             return args[0]
         elif name == "pin_memory":
             return args[0]
-        if "non_blocking" in kwargs:
-            kwargs.pop("non_blocking")
+        kwargs.pop("non_blocking", None)
+        if kwargs.get("pin_memory"):
+            kwargs["pin_memory"] = False
         return func(*args, **kwargs)
 
 
@@ -173,6 +174,24 @@ def _patch_autocast() -> None:
         torch.amp.GradScaler = _Scaler
     except Exception:
         pass
+
+
+def _patch_sdpa_selection() -> None:
+    """`sdpa_kernel(SDPBackend.CUDNN_ATTENTION)` etc. select GPU-only kernels; on CPU keep the default choice."""
+    import contextlib
+    import functools
+
+    import torch.nn.attention as attn
+
+    def _neutral(orig):
+        @functools.wraps(orig)  # keeps __wrapped__, which torch._dynamo's trace rules look up
+        def ctx(*a, **k):
+            return contextlib.nullcontext()
+
+        return ctx
+
+    attn.sdpa_kernel = _neutral(attn.sdpa_kernel)
+    torch.backends.cuda.sdp_kernel = _neutral(torch.backends.cuda.sdp_kernel)
 
 
 def _patch_compile() -> None:
@@ -317,6 +336,7 @@ def install() -> CudaToCpuMode:
     _patch_cuda()
     _patch_autocast()
     _patch_compile()
+    _patch_sdpa_selection()
     _install_flash_modules()
     _patch_distributed()
     mode = CudaToCpuMode()
