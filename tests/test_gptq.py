@@ -211,3 +211,12 @@ def test_gptq_on_cuda_beats_rtn_and_agrees_with_cpu():
     qc, sc = gptq_quantize(W[:64], H, 6, cands)
     qg, sg = gptq_quantize(W[:64].cuda(), H.cuda(), 6, cands)
     assert (qg.cpu() == qc).float().mean().item() > 0.97  # TF32/reduction order may flip a few roundings
+
+
+@pytest.mark.gpu
+def test_generate_calibration_cuda_model_with_cpu_generator():
+    torch.manual_seed(0)
+    model = _TinyLM().cuda()
+    a = generate_calibration(model, 3, 10, generator=torch.Generator().manual_seed(3))
+    b = generate_calibration(model, 3, 10, generator=torch.Generator().manual_seed(3))
+    assert a.is_cuda and a.shape == (3, 10) and torch.equal(a, b)

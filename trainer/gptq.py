@@ -117,7 +117,11 @@ def generate_calibration(model: nn.Module, n_seqs: int, seq_len: int, temperatur
             for _ in range(seq_len - 1):
                 logits = model.forward_logits(ids)[:, -1, :].float()
                 probs = torch.softmax(logits / temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)
+                if generator is not None and generator.device != probs.device:
+                    # A CPU generator with a CUDA model (or the reverse): sample where the generator lives.
+                    nxt = torch.multinomial(probs.to(generator.device), 1, generator=generator).to(device)
+                else:
+                    nxt = torch.multinomial(probs, 1, generator=generator)
                 ids = torch.cat([ids, nxt], dim=1)
             out.append(ids)
     finally:
