@@ -225,6 +225,10 @@ def check_runs(runs: list[SeedRun], track: str, code_bytes_ok=None) -> None:
     if len(shas) > 1:
         listing = ", ".join(f"{r.seed}:{(r.code_sha256 or 'none')[:12]}" for r in runs)
         raise RunError(f"runs come from different code: code_sha256 differs ({listing})")
+    sizes = {r.code_bytes for r in runs if r.code_bytes is not None}
+    if len(sizes) > 1:
+        listing = ", ".join(f"{r.code_bytes} (seed {r.seed})" for r in runs)
+        raise RunError(f"runs come from different code: they measured different code sizes: {listing}")
     if code_bytes_ok is not None:
         for r in runs:
             if r.code_bytes is not None and not code_bytes_ok(r.code_bytes):

@@ -216,7 +216,15 @@ def test_refuses_fewer_than_three_seeds_on_record_track(runs, tmp_path):
 def test_refuses_runs_from_other_code(runs, tmp_path):
     d = _copy(runs, 12, tmp_path, "oldcode")
     _edit_json(d / "metrics.json", code_bytes=12345)
-    _refused([runs[11], d, runs[13]], tmp_path / "out", "matches neither the plain nor the packaged train_gpt.py")
+    _refused([runs[11], d, runs[13]], tmp_path / "out", "runs come from different code: they measured different code sizes")
+    # all seeds agree with each other but not with the trainer being packaged
+    dirs = [_copy(runs, s, tmp_path, f"old{s}") for s in (11, 12, 13)]
+    for x in dirs:
+        _edit_json(x / "metrics.json", code_bytes=12345)
+    _refused(dirs, tmp_path / "out2", "matches neither the plain nor the packaged train_gpt.py")
+    dirs = [_copy(runs, s, tmp_path, f"sha{s}") for s in (11, 12, 13)]
+    _edit_json(dirs[1] / "metrics.json", code_sha256="0" * 64)
+    _refused(dirs, tmp_path / "out3", "runs come from different code: code_sha256 differs")
 
 
 def test_refuses_duplicate_seed(runs, tmp_path):
