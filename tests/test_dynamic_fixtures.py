@@ -43,6 +43,11 @@ def test_fixture_verdict(name, dyn_cache):
     assert res.metrics["ledger"]["scored"] >= 512
     assert res.metrics["captures"] > 0
     assert res.metrics["flip"]["compared"] > 0
+    ph = res.metrics["phases"]
+    assert ph["train_s"] > 0 and ph["eval_s"] > 0 and ph["calibration_serialization_s"] >= 0
+    if name == "legal_score_first_ttt":  # the real-hardware phase times come from the submission's log
+        assert res.metrics["log_times"]["train_ms"] == 600101.0 and res.metrics["log_times"]["eval_ms"] == 410012.0
+        assert "logs report" in next(f for f in res.findings if f.rule == "PG9D0").message
     dyn = {r for r in rules if r.startswith(("PG4D", "PG5D"))}
     expected = CASES[name]
     if expected is None:

@@ -40,6 +40,12 @@ with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
 s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 s.record(); e.record(); torch.cuda.synchronize()
 assert s.elapsed_time(e) >= 0
+g = torch.Generator(device="cuda")
+g.manual_seed(1)
+assert torch.rand(2, generator=g).device.type == "cpu"
+torch.set_default_device("cuda")
+assert torch.zeros(1).device.type == "cpu"
+torch.set_default_device("cpu")
 print("SHIMS_OK", torch.cuda.max_memory_allocated())
 '''
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,16 +93,25 @@ def _log_times(submission: Path) -> dict:
     return {}
 
 
+_LOGLIKE = (".txt", ".log", ".json", ".md", ".csv", ".tsv", ".jsonl")
+
+
 def _phase_times(rec: dict) -> dict:
+    """train: start -> last training step; calibration+serialization: -> last artifact write after it (or the first
+    scoring after training when nothing is written); eval: -> end of the run."""
     pr = rec.get("probe") or {}
     t0, t_end = rec.get("t_start"), rec.get("t_end")
-    lt, fs = pr.get("t_last_train"), pr.get("t_first_score_after_train")
+    lt = pr.get("t_last_train")
     out = {"total_s": round(rec.get("wall_s", 0.0), 3)}
-    if t0 and lt:
-        out["train_s"] = round(lt - t0, 3)
-        if fs:
-            out["calibration_serialization_s"] = round(fs - lt, 3)
-            out["eval_s"] = round(t_end - fs, 3)
+    if not (t0 and lt):
+        return out
+    out["train_s"] = round(lt - t0, 3)
+    arts = [w["t"] for w in rec.get("writes", [])
+            if w["t"] > lt and not re.sub(r"\.tmp[-.\w]*$", "", w["path"]).endswith(_LOGLIKE)]
+    t_ser = max(arts) if arts else pr.get("t_first_score_after_train")
+    if t_ser:
+        out["calibration_serialization_s"] = round(t_ser - lt, 3)
+        out["eval_s"] = round(t_end - t_ser, 3)
     return out
 
 

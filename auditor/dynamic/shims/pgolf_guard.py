@@ -16,6 +16,7 @@ STATE = {
     "violations": [],  # [{kind, detail, t}]
     "shard_reads": [],  # [{split, path, t, how}]
     "secret_env": [],
+    "writes": [],  # [{path, t}] files the script opened for writing in its work dir (artifacts, logs)
 }
 _WORK = os.path.realpath(os.environ.get("PGOLF_SANDBOX_DIR", os.getcwd()))
 _REAL_HOME = os.environ.get("PGOLF_REAL_HOME", "/root")
@@ -85,6 +86,8 @@ def _check_open(path, mode, flags) -> None:
         raise SandboxDenied(f"pgolf sandbox: writing {full} outside the work dir is not allowed")
     if not writing:
         note_shard(full, "open")
+    elif len(STATE["writes"]) < 500:
+        STATE["writes"].append({"path": os.path.basename(full), "t": time.time()})
 
 
 _PATH_EVENTS = {

@@ -81,6 +81,7 @@ def main() -> int:
         pgolf_probe.begin_run(val, plan["vocab_size"])
         n_viol = len(pgolf_guard.STATE["violations"])
         pgolf_guard.STATE["shard_reads"] = []
+        pgolf_guard.STATE["writes"] = []
         print(f"===== pgolf dynamic run: {run['name']} =====", flush=True)
         rec = {"name": run["name"], "ok": True, "error": None}
         t0 = time.time()
@@ -98,6 +99,7 @@ def main() -> int:
         if run["name"] == "main":
             _MAIN_CAPS[:] = pgolf_probe.R.get("captures", [])
         rec["shard_reads"] = pgolf_guard.STATE["shard_reads"][:200]
+        rec["writes"] = pgolf_guard.STATE["writes"][:200]
         rec["violations"] = pgolf_guard.STATE["violations"][n_viol:]
         pgolf_guard.activate(False)
         try:

@@ -129,6 +129,18 @@ def _patch_cuda() -> None:
     }.items():
         setattr(c, name, val)
     c.nvtx = types.SimpleNamespace(range_push=noop(), range_pop=noop(), range=lambda *a, **k: _Stream(), mark=noop())
+    base_gen = torch.Generator
+
+    class Generator(base_gen):  # torch.Generator(device="cuda") -> a CPU generator
+        def __new__(cls, device="cpu"):
+            return super().__new__(cls, _cpu_device(device) or "cpu")
+
+        def __init__(self, device="cpu"):
+            pass
+
+    torch.Generator = Generator
+    set_default = torch.set_default_device
+    torch.set_default_device = lambda device: set_default(_cpu_device(device))
     torch.Tensor.pin_memory = lambda self, *a, **k: self
     torch.Tensor.is_pinned = lambda self, *a, **k: False
     torch.Tensor.record_stream = lambda self, *a, **k: None
