@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from auditor.findings import Finding
-from auditor.flow import LOSS, TRAIN, VAL
+from auditor.flow import TRAIN, VAL
 
 RULES = {
     "PG501": ("error", "training shards read after the training phase"),
@@ -34,7 +34,6 @@ def check(ctx) -> list:
     if prog is None:
         return []
     out = []
-    summ = ctx.summaries.get("legality")
     has_reserve = any(_RESERVE.search(k) for k in ctx.cfg.attr_env) or any(
         i.gptq_reserve_s for i in ctx.sub.logs.values())
     # transitive "reads training data"
