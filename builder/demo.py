@@ -130,17 +130,18 @@ def handle(args) -> int:
         blurb=f"pgolf demo: the tiny preset trained on the embedded corpus (not FineWeb) on CPU, {len(seeds)} seeds.",
     ))
     print(f"demo: built {res.folder}", flush=True)
-    rc = audit(res.folder)
     sub = res.submission
     print()
-    print("pgolf demo finished in {:.0f} s".format(time.perf_counter() - t0))
+    print("pgolf demo: data, training and build took {:.0f} s".format(time.perf_counter() - t0))
     print(f"  dataset + tokenizer : {data_dir} ({tok.name})")
     for seed, rd in zip(seeds, run_dirs):
         print(f"  run seed {seed:<10}: {rd}")
     print(f"  record folder       : {res.folder}")
     for f in res.files:
         print(f"      {f}")
-    print(f"  val_bpb {sub['val_bpb']:.4f} (std {sub['val_bpb_std']:.4f}, {len(seeds)} seeds), {sub['bytes_total']:,} bytes")
+    print(f"  val_bpb {sub['val_bpb']:.4f} (std {sub['val_bpb_std']:.4f}, {len(seeds)} seeds), {sub['bytes_total']:,} bytes", flush=True)
+    # The audit runs last so that its report (or a failure inside it) cannot hide where everything is.
+    rc = audit(res.folder)
     if rc is None:
         print("  audit               : skipped (auditor not installed)")
     else:

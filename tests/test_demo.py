@@ -12,7 +12,9 @@ from conftest import run_pgolf
 @pytest.mark.slow
 def test_demo_produces_a_complete_record_folder(tmp_path):
     work, out = tmp_path / "work", tmp_path / "records"
-    proc = run_pgolf("demo", "--work-dir", work, "--out", out, "--seeds", "1,2,3", "--steps", "2", timeout=600)
+    proc = run_pgolf("demo", "--work-dir", work, "--out", out, "--seeds", "1,2,3", "--steps", "2", timeout=600, check=False)
+    # Nonzero only when the final audit reports problems (that is the auditor's verdict, tested in its own files).
+    assert proc.returncode == 0 or "audit               : reported problems" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     folders = list((out / "track_non_record_16mb").iterdir())
     assert len(folders) == 1, folders
     f = folders[0]
@@ -27,7 +29,7 @@ def test_demo_produces_a_complete_record_folder(tmp_path):
         m = json.loads((work / "runs" / f"tiny_seed{s}" / "metrics.json").read_text())
         assert sub["seed_results"][str(s)]["val_bpb"] == m["val_bpb"]
     assert (work / "data" / "manifest.json").is_file()
-    assert f"record folder       : {f}" in proc.stdout
+    assert f"record folder       : {f}" in proc.stdout and "pgolf demo: data, training and build took" in proc.stdout
     assert "audit               :" in proc.stdout
 
 
