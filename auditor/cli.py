@@ -5,7 +5,6 @@ or auditor failure. Never imports torch (the dynamic audit runs it in a sandboxe
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import traceback

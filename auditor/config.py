@@ -20,7 +20,7 @@ import re
 
 import libcst as cst
 
-from auditor.cstwalk import children, walk
+from auditor.cstwalk import walk
 from auditor.logs import env_assignments
 
 UNKNOWN = object()

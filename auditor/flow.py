@@ -67,6 +67,8 @@ class Call:
     arg_labels: list  # [(param index or keyword, labels, code)]
     result_labels: frozenset = frozenset()
     is_ref: bool = False  # a function passed as a value, not called here
+    unit: object = None
+    owner_class: str | None = None
 
 
 @dataclass(eq=False)
@@ -103,6 +105,8 @@ class Program:
         self.classes: dict = {}  # class name -> [Func methods]
         self.aliases: dict = {}  # per unit id -> {local: dotted}
         self.guard_cache: dict = {}  # id(If) -> (value, code)
+        self._targets_cache: dict = {}
+        self.unit_modules = {_module_name(u.rel) for u in self.units if u.kind != "decoded"}
         for u in self.units:
             self._collect(u)
         self._analyse(rounds)
@@ -189,10 +193,30 @@ class Program:
                 break
 
     def targets(self, call: Call) -> list:
-        """Functions a call may reach (by name; methods by attribute name; classes -> __init__/forward)."""
-        out = list(self.by_name.get(call.name, []))
-        if call.name in self.classes:
-            out += [m for m in self.classes[call.name] if m.name in ("__init__", "forward", "__call__")]
+        """Functions a call may reach. `f()` -> module-level functions/classes named f (classes: __init__, forward,
+        __call__); `self.m()` -> methods m of the caller's class (else any class); `obj.m()` -> methods named m;
+        `mod.f()` of a first-party module -> its functions; calls into third-party modules (`subprocess.run`,
+        `torch.save`) reach nothing here."""
+        key = (id(call.unit), call.dotted, call.name, call.owner_class)
+        cached = self._targets_cache.get(key)
+        if cached is not None:
+            return cached
+        d = call.dotted or call.name
+        head, _, rest = d.partition(".")
+        cands = self.by_name.get(call.name, [])
+        aliases = self.aliases.get(id(call.unit), {}) if call.unit is not None else {}
+        ctor = [m for m in self.classes.get(call.name, []) if m.name in ("__init__", "forward", "__call__")]
+        if head in aliases:
+            full = aliases[head]
+            internal = any(full == m or full.startswith(m + ".") for m in self.unit_modules)
+            out = [f for f in cands if f.class_name is None] + ctor if internal else []
+        elif not rest:
+            out = [f for f in cands if f.class_name is None] + ctor
+        elif head in ("self", "cls"):
+            out = [f for f in cands if f.class_name == call.owner_class] or [f for f in cands if f.class_name]
+        else:
+            out = [f for f in cands if f.class_name]
+        self._targets_cache[key] = out
         return out
 
     def _reachability(self) -> None:
@@ -262,3 +286,9 @@ def _seed_params(g: Func, c: Call) -> bool:
 
 
 
+
+
+def _module_name(rel: str) -> str:
+    p = rel[:-3] if rel.endswith(".py") else rel
+    p = p.replace("\\", "/").replace("/", ".")
+    return p[: -len(".__init__")] if p.endswith(".__init__") else p

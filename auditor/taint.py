@@ -384,26 +384,30 @@ class _Walker:
             t = ex(node.test)
             lab = ex(node.body) | ex(node.orelse)
             return lab | ({GATE} if TGT in t or GATE in t else frozenset())
-        if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp)):
+        if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)):
+            # comprehension variables are local to the comprehension: bind, evaluate, restore
+            saved = {}
             lab = frozenset()
             comp = node.for_in
             while comp is not None:
                 it = ex(comp.iter)
-                self._assign_names(_target_names(comp.target), it, comp.target)
+                for n in _target_names(comp.target):
+                    saved.setdefault(n, self.f.taint.get(n))
+                    self.f.taint[n] = frozenset(it)
                 for cond in comp.ifs:
                     ex(cond.test)
                 lab |= it
                 comp = comp.inner_for_in
-            return lab | ex(node.elt)
-        if isinstance(node, cst.DictComp):
-            comp = node.for_in
-            lab = frozenset()
-            while comp is not None:
-                it = ex(comp.iter)
-                self._assign_names(_target_names(comp.target), it, comp.target)
-                lab |= it
-                comp = comp.inner_for_in
-            return lab | ex(node.key) | ex(node.value)
+            if isinstance(node, cst.DictComp):
+                lab |= ex(node.key) | ex(node.value)
+            else:
+                lab |= ex(node.elt)
+            for n, v in saved.items():
+                if v is None:
+                    self.f.taint.pop(n, None)
+                else:
+                    self.f.taint[n] = v
+            return lab
         if isinstance(node, cst.Lambda):
             return ex(node.body)
         if isinstance(node, cst.Await):
@@ -420,7 +424,7 @@ class _Walker:
         if not self._rec:
             return
         name = last_name(node)
-        self.f.calls.append(Call(name=name, dotted=dotted(node), node=node, order=self.order, loops=tuple(self.loops),
+        self.f.calls.append(self._call_obj(name=name, dotted=dotted(node), node=node, order=self.order, loops=tuple(self.loops),
                                  off=self._off(), guards=self._offguards(), branch=tuple(self.branch), arg_labels=[],
                                  is_ref=True))
 
@@ -471,7 +475,7 @@ class _Walker:
             # `timed_eval(label, fn, *args)`: the arguments after a function reference are its arguments
             fn = args[fn_ref_at][2].value
             for g in self.prog.by_name.get(last_name(fn), []):
-                c = Call(name=g.name, dotted=dotted(fn), node=fn, order=self.order, loops=tuple(self.loops), off=self._off(),
+                c = self._call_obj(name=g.name, dotted=dotted(fn), node=fn, order=self.order, loops=tuple(self.loops), off=self._off(),
                          guards=self._offguards(), branch=tuple(self.branch),
                          arg_labels=[(k - fn_ref_at - 1 if isinstance(k, int) else k, lab, self.unit.code(a.value))
                                      for k, lab, a in args if not isinstance(k, int) or k > fn_ref_at])
@@ -480,7 +484,7 @@ class _Walker:
         # sites
         result = self._call_sites(node, name, full, recv, args, all_args, frozenset(result))
         if self._rec:
-            c = Call(name=name, dotted=dotted(func), node=node, order=self.order, loops=tuple(self.loops), off=self._off(),
+            c = self._call_obj(name=name, dotted=dotted(func), node=node, order=self.order, loops=tuple(self.loops), off=self._off(),
                      guards=self._offguards(), branch=tuple(self.branch),
                      arg_labels=[(k, lab, self.unit.code(a.value)) for k, lab, a in args], result_labels=result)
             self.f.calls.append(c)
@@ -539,6 +543,9 @@ class _Walker:
         return result
 
     # -------------------------------------------------------------- helpers
+    def _call_obj(self, **kw) -> Call:
+        return Call(unit=self.unit, owner_class=self.f.class_name, **kw)
+
     def _off(self) -> bool:
         return any(v is not UNKNOWN and not v for v, _ in self.guards)
 

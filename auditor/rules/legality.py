@@ -251,9 +251,11 @@ def check(ctx) -> list:
                             f"the scored distribution already saw its targets. Optimize only on context positions "
                             f"strictly before the scored ones (e.g. `y[:, :s]`), or score first.", lvl)
                         continue
-                    add("PG401", t, f"{f.qualname} trains on validation tokens (backward at this line) before the "
-                        f"same chunk is scored later in the loop; each token must be scored before any update that "
-                        f"used it. Move the scoring of the chunk before its training step (score-first TTT).", lvl)
+                    how = (f"calls {t.callee.qualname}, which trains on validation tokens," if t.callee is not None
+                           else "trains on validation tokens (backward at this line)")
+                    add("PG401", t, f"{f.qualname} {how} before the same chunk is scored later in the loop "
+                        f"(line {_line(s)}); each token must be scored before any update that used it. Move the "
+                        f"scoring of the chunk before its training step (score-first TTT).", lvl)
                     continue
                 what = f"calls {t.callee.qualname}, which trains" if t.callee is not None else "trains"
                 add("PG401", t, f"{f.qualname} {what} on validation tokens before they are scored "

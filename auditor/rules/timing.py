@@ -49,7 +49,7 @@ def check(ctx) -> list:
 
 
 def _log(train_ms, evals, calib=None):
-    s = [f"step:1/20000 train_loss:6.9 train_time:90ms step_avg:90.00ms",
+    s = ["step:1/20000 train_loss:6.9 train_time:90ms step_avg:90.00ms",
          f"stopping_early: wallclock_cap train_time:{train_ms}ms step:6000/20000"]
     if calib is not None:
         s.append(f"GPTQ:quantized in {calib}s")
