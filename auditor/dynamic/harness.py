@@ -133,15 +133,17 @@ def plan_runs(prep: dict, workdir: Path, norm: bool = True) -> tuple[list[dict],
     return runs, meta
 
 
-def cache_key(script: Path, prep_env: dict, timeout: float) -> str:
+def cache_key(script: Path, static_context, timeout: float) -> str:
+    """Content hash of what decides the result: the submission folder's files (code, README, logs), the static
+    context's configuration, the auditor's dynamic code and the timeout. Computed before any parsing."""
     h = hashlib.sha256()
     h.update(HARNESS_VERSION.encode())
-    for p in sorted(script.parent.glob("*.py")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    h.update(json.dumps(prep_env, sort_keys=True).encode())
-    h.update(str(sorted(p.name for p in (Path(__file__).parent / "shims").glob("*.py"))).encode())
-    for p in sorted((Path(__file__).parent).rglob("*.py")):
+    for p in sorted(script.parent.iterdir()):
+        if p.is_file() and p.stat().st_size < 20_000_000 and p.suffix not in (".bin", ".pt", ".ptz"):
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    env = (static_context.get("env") or static_context) if isinstance(static_context, dict) else None
+    h.update(json.dumps(env, sort_keys=True, default=str).encode())
+    for p in sorted(Path(__file__).parent.rglob("*.py")):
         h.update(p.read_bytes())
     h.update(str(float(timeout)).encode())
     return h.hexdigest()
@@ -153,13 +155,12 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
     try:
         (workdir / ".pgolf").mkdir()
         t_prep = time.time()
-        cfg = configure(submission, script, static_context)
-        cached = cache_dir / "results" / f"{cache_key(script, cfg['env'], timeout)}.json"
+        cached = cache_dir / "results" / f"{cache_key(script, static_context, timeout)}.json"
         if cached.exists():
             data = json.loads(cached.read_text())
             data["metrics"]["cached"] = True
             return [Finding(**f) for f in data["findings"]], data["metrics"]
-        prep = prepare(cfg, workdir, cache_dir)
+        prep = prepare(configure(submission, script, static_context), workdir, cache_dir)
         runs, meta = plan_runs(prep, workdir)
         # the script runs from a copy of its folder inside the sandbox (helper modules next to it keep working)
         sub = workdir / "submission"
