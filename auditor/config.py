@@ -77,11 +77,20 @@ class ConfigModel:
         self.markers: set = set()  # feature words the logs show ran (ttt, sliding, ngram, ...)
         self._evaluating: set = set()
         self._const_seen: set = set()
+        self.env_helpers: set = set()  # local helpers wrapping os.environ (`E = lambda k, d: os.environ.get(k, d)`)
 
     # ---------------------------------------------------------------- building
     def scan_unit(self, unit) -> None:
         if unit.module is None:
             return
+        for node, _ in unit.nodes(cst.FunctionDef, cst.Assign):
+            body = node.body if type(node) is cst.FunctionDef else node.value
+            name = node.name.value if type(node) is cst.FunctionDef else (
+                node.targets[0].target.value if isinstance(node.targets[0].target, cst.Name) else "")
+            if name and (type(node) is cst.FunctionDef or isinstance(node.value, cst.Lambda)):
+                code = unit.code(body)
+                if "environ" in code or "getenv" in code:
+                    self.env_helpers.add(name)
         for node, in_fn in unit.nodes(cst.Assign, cst.AnnAssign, cst.Call):
             t = type(node)
             if t is cst.Assign:
@@ -91,7 +100,7 @@ class ConfigModel:
                 if node.value is not None:
                     self._assign(node.target, node.value, unit, in_fn)
             else:
-                env = _env_read(node)
+                env = _env_read(node, self.env_helpers)
                 if env is not None:
                     name, default = env
                     if name not in self.defaults or self.defaults[name] is None:
@@ -120,7 +129,7 @@ class ConfigModel:
         envs = []
         for n in walk(value):
             if isinstance(n, cst.Call):
-                r = _env_read(n)
+                r = _env_read(n, self.env_helpers)
                 if r is not None:
                     envs.append(r[0])
             elif isinstance(n, cst.Subscript):
@@ -304,7 +313,7 @@ class ConfigModel:
         return UNKNOWN
 
     def _eval_call(self, node: cst.Call, depth):
-        r = _env_read(node)
+        r = _env_read(node, self.env_helpers)
         if r is not None:
             name, default = r
             v = self.env_value(name)
@@ -337,7 +346,7 @@ def _is_environ(node) -> bool:
         isinstance(node, cst.Name) and node.value == "environ")
 
 
-def _env_read(node: cst.Call):
+def _env_read(node: cst.Call, helpers=frozenset()):
     """(ENV, default text|None) for `os.environ.get("X", d)`, `os.getenv("X", d)`, `env_helper("X", d)`."""
     f = node.func
     if not node.args or not isinstance(node.args[0].value, cst.SimpleString):
@@ -355,7 +364,7 @@ def _env_read(node: cst.Call):
         elif f.attr.value == "getenv":
             is_env = True
     fname = f.value if isinstance(f, cst.Name) else (f.attr.value if isinstance(f, cst.Attribute) else "")
-    if not is_env and re.search(r"(?i)env", fname or ""):
+    if not is_env and (re.search(r"(?i)env", fname or "") or fname in helpers):
         is_env = True
     if not is_env:
         return None

@@ -41,3 +41,12 @@ def test_path_argument_and_defaults_only(tmp_path):
     (tmp_path / "train_gpt.py").write_text(CODE)
     assert effective_config(tmp_path) == {"NGRAM_ENABLED": "1"}
     assert effective_config(tmp_path / "train_gpt.py", include_defaults=True)["TTT_ENABLED"] == "0"
+
+
+def test_env_helper_lambda_and_function(tmp_path):
+    code = ('import os\nE = lambda k, d: os.environ.get(k, d)\ndef flag(name, default="0"):\n'
+            '    return int(os.environ.get(name, default))\n'
+            'class H:\n    ttt_on = int(E("TTT_ON", "0"))\n    ngram = flag("NGRAM_ON", "1")\n')
+    (tmp_path / "train_gpt.py").write_text(code)
+    env = effective_config(tmp_path / "train_gpt.py", include_defaults=True)
+    assert env["TTT_ON"] == "0" and env["NGRAM_ON"] == "1"
