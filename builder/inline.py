@@ -72,10 +72,10 @@ def _is_docstring(stmt) -> bool:
     )
 
 
-def _nested_first_party_imports(text: str, package: str) -> list[str]:
+def _nested_first_party_imports(tree: ast.Module, package: str) -> list[str]:
     """First-party or relative imports below module top level (they cannot be inlined). Uses `ast` for speed."""
     problems = []
-    for top in ast.parse(text).body:
+    for top in tree.body:
         for node in ast.walk(top):
             if node is top:
                 continue
@@ -104,11 +104,37 @@ def _parse(path: Path) -> cst.Module:
         raise InlineError(f"{path}:{exc.raw_line}: cannot parse: {exc.message}") from None
 
 
+# id(libcst statement) -> (statement, [its `ast` statements]). The stdlib parser is much faster than walking libcst
+# trees, so name analysis uses the `ast` twin of each original statement; the entry keeps the statement alive so
+# its id cannot be reused. Rewritten statements (baked config, blanked help) are not here and get re-parsed.
+_AST_TWINS: dict = {}
+
+
+def _register_ast_twins(tree: cst.Module, nodes: list) -> None:
+    k = 0
+    for stmt in tree.body:
+        n = len(stmt.body) if isinstance(stmt, cst.SimpleStatementLine) else 1
+        _AST_TWINS[id(stmt)] = (stmt, nodes[k:k + n])
+        k += n
+    if k != len(nodes):  # never expected; fall back to re-parsing every statement of this module
+        for stmt in tree.body:
+            _AST_TWINS.pop(id(stmt), None)
+
+
+def _ast_of(stmt) -> list:
+    twin = _AST_TWINS.get(id(stmt))
+    if twin is not None and twin[0] is stmt:
+        return twin[1]
+    return ast.parse(cst.Module(body=[stmt]).code).body
+
+
 def _analyse(info: ModuleInfo, package: str, is_entry: bool) -> None:
     where = info.rel
-    problems = _nested_first_party_imports(info.path.read_text(encoding="utf-8"), package)
+    tree = ast.parse(info.path.read_text(encoding="utf-8"))
+    problems = _nested_first_party_imports(tree, package)
     if problems:
         raise InlineError(f"{where}: {problems[0]} (expected top-level `from {package}.x import name`)")
+    _register_ast_twins(info.tree, tree.body)
     for i, stmt in enumerate(info.tree.body):
         if i == 0 and _is_docstring(stmt):
             info.docstring = stmt
@@ -161,6 +187,7 @@ def _classify_import(info: ModuleInfo, node, package: str) -> None:
 
 def collect_modules(root: Path, entry: str) -> list[ModuleInfo]:
     """The single-file set reachable from `entry`, dependencies first (a cycle is an error)."""
+    _AST_TWINS.clear()
     root = Path(root)
     package = entry.split(".")[0]
     infos: dict[str, ModuleInfo] = {}
@@ -295,7 +322,7 @@ def _uses(stmt) -> set[str]:
     """Names a top-level statement uses: every Name node, plus every identifier inside a string literal
     (getattr(obj, "name") / globals()["name"] count as uses). A def's or class's own name is not a use."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(cst.Module(body=[stmt]).code)):
+    for node in (n for top in _ast_of(stmt) for n in ast.walk(top)):
         if isinstance(node, ast.Name):
             names.add(node.id)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -359,11 +386,11 @@ def strip_unread_metadata(sections: list[tuple[str, list]], key: str = "help") -
     """Blank the string passed for metadata `key` of a field factory (`def _f(default, env, help, ...): return
     field(..., metadata={"help": help, ...})`) when no remaining code reads that key. Returns (sections, count)."""
     stmts = [s for _, ss in sections for s in ss]
-    trees = [ast.parse(cst.Module(body=[s]).code) for s in stmts]
-    reads = sum(1 for t in trees for n in ast.walk(t) if isinstance(n, ast.Constant) and n.value == key)
+    trees = [_ast_of(s) for s in stmts]
+    reads = sum(1 for t in trees for top in t for n in ast.walk(top) if isinstance(n, ast.Constant) and n.value == key)
     factory = None
     for t in trees:
-        for fn in t.body:
+        for fn in t:
             if not isinstance(fn, ast.FunctionDef):
                 continue
             params = [a.arg for a in fn.args.args]
@@ -376,7 +403,13 @@ def strip_unread_metadata(sections: list[tuple[str, list]], key: str = "help") -
     if factory is None or reads != 1:
         return sections, 0
     tr = _BlankArg(*factory)
-    out = [(label, [s.visit(tr) for s in ss]) for label, ss in sections]
+
+    def calls_factory(stmt) -> bool:
+        return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == factory[0]
+                   for top in _ast_of(stmt) for n in ast.walk(top))
+
+    # Only statements that call the factory are rewritten; the others keep their identity (and cached analysis).
+    out = [(label, [s.visit(tr) if calls_factory(s) else s for s in ss]) for label, ss in sections]
     return out, tr.count
 
 
@@ -457,7 +490,14 @@ def inline_package(root, entry: str = "trainer.train", baked_config: dict | None
 
     drop_unreferenced: remove top-level defs/classes nothing references. strip_help: blank help strings of a
     field factory when nothing reads them (only the CLI does, and it is not shipped)."""
-    infos = collect_modules(Path(root), entry)
+    try:
+        return _inline(Path(root), entry, baked_config, drop_unreferenced, strip_help)
+    finally:
+        _AST_TWINS.clear()
+
+
+def _inline(root: Path, entry: str, baked_config, drop_unreferenced: bool, strip_help: bool) -> InlineResult:
+    infos = collect_modules(root, entry)
     check_name_collisions(infos)
     sections: list[tuple[str, list]] = []
     seen_compound: set[str] = set()
