@@ -25,6 +25,7 @@ CASES = {
     "two_pass_cache": "PG4D2",
     "scored_region_slot": "PG4D2",
     "gptq_calibration_after_training": "PG5D1",
+    "val_read_during_training": "PG5D2",
 }
 
 

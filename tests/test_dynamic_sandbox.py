@@ -89,3 +89,21 @@ def test_missing_submission_is_a_clear_error(tmp_path):
 
     with pytest.raises(PgolfError, match="does not exist"):
         run_dynamic(tmp_path / "nope", cache_dir=tmp_path)
+
+
+def test_unrunnable_script_names_the_failing_call(tmp_path):
+    sub = tmp_path / "rec"
+    sub.mkdir()
+    (sub / "train_gpt.py").write_text(
+        "import os\n"
+        "VOCAB_SIZE = int(os.environ.get('VOCAB_SIZE', 1024))\n"
+        "def main():\n"
+        "    import pgolf_no_such_kernel_library\n"
+        "main()\n"
+    )
+    res = run_dynamic(sub, timeout=60, cache_dir=tmp_path / "cache")
+    f = _rules(res)["PG900"]
+    assert f.level == "warning"
+    assert "train_gpt.py:4 in main: import pgolf_no_such_kernel_library" in f.message
+    assert "ModuleNotFoundError" in f.message and "static verdict stands" in f.message
+    assert not any(x.level == "error" for x in res.findings)
