@@ -6,8 +6,8 @@ import torch
 from trainer.config import Hyperparameters
 from trainer.errors import PgolfError
 from trainer.quantize import (
-    clip_range, dequantize_rows, parse_clip_search, parse_quant_scheme, precision_for, quant_mse, quantize_rows,
-    quantize_rows_search, row_clip_values, scheme_matches,
+    clip_range, dequantize_rows, fp16_grid, nearest_codes, parse_clip_search, parse_quant_scheme, precision_for,
+    quant_mse, quantize_rows, quantize_rows_search, row_clip_values, scheme_matches,
 )
 
 @pytest.fixture(autouse=True)
@@ -64,13 +64,32 @@ def test_clip_search_no_worse_than_any_fixed_candidate():
         assert pct == cands[fixed.index(min(fixed))]
 
 
-def test_row_clip_matches_torch_quantile():
+def test_row_clip_is_nearest_rank_percentile():
     w = _weights(rows=8, cols=333)
     for pct in (50.0, 99.0, 99.99984):
         ours = row_clip_values(w, pct)
-        ref = torch.quantile(w.abs(), pct / 100.0, dim=1)
-        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)  # torch interpolates in fp32
+        ref = torch.quantile(w.abs(), pct / 100.0, dim=1, interpolation="nearest")
+        assert torch.equal(ours, ref)
     assert torch.equal(row_clip_values(w, 100.0), w.abs().amax(dim=1))
+
+
+def test_fp16_grid_equals_ieee_conversion():
+    g = torch.Generator().manual_seed(8)
+    x = torch.exp(torch.empty(300000).uniform_(-16.6, 11.09, generator=g)).clamp(2 ** -24, 65504.0)
+    edges = torch.tensor([2 ** -24, 1.5 * 2 ** -24, 2 ** -14, 2 ** -14 * (1 - 2 ** -12), 1 + 2 ** -11, 1 + 3 * 2 ** -11,
+                          65504.0])
+    x = torch.cat([x, edges])
+    assert torch.equal(fp16_grid(x), x.half().float())
+
+
+def test_nearest_codes_exact_with_ties_to_even():
+    g = torch.Generator().manual_seed(9)
+    w = torch.randn(200000, generator=g) * 0.05
+    s = (torch.rand(200000, generator=g) * 0.01 + 1e-4).half().float()
+    exact = torch.round(w.double() / s.double()).float()  # the float64 quotient decides every fp32 case
+    assert torch.equal(nearest_codes(w, s), exact)
+    half = torch.full((5,), 0.5)
+    assert nearest_codes(torch.tensor([0.25, 0.75, -0.25, -0.75, 1.25]), half).tolist() == [0, 2, 0, -2, 2]
 
 
 def test_nd_bank_quantizes_like_separate_matrices():

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from trainer.errors import PgolfError
-from trainer.quantize import clip_range, row_scales
+from trainer.quantize import clip_range, nearest_codes, row_scales
 
 
 def hessian_key(weight_name: str) -> str:
@@ -158,7 +158,7 @@ def _gptq_columns(W: torch.Tensor, U: torch.Tensor, scale: torch.Tensor, cr: int
         U1 = U[i1:i2, i1:i2]
         for i in range(i2 - i1):
             w = W1[:, i]
-            q = torch.clamp(torch.round(w / scale), -cr, cr)
+            q = torch.clamp(nearest_codes(w, scale), -cr, cr)
             Q[:, i1 + i] = q
             err = (w - q * scale) / U1[i, i]
             W1[:, i:] -= err[:, None] * U1[i, i:][None, :]

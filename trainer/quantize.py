@@ -3,10 +3,12 @@
 One code path serves both QAT (trainer/qat.py fake-quantizes with it every step) and export (trainer/artifact.py
 stores its q/scale), so the weight seen in training equals the weight reloaded from the artifact bit for bit:
 
-- the row clip is a percentile of |w| (linear interpolation between sorted values, 100 = row max);
-- the scale clip/(2^(bits-1)-1) is rounded to fp16 *before* quantizing, and q = clamp(round(w/scale)) uses that
-  fp16 scale, so dequantize(q, scale) = q * scale needs nothing that was not stored;
-- all arithmetic is fp32 elementwise IEEE (sort, divide, round-half-even), identical on CPU and CUDA.
+- the row clip is a percentile of |w| by nearest rank (a selection, no arithmetic; 100 = row max);
+- the scale clip/(2^(bits-1)-1) is rounded to fp16 *before* quantizing (with integer bit operations, which no
+  compiler fuses away), and q = clamp(nearest(w/scale)) uses that fp16 scale, so dequantize(q, scale) = q * scale
+  needs nothing that was not stored;
+- nearest(w/scale) is corrected with exact arithmetic after the division, so approximate GPU division, FMA
+  contraction or torch.compile rewrites cannot change a code: eager, compiled, CPU and CUDA give the same bits.
 
 Tensors with more than two dims are quantized per row of their last dimension (a [L, R, C] bank quantizes exactly
 like its L separate [R, C] matrices).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 
+import numpy as np
 import torch
 
 from trainer.errors import PgolfError
@@ -32,6 +35,7 @@ FLOAT_PRECISIONS = ("fp16", "fp32")
 # keep resolution) and the largest finite value.
 _QSCALE_MIN = 2.0 ** -24
 _QSCALE_MAX = 65504.0
+_QSCALE_NORMAL_MIN = 2.0 ** -14
 
 
 def clip_range(bits: int) -> int:
@@ -146,30 +150,54 @@ def _rows_view(w: torch.Tensor) -> torch.Tensor:
 
 
 def row_clip_values(w2: torch.Tensor, clip_pct, sorted_abs=None) -> torch.Tensor:
-    """Per-row clip magnitude: the `clip_pct` percentile of |w| (linear interpolation, like torch.quantile but with
-    no input-size limit); None or 100 gives the row max. `sorted_abs`: |w2| sorted along rows, if already known."""
+    """Per-row clip magnitude: the `clip_pct` percentile of |w| by nearest rank (the sorted value at position
+    round(pct/100·(cols−1)); a pure selection, so compiled and eager code agree); None or 100 gives the row max.
+    `sorted_abs`: |w2| sorted along rows, if already known."""
     if clip_pct is None or float(clip_pct) >= 100.0:
         return w2.abs().amax(dim=1)
-    n = w2.shape[1]
-    pos = float(clip_pct) / 100.0 * (n - 1)
-    lo = int(pos)
-    hi = min(lo + 1, n - 1)
-    frac = pos - lo
+    rank = int(round(float(clip_pct) / 100.0 * (w2.shape[1] - 1)))
     s = w2.abs().sort(dim=1).values if sorted_abs is None else sorted_abs
-    return s[:, lo] + (s[:, hi] - s[:, lo]) * frac
+    return s[:, rank]
+
+
+def fp16_grid(x: torch.Tensor) -> torch.Tensor:
+    """Round positive fp32 values in [2^-24, 65504] to the nearest fp16 value (ties to even), staying fp32.
+
+    Done with integer bit operations because torch.compile may fuse away a `.half().float()` round trip; the
+    result equals IEEE fp32 -> fp16 conversion, so storing it as fp16 is exact."""
+    bits = x.view(torch.int32)
+    bits = (bits + (0x0FFF + ((bits >> 13) & 1))) & -8192  # keep 10 mantissa bits, round half to even
+    normal = bits.view(torch.float32)
+    subnormal = torch.round(x * 16777216.0) * (1.0 / 16777216.0)  # fp16 subnormals: multiples of 2^-24
+    return torch.where(x < _QSCALE_NORMAL_MIN, subnormal, normal)
 
 
 def row_scales(w2: torch.Tensor, bits: int, clip_pct, sorted_abs=None) -> torch.Tensor:
-    """fp16 per-row scale = clip / clip_range, kept inside fp16's normal range."""
-    cr = clip_range(bits)
+    """fp16 per-row scale = clip / clip_range (as clip × fp32(1/clip_range)), within fp16's finite range."""
+    recip = float(np.float32(1.0 / clip_range(bits)))  # an fp32 constant: fp32 and fp64 products then agree
     clip = row_clip_values(w2, clip_pct, sorted_abs)
-    return (clip / cr).clamp(_QSCALE_MIN, _QSCALE_MAX).to(torch.float16)
+    return fp16_grid((clip * recip).clamp(_QSCALE_MIN, _QSCALE_MAX)).to(torch.float16)
+
+
+def nearest_codes(w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """round(w / s) to the nearest integer, ties to even, exactly, as fp32 (unclamped); s broadcasts against w.
+
+    The division only gives a first guess (GPU division may be approximate and compilers may rewrite it); the
+    guess is then corrected with exact arithmetic: q·s is exact in fp32 (≤ 8-bit q times an 11-bit fp16 scale)
+    and the residual w − q·s is exact near a rounding boundary (Sterbenz), so every backend picks the same code."""
+    q = torch.round(w / s)
+    r = w - q * s
+    half = s * 0.5
+    q = q + (r > half).to(q.dtype) - (r < -half).to(q.dtype)
+    odd = torch.fmod(q, 2.0) != 0
+    q = q + ((r == half) & odd).to(q.dtype) - ((r == -half) & odd).to(q.dtype)
+    return q
 
 
 def quantize_with_scale(w2: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
-    """int8 codes q = clamp(round(w / scale), -clip_range, clip_range) for fp32 [rows, cols] and fp16 [rows]."""
+    """int8 codes q = clamp(nearest(w / scale), -clip_range, clip_range) for fp32 [rows, cols] and fp16 [rows]."""
     cr = clip_range(bits)
-    return torch.clamp(torch.round(w2 / scale.float()[:, None]), -cr, cr).to(torch.int8)
+    return torch.clamp(nearest_codes(w2, scale.float()[:, None]), -cr, cr).to(torch.int8)
 
 
 def quantize_rows(w: torch.Tensor, bits: int, clip_pct=None, search=None):
@@ -201,9 +229,10 @@ def _quantize_rows_pick(w: torch.Tensor, bits: int, clip_pct, search):
     sorted_abs = w2.abs().sort(dim=1).values if need_sort else None  # one sort serves every candidate
     scales = torch.stack([row_scales(w2, bits, p, sorted_abs) for p in cands])
     qs = torch.stack([quantize_with_scale(w2, s, bits) for s in scales])
-    errs = (qs.float() * scales.float()[:, :, None] - w2[None]).square().sum(dim=(1, 2))
-    idx = torch.argmin(errs)  # first minimum on ties
-    return qs[idx].reshape(w.shape), scales[idx], idx, cands
+    # q·s is exact and the subtraction rounds once; fp64 sums make near-ties between backends practically moot.
+    errs = (qs.float() * scales.float()[:, :, None] - w2[None]).double().square().sum(dim=(1, 2))
+    idx = torch.argmin(errs).reshape(1)  # first minimum on ties; index_select keeps it on device
+    return qs.index_select(0, idx)[0].reshape(w.shape), scales.index_select(0, idx)[0], idx, cands
 
 
 def dequantize_rows(q: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
