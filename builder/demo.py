@@ -25,7 +25,7 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=help_text + ".",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="records", help="records root for the built folder")
-    p.add_argument("--work-dir", default="pgolf_demo", help="where the dataset and the run directories go")
+    p.add_argument("--work-dir", default="runs/demo", help="where the dataset and the run directories go")
     p.add_argument("--seeds", default=DEFAULT_SEEDS, help="comma-separated seeds, one tiny run each")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the tiny preset's)")
     p.add_argument("--wrap", default="none", choices=["none", "lzma", "brotli"], help="wrap the built train_gpt.py")
