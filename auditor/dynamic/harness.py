@@ -96,15 +96,15 @@ def plan_runs(prep: dict, workdir: Path, norm: bool = True) -> tuple[list[dict],
     n = len(val)
     j = n // 2 + 5
     meta = {"flip_j": j, "norm_pos": n - 1, "norm_candidates": []}
-    streams = [("main", val, True), ("flip", datagen.flip_variant(val, j, vocab))]
+    streams = [("main", val), ("flip", datagen.flip_variant(val, j, vocab))]
     if norm:
         rng = np.random.default_rng(7)
         cands = [int(val[-1])]
-        ctx = [int(t) for t in val[-64:-1] if t >= datagen.FIRST_ORDINARY]
+        ctx = [int(t) for t in val[-64:-1] if t >= datagen.FIRST_ORDINARY]  # tokens a cache has seen nearby
         for t in ctx[::-1] + rng.integers(datagen.FIRST_ORDINARY, vocab, size=64).tolist():
             if len(cands) >= NORM_CANDIDATES:
                 break
-            if t not in cands and (t != val[-2] or True):
+            if int(t) not in cands:
                 cands.append(int(t))
         meta["norm_candidates"] = cands
         for c in cands[1:]:
@@ -113,8 +113,7 @@ def plan_runs(prep: dict, workdir: Path, norm: bool = True) -> tuple[list[dict],
             streams.append((f"norm_{c}", v))
     runs = []
     pg = workdir / ".pgolf"
-    for item in streams:
-        name, stream = item[0], item[1]
+    for name, stream in streams:
         d = workdir / "data" / "datasets" / f"{name}_sp{vocab}"
         if name == "main":
             d = prep["datadir"]
@@ -128,7 +127,7 @@ def plan_runs(prep: dict, workdir: Path, norm: bool = True) -> tuple[list[dict],
             if v == str(prep["datadir"]):
                 env[k] = str(d)
         runs.append({"name": name, "env": env, "val_tokens": str(pg / f"val_{name}.npy"),
-                     "captures": str(pg / f"cap_{name}.npz"), "required": len(item) > 2,
+                     "captures": str(pg / f"cap_{name}.npz"), "required": name == "main",
                      "only_if_logp": name.startswith("norm_")})
     return runs, meta
 

@@ -101,7 +101,8 @@ def _score_rows(pos: np.ndarray) -> None:
                 R["tainted_versions"].append(R["version"])
     if all_targets:
         R["last_targets"] = np.concatenate(all_targets)
-        R["last_targets_full"] = rows + 1
+        full = rows + 1
+        R["last_targets_full"] = np.where((rows >= 0) & (full < R["n"]), full, -1)
         if R["t_last_train"] is not None and R["t_first_score_after_train"] is None:
             R["t_first_score_after_train"] = now
         R["t_last_score"] = now
