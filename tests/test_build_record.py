@@ -244,3 +244,12 @@ def test_refuses_existing_folder_without_force(runs, tmp_path):
     _build([runs[s] for s in SEEDS], out, "--track", "non_record_16mb", "--force", "--blurb", "second build")
     assert "second build" in (f / "README.md").read_text()
     assert [p.name for p in f.parent.iterdir()] == [f.name]  # no temp or old folders left behind
+
+
+def test_from_logs_needs_the_script(runs, tmp_path):
+    logs = [runs[s] / "train.log" for s in SEEDS]
+    _refused(logs, tmp_path / "out", "--from-logs needs --script PATH", "--from-logs", "--track", "non_record_16mb")
+
+
+def test_bare_log_without_from_logs_is_refused(runs, tmp_path):
+    _refused([runs[11] / "train.log"], tmp_path / "out", "not a run directory", "--track", "non_record_16mb")
