@@ -152,12 +152,21 @@ def _run_dynamic(items, results, args, crashed) -> None:
         raise PgolfError(f"audit: --dynamic is not available in this installation ({exc})") from None
     threshold = LEVEL_RANK.get(args.fail_on, 2)
     for (root, entry, display, is_folder), r in zip(items, results):
-        ctx = r.context
         static_context = None
-        if ctx is not None:
-            static_context = {"env": ctx.cfg.effective(), "env_with_defaults": ctx.cfg.effective(True),
-                              "decoded_sources": ctx.sub.decoded_sources(),
+        try:
+            if r.context is not None:
+                sub, cfg = r.context.sub, r.context.cfg
+            else:  # --dynamic-only: load and configure without running the static rules
+                from auditor.config import build_config
+                from auditor.source import load_submission
+
+                sub = load_submission(Path(root), Path(entry) if entry else None, display, is_folder)
+                cfg = build_config(sub)
+            static_context = {"env": cfg.effective(), "env_with_defaults": cfg.effective(True),
+                              "decoded_sources": sub.decoded_sources(),
                               "findings": [f.to_dict() for f in r.findings]}
+        except Exception:
+            static_context = None
         try:
             out = run_dynamic(Path(display), static_context, args.timeout)
         except PgolfError:

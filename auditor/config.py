@@ -84,13 +84,17 @@ class ConfigModel:
         if unit.module is None:
             return
         for node, _ in unit.nodes(cst.FunctionDef, cst.Assign):
-            body = node.body if type(node) is cst.FunctionDef else node.value
-            name = node.name.value if type(node) is cst.FunctionDef else (
-                node.targets[0].target.value if isinstance(node.targets[0].target, cst.Name) else "")
-            if name and (type(node) is cst.FunctionDef or isinstance(node.value, cst.Lambda)):
-                code = unit.code(body)
-                if "environ" in code or "getenv" in code:
-                    self.env_helpers.add(name)
+            if type(node) is cst.FunctionDef:
+                body = node.body
+                if not isinstance(body, cst.IndentedBlock) or len(body.body) > 4:
+                    continue  # env helpers are one-liners
+                name = node.name.value
+            elif isinstance(node.value, cst.Lambda) and isinstance(node.targets[0].target, cst.Name):
+                body, name = node.value, node.targets[0].target.value
+            else:
+                continue
+            if any((type(n) is cst.Name and n.value in ("environ", "getenv")) for n in walk(body)):
+                self.env_helpers.add(name)
         for node, in_fn in unit.nodes(cst.Assign, cst.AnnAssign, cst.Call):
             t = type(node)
             if t is cst.Assign:

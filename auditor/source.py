@@ -282,7 +282,8 @@ def load_submission(root: Path, entry: Path | None, display: str, is_folder: boo
                 _expand(sub, unit, depth=0)
             else:
                 sub.analysable = False
-    if is_folder:
+    if is_folder or _looks_like_record(root):
+        # a single train_gpt.py inside a record folder: its README, run scripts and logs still tell how it ran
         _load_folder_files(sub)
     return sub
 
@@ -418,6 +419,13 @@ def _code_file_literals(unit: SourceUnit) -> list:
         if isinstance(v, str) and v.endswith(_CODE_EXT) and len(v) < 200 and "\n" not in v:
             out.append(v)
     return out
+
+
+def _looks_like_record(root: Path) -> bool:
+    try:
+        return (root / "README.md").is_file() or any(root.glob("submission*.json"))
+    except OSError:
+        return False
 
 
 def _load_folder_files(sub: Submission) -> None:

@@ -46,13 +46,15 @@ class _Walker:
     # -------------------------------------------------------------- driver
     def run(self) -> None:
         stmts = self.f.node.body if self.f.is_module else self._body(self.f.node.body)
-        passes = 2
-        for i in range(passes):
+        # a second pass only matters when loops carry labels from the end of a body back to its start
+        for i in range(2):
             self.order = 0
-            self._rec = i == passes - 1
-            if self._rec:
-                self.f.sites, self.f.calls = [], []
+            self._seen_loop = False
+            self._rec = True
+            self.f.sites, self.f.calls = [], []
             self.block(stmts)
+            if not self._seen_loop:
+                break
 
     def block(self, stmts) -> None:
         for s in stmts:
@@ -149,6 +151,7 @@ class _Walker:
         return self.prog.cfg.observed(names)
 
     def for_stmt(self, s: cst.For) -> None:
+        self._seen_loop = True
         it = self.expr(s.iter)
         loop = Loop(node=s)
         targets = _target_names(s.target)
@@ -164,6 +167,7 @@ class _Walker:
             self.block(self._body(s.orelse.body))
 
     def while_stmt(self, s: cst.While) -> None:
+        self._seen_loop = True
         self.expr(s.test)
         loop = Loop(node=s)
         assigned = _assigned_in(s.body) if self._rec else set()
@@ -477,7 +481,7 @@ class _Walker:
             for g in self.prog.by_name.get(last_name(fn), []):
                 c = self._call_obj(name=g.name, dotted=dotted(fn), node=fn, order=self.order, loops=tuple(self.loops), off=self._off(),
                          guards=self._offguards(), branch=tuple(self.branch),
-                         arg_labels=[(k - fn_ref_at - 1 if isinstance(k, int) else k, lab, self.unit.code(a.value))
+                         arg_labels=[(k - fn_ref_at - 1 if isinstance(k, int) else k, lab, dotted(a.value))
                                      for k, lab, a in args if not isinstance(k, int) or k > fn_ref_at])
                 if self._rec:
                     self.f.calls.append(c)
@@ -486,7 +490,7 @@ class _Walker:
         if self._rec:
             c = self._call_obj(name=name, dotted=dotted(func), node=node, order=self.order, loops=tuple(self.loops), off=self._off(),
                      guards=self._offguards(), branch=tuple(self.branch),
-                     arg_labels=[(k, lab, self.unit.code(a.value)) for k, lab, a in args], result_labels=result)
+                     arg_labels=[(k, lab, dotted(a.value)) for k, lab, a in args], result_labels=result)
             self.f.calls.append(c)
         return frozenset(result)
 

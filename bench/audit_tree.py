@@ -280,6 +280,10 @@ def main() -> int:
         print(f"submissions: {len(per)}  train_gpt.py sizes: {sizes[0]}..{sizes[-1]} bytes  jobs: {a.jobs}")
         print(f"wall: {wall:.1f} s  per submission: median {statistics.median(per):.2f} s, max {max(per):.2f} s")
         print(f"verdicts: {verdicts}")
+        for sub in doc["submissions"]:
+            if sub["verdict"] != "pass":
+                f = next((f for f in sub["findings"] if f["level"] == "error"), None)
+                print(f"  {sub['verdict']}: {Path(sub['path']).name}: {f['rule'] + ' ' + f['message'][:140] if f else ''}")
     return 0
 
 

@@ -138,3 +138,31 @@ def test_no_torch_import_and_usage_errors(capsys):
     assert "NOTORCH 0" in p.stdout and "PG401" in p.stdout
     assert main(["audit"]) == 2
     assert "no PATH" in capsys.readouterr().err
+
+
+def test_dynamic_wiring_passes_static_context_and_merges(tree, capsys, monkeypatch):
+    import auditor.dynamic as dyn
+    from auditor.findings import Finding
+
+    _root, good, _bad = tree
+    seen = {}
+
+    class Out:
+        findings = [Finding("PG4D1", "error", "dynamic: scored after update", "train_gpt.py", 3, 1)]
+        metrics = {"phases": 2}
+
+    def fake(path, static_context, timeout):
+        seen.update(path=str(path), ctx=static_context, timeout=timeout)
+        return Out()
+
+    monkeypatch.setattr(dyn, "run_dynamic", fake)
+    assert main(["audit", "--dynamic", "--timeout", "42", "--format", "json", str(good)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    sub = doc["submissions"][0]
+    assert sub["verdict"] == "fail" and any(f["rule"] == "PG4D1" for f in sub["findings"])
+    assert sub["metrics"]["dynamic"] == {"phases": 2}
+    assert seen["timeout"] == 42.0 and seen["path"] == str(good)
+    assert "train_gpt.py" in seen["ctx"]["decoded_sources"] and isinstance(seen["ctx"]["env"], dict)
+    assert main(["audit", "--dynamic-only", "--format", "json", str(good)]) == 1
+    only = json.loads(capsys.readouterr().out)["submissions"][0]["findings"]
+    assert [f["rule"] for f in only] == ["PG4D1"]

@@ -129,8 +129,8 @@ def _model_overlap(a, b) -> bool:
     """Do two calls pass the same (non-data) object, e.g. the same model? Unknown -> True."""
     if a.call is None or b.call is None:
         return True
-    na = {code for _k, lab, code in a.call.arg_labels if not lab and re.fullmatch(r"[\w.]+", code)}
-    nb = {code for _k, lab, code in b.call.arg_labels if not lab and re.fullmatch(r"[\w.]+", code)}
+    na = {code for _k, lab, code in a.call.arg_labels if not lab and code}
+    nb = {code for _k, lab, code in b.call.arg_labels if not lab and code}
     models = {x for x in na | nb if re.search(r"(?i)model|net|gpt|module", x)}
     if not models:
         return True
