@@ -24,6 +24,7 @@ from trainer.gptq import collect_hessians, generate_calibration
 from trainer.loader import DistributedTokenLoader, load_validation_tokens
 from trainer.model import GPT
 from trainer.optim import build_optimizers, lr_scale
+from trainer.qat import qat_clip_settings
 from trainer.quantize import qat_bits_by_name
 from trainer.runlog import RunLog, versions_info
 from trainer.shards import shard_paths
@@ -181,7 +182,7 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
         nonlocal qat_on
         if qat_on:
             return
-        base_model.set_qat(qat_bits, h.quant_clip_pct)
+        base_model.set_qat(qat_bits, *qat_clip_settings(h))  # the exporter's exact clip rule
         qat_on = True
         if ema is not None and h.ema_reset_on_qat:
             ema.reset(base_model)
@@ -295,14 +296,15 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
     calib_ms = 0.0
     if h.gptq_enabled:
         t_c = time.perf_counter()
+        per_rank = -(-h.gptq_calib_seqs // ctx.world_size)  # each rank calibrates on its share; Hessians are summed
         if h.gptq_calib_source == "train":
             calib_loader = DistributedTokenLoader(h.data_path, ctx.rank, ctx.world_size, device)
-            batches = [calib_loader.next_batch(h.train_seq_len * ctx.world_size, h.train_seq_len, 1)[0] for _ in range(h.gptq_calib_seqs)]
+            batches = [calib_loader.next_batch(h.train_seq_len * ctx.world_size, h.train_seq_len, 1)[0] for _ in range(per_rank)]
         else:
-            gen = torch.Generator(device="cpu").manual_seed(h.seed + 1)
-            batches = list(generate_calibration(base_model, h.gptq_calib_seqs, h.train_seq_len, generator=gen).split(1))
+            gen = torch.Generator(device="cpu").manual_seed(h.seed + 1 + ctx.rank)
+            batches = list(generate_calibration(base_model, per_rank, h.train_seq_len, generator=gen).split(1))
         with autocast:
-            hessians = collect_hessians(base_model, batches)
+            hessians = collect_hessians(base_model, batches, all_reduce=all_reduce_sum)
         calib_ms = 1000.0 * (time.perf_counter() - t_c)
         log.log(f"gptq:calibration source:{h.gptq_calib_source} seqs:{h.gptq_calib_seqs} time:{calib_ms:.0f}ms")
     label = artifact_label(h)
