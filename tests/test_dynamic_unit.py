@@ -43,6 +43,17 @@ def test_shrink_plan_keeps_switches():
     assert "MATRIX_LR" not in plan and "VOCAB_SIZE" not in plan
 
 
+def test_build_env_shrinks_effective_values(tmp_path):
+    from auditor.dynamic.harness import build_env
+
+    names = envscan.scan_env(SCRIPT)
+    env = build_env(names, {"EVAL_STRIDE": "64", "ROPE_DIMS": "16", "TTT_ENABLED": "1", "UNRELATED": "x"}, 1024,
+                    tmp_path, tmp_path / "d", tmp_path / "t.model")
+    assert env["EVAL_STRIDE"] == "8" and env["ROPE_DIMS"] == "8"  # switched on by the run: kept on, made tiny
+    assert env["TTT_ENABLED"] == "1" and "UNRELATED" not in env
+    assert env["DATA_PATH"] == str(tmp_path / "d") and env["VOCAB_SIZE"] == "1024"
+
+
 def test_scan_env_syntax_error_is_one_line():
     with pytest.raises(PgolfError, match=r"x.py: cannot parse"):
         envscan.scan_env("def (:\n", "x.py")

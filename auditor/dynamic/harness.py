@@ -45,7 +45,9 @@ def build_env(names: dict, recovered: dict, vocab: int, workdir: Path, datadir: 
     for k, v in recovered.items():
         if k in names or k.endswith("_ENABLED"):
             env[k] = v
-    env.update(envscan.shrink_plan(names))
+    # size knobs are shrunk from their *effective* value: a switch the run turned on (EVAL_STRIDE=64) stays on
+    effective = {k: recovered.get(k, d) for k, d in names.items()}
+    env.update(envscan.shrink_plan(effective))
     env["VOCAB_SIZE"] = str(vocab)
     for name in names:
         if envscan.DATA_NAMES.match(name):
