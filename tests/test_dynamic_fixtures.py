@@ -67,6 +67,13 @@ def test_ledger_evidence_and_cache(dyn_cache):
     # every chunk is rescored after training on it: half of all scoring events (the rescoring sweep) are tainted
     assert f.evidence["tainted"] == 512 and f.evidence["scored"] == 1024
     assert f.evidence["first_positions"][:3] == [1, 2, 3]
+    off = f.evidence["first_offenders"][0]
+    assert off["position"] == 1 and 0 <= off["trained_at_version"] < off["scored_at_version"]
+    # the ledger covers every validation position: version that scored it, version whose update first used it
+    led = first.metrics["ledger"]
+    covered = sum(b - a + 1 for a, b, _ in led["score_versions"])
+    assert covered == 512 and led["score_versions"][0][0] == 1
+    assert sum(b - a + 1 for a, b, _ in led["train_versions"]) == led["trained_positions"] == 512
     again = run_dynamic(FIX / "multi_epoch_rescoring", timeout=240, cache_dir=dyn_cache)
     assert again.metrics["cached"] is True
     assert [x.to_dict() for x in again.findings] == [x.to_dict() for x in first.findings]

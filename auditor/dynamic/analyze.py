@@ -170,7 +170,8 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
         return findings, metrics
     pr = main["probe"]
     metrics["ledger"] = {k: pr[k] for k in ("scored", "tainted", "sweeps", "trained_positions", "val_train_backwards",
-                                           "train_backwards", "opt_steps", "n_val")}
+                                           "train_backwards", "opt_steps", "n_val", "score_versions",
+                                           "train_versions")}
     metrics["phases"] = _phase_times(main)
     # --- provenance ledger -----------------------------------------------------------------------------------
     if pr["tainted"]:
@@ -180,6 +181,8 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
             f"already trained on them (first positions {pr['tainted_first'][:5]}); only tokens already scored may be "
             "trained on (score first, then adapt)", rel,
             evidence={"tainted": pr["tainted"], "scored": pr["scored"], "first_positions": pr["tainted_first"],
+                      "first_offenders": [{"position": p, "trained_at_version": t, "scored_at_version": v}
+                                          for p, t, v in pr["tainted_detail"][:10]],
                       "weight_versions": pr["tainted_versions"], "trained_positions": pr["trained_positions"],
                       "first_updates": pr["first_trained_positions"]}))
     # --- data trace ------------------------------------------------------------------------------------------

@@ -35,9 +35,10 @@ def begin_run(val_tokens: np.ndarray, vocab: int) -> None:
     R.update(
         val=v, base=base, keys=keys[order], kpos=order.astype(np.int64), n=len(v),
         trained=np.zeros(len(v), dtype=bool), scored_version=np.full(len(v), -1, dtype=np.int64),
+        trained_version=np.full(len(v), -1, dtype=np.int64),
         version=0, backwards=0, opt_steps=0, val_train_backwards=0, train_backwards=0,
         pending_ce=[], pending_emb=[], frontier=-1, last_emb_key=None,
-        scored=0, tainted=0, tainted_first=[], sweeps=0, tainted_versions=[],
+        scored=0, tainted=0, tainted_first=[], tainted_detail=[], sweeps=0, tainted_versions=[],
         last_targets=None, captures=[], t0=time.time(), t_first_train=None, t_last_train=None,
         t_first_score_after_train=None, t_last_score=None, last_backward_was_train=False,
         trained_events=0, first_trained_positions=[],
@@ -96,7 +97,9 @@ def _score_rows(pos: np.ndarray) -> None:
         if bad.size:
             R["tainted"] += int(bad.size)
             if len(R["tainted_first"]) < 10:
-                R["tainted_first"].extend(int(x) for x in bad[: 10 - len(R["tainted_first"])])
+                take = bad[: 10 - len(R["tainted_first"])]
+                R["tainted_first"].extend(int(x) for x in take)
+                R["tainted_detail"].extend([int(x), int(R["trained_version"][x]), R["version"]] for x in take)
             if len(R["tainted_versions"]) < 5:
                 R["tainted_versions"].append(R["version"])
     if all_targets:
@@ -184,6 +187,7 @@ def _on_backward() -> None:
             if len(R["first_trained_positions"]) < 5 and newly.size:
                 R["first_trained_positions"].append([int(newly.min()), int(newly.max()), R["version"]])
             R["trained"][p] = True
+            R["trained_version"][newly] = R["version"]
             R["val_train_backwards"] += 1
             R["trained_events"] += 1
             R["last_backward_was_train"] = False
@@ -319,14 +323,27 @@ def _wrap_readers() -> None:
     np.memmap = memmap
 
 
+def _runs(a: np.ndarray) -> list:
+    """Run-length form [[first_position, last_position, value], ...] of a per-position array (-1 = never)."""
+    out, start = [], 0
+    for i in range(1, len(a) + 1):
+        if i == len(a) or a[i] != a[start]:
+            if a[start] != -1:
+                out.append([start, i - 1, int(a[start])])
+            start = i
+    return out[:2000]
+
+
 def summary() -> dict:
     """JSON-able summary of the current run (captures returned separately)."""
     if not R:
         return {}
     keys = ("scored", "tainted", "tainted_first", "sweeps", "version", "backwards", "opt_steps", "val_train_backwards",
             "train_backwards", "t0", "t_first_train", "t_last_train", "t_first_score_after_train", "t_last_score",
-            "tainted_versions", "first_trained_positions")
+            "tainted_versions", "first_trained_positions", "tainted_detail")
     out = {k: R[k] for k in keys}
+    out["score_versions"] = _runs(R["scored_version"])  # the ledger: weight version that scored each position
+    out["train_versions"] = _runs(R["trained_version"])  # ... and the version whose update first used it
     out["trained_positions"] = int(R["trained"].sum())
     out["n_val"] = int(R["n"])
     return out
