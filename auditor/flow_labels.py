@@ -27,7 +27,7 @@ _LOSS_CALL = re.compile(r"(?i)(loss|nll|entropy|logit|softmax|logprob|log_prob|f
                         r"_ce$|^m$|^net$|^gpt$|xent|predict|logp)")
 _ACC_NAME = re.compile(r"(?i)(loss|nll|bpb|bits|logp|log_prob|xent|entropy|score|^ce|_ce|nats|total_l)")
 _SANITIZERS = {"len", "numel", "size", "dim", "ndim", "shape", "dtype", "device", "item_size", "nelement", "isinstance",
-               "type", "id", "print", "log0", "log", "str", "repr", "format", "range"}
+               "type", "id", "print", "log0", "str", "repr", "format", "range"}
 _IO_CALL = re.compile(r"(?i)(load|read|open|fromfile|memmap|glob|next_batch|loader|stream|shard|take|next)")
 _NET_MODULES = ("socket.", "urllib.request.", "urllib3.", "requests.", "http.client.", "httpx.", "aiohttp.",
                 "huggingface_hub.", "torch.hub.", "ftplib.", "paramiko.", "wget.")

@@ -518,7 +518,7 @@ class _Walker:
                     if base:
                         self._taint(base, self._get(base) | {STATS})
         pos = [lab for k, lab, _a in args if isinstance(k, int)]
-        if name in ("min", "minimum", "fmin", "amin") and len(pos) >= 2 and sum(1 for p in pos if LOSS in p and VAL in p) >= 2:
+        if name in ("min", "minimum", "fmin", "amin", "max", "maximum", "fmax", "amax") and len(pos) >= 2 and sum(1 for p in pos if LOSS in p and VAL in p) >= 2:
             self._site("min_loss", node, all_args, how=name)
         if name == "where" and len(pos) == 3 and GATE not in pos[0] and LOSS in pos[1] and LOSS in pos[2] and VAL in all_args:
             code = self.unit.code(args[0][2].value)

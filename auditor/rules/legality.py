@@ -284,7 +284,14 @@ def check(ctx) -> list:
         score_sites = [s for s in f.sites if s.kind == "score" and STATS in s.labels]
         for b in stats:
             for s in score_sites:
-                if b.order < s.order and not _common_loops(b.loops, s.loops):
+                common = _common_loops(b.loops, s.loops)
+                if b.order < s.order and common and _same_token_index(f, b, s):
+                    e = _site_event(f, b)
+                    add("PG406", e, f"{f.qualname} adds the token to its cache/statistics before that same token is "
+                        f"scored (line {_line(_site_event(f, s))}); the prediction then already contains its target. "
+                        f"Score the position first, then update the cache with it.")
+                    break
+                if b.order < s.order and not common:
                     e = _site_event(f, b)
                     add("PG406", e, f"{f.qualname} builds counts/statistics over the validation tokens in a pass that "
                         f"finishes before they are scored (line {_line(_site_event(f, s))}); every prediction then "
@@ -306,6 +313,19 @@ def check(ctx) -> list:
                         f"Build caches online from already-scored tokens only.")
                     break
     return out
+
+
+def _same_token_index(f, b, s) -> bool:
+    """Do a cache update and a score read index the same token (`row[toks[t]] += 1` ... `p[toks[t]]`)?"""
+    from auditor.cstwalk import walk
+    import libcst as cst
+
+    def subs(node):
+        return {f.unit.code(n.slice[0].slice) for n in walk(node) if type(n) is cst.Subscript and n.slice
+                and isinstance(n.slice[0].slice, cst.Index)}
+
+    shared = subs(b.node) & subs(s.node)
+    return any(x and not _PREV.search(x) and not x.strip().lstrip("-").isdigit() for x in shared)
 
 
 def _site_event(f, site):
@@ -733,3 +753,76 @@ LEGAL_EXAMPLES.append({"name": "sliding_window_score_first_ttt_distributed", "ru
                        "files": {"train_gpt.py": _SLIDING_TTT, "README.md": "```\nTTT_ENABLED=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n"}})
 ILLEGAL_EXAMPLES.append({"name": "prequant_ttt_then_quantized_eval", "rules": ["PG403", "PG401"],
                          "files": {"train_gpt.py": _PREQUANT_TTT, "README.md": "```\nTTT_ENABLED=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n"}})
+
+_PER_DOC_RESCORE = _HP + """
+def split_docs(tokens, bos_id=1):
+    starts = (tokens == bos_id).nonzero().flatten().tolist() + [tokens.numel()]
+    return [tokens[a:b + 1] for a, b in zip(starts[:-1], starts[1:])]
+
+def eval_doc_ttt(args, model, val_tokens):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    nll_total = torch.zeros((), dtype=torch.float64)
+    for doc in split_docs(val_tokens):
+        x, y = doc[:-1].long()[None], doc[1:].long()[None]
+        for ep in range(args.ttt_epochs):
+            nll = F.cross_entropy(model.forward_logits(x)[0], y[0], reduction="sum")
+            if ep == args.ttt_epochs - 1:
+                nll_total += nll.detach().double()
+            opt.zero_grad()
+            model(x, y).backward()
+            opt.step()
+    return nll_total
+""" + _MAIN.replace("{call}", "eval_doc_ttt(args, model, val_tokens)")
+
+_ONLINE_DICT_CACHE = _HP + """
+class BigramHash(torch.nn.Module):
+    def __init__(self, buckets=2048, dim=128):
+        super().__init__()
+        self.buckets = buckets
+        self.embed = torch.nn.Embedding(buckets, dim)
+
+    def forward(self, input_ids):
+        t = input_ids.to(torch.int64)
+        h = torch.empty_like(t)
+        h[..., 0] = self.buckets - 1
+        h[..., 1:] = ((36313 * t[..., 1:]) ^ (27191 * t[..., :-1])) % (self.buckets - 1)
+        return self.embed(h)
+
+def eval_online_cache(args, model, val_tokens, vocab=1024, lam=0.1):
+    cache = {}
+    loss_sum = 0.0
+    toks = val_tokens.tolist()
+    with torch.no_grad():
+        logp_all = torch.log_softmax(model.forward_logits(val_tokens[None, :-1].long())[0], dim=-1)
+        for t in range(1, len(toks)):
+            ctx = toks[t - 1]
+            row = cache.get(ctx)
+            p_model = logp_all[t - 1].exp()
+            if row is not None:
+                p_cache = row / row.sum()
+                p = (1 - lam) * p_model + lam * p_cache
+            else:
+                p = p_model
+            loss_sum += -math.log(float(p[toks[t]]))
+            if row is None:
+                row = cache[ctx] = torch.zeros(vocab)
+            row[toks[t]] += 1.0
+    return loss_sum
+""" + _MAIN.replace("{call}", "eval_online_cache(args, model, val_tokens)")
+
+_ORACLE_MAX = _ORACLE_MIN.replace("torch.minimum(nll_a, nll_b)", "-torch.maximum(-nll_a, -nll_b)")
+
+ILLEGAL_EXAMPLES.append({"name": "per_document_multi_epoch_last_epoch_scored", "files": {"train_gpt.py": _PER_DOC_RESCORE},
+                         "rules": ["PG402"]})
+ILLEGAL_EXAMPLES.append({"name": "oracle_max_logprob_of_two_models", "files": {"train_gpt.py": _ORACLE_MAX}, "rules": ["PG403"]})
+LEGAL_EXAMPLES.append({"name": "online_context_keyed_cache_and_bigram_hash", "files": {"train_gpt.py": _ONLINE_DICT_CACHE},
+                       "rules": ["PG404", "PG406", "PG401"]})
+
+_UPDATE_BEFORE_SCORE = _ONLINE_DICT_CACHE.replace("""            p_model = logp_all[t - 1].exp()
+            if row is not None:""", """            p_model = logp_all[t - 1].exp()
+            if row is None:
+                row = cache[ctx] = torch.zeros(vocab)
+            row[toks[t]] += 1.0
+            if row is not None:""")
+ILLEGAL_EXAMPLES.append({"name": "cache_updated_with_token_before_scoring_it", "files": {"train_gpt.py": _UPDATE_BEFORE_SCORE},
+                         "rules": ["PG406"]})
