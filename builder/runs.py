@@ -53,6 +53,7 @@ class SeedRun:
     train_curve: list = field(default_factory=list)  # [(step, loss)]
     val_curve: list = field(default_factory=list)  # [(step, val_loss, train_time_ms|None)]
     step_ms: float | None = None  # ms per step, for placing the 600 s mark on the curve
+    log_env: dict = field(default_factory=dict)  # --from-logs: hyperparameters the log prints (ENV_NAME -> value)
 
 
 def _read_json(path: Path) -> dict:
@@ -189,6 +190,7 @@ def load_log_run(path) -> SeedRun:
         train_curve=[(int(s[0]), float(s[2])) for s in info.steps if s[2] is not None],
         val_curve=[(int(v[0]), float(v[2]), v[4]) for v in info.vals],
         step_ms=avgs[-1] if avgs else None,
+        log_env=dict(info.env),
     )
 
 
@@ -221,6 +223,17 @@ def check_runs(runs: list[SeedRun], track: str, code_bytes_ok=None) -> None:
                     f"runs differ in configuration other than seed: {k} is {ref.get(k)!r} in {first.source} "
                     f"but {other.get(k)!r} in {r.source}" + (f" (and {len(diff) - 1} more keys)" if len(diff) > 1 else "")
                 )
+    if first.config is None and all(r.log_env for r in runs):
+        # Logs that print their hyperparameters must agree on everything but the per-run keys.
+        skip = {"SEED", "RUN_ID", "OUT_DIR"}
+        ref = {k: v for k, v in first.log_env.items() if k not in skip}
+        for r in runs[1:]:
+            other = {k: v for k, v in r.log_env.items() if k not in skip}
+            diff = sorted(k for k in set(ref) | set(other) if ref.get(k) != other.get(k))
+            if diff:
+                k = diff[0]
+                raise RunError(f"runs differ in configuration other than seed: {k}={ref.get(k)} in {first.source} "
+                               f"but {k}={other.get(k)} in {r.source}")
     shas = {r.code_sha256 for r in runs}
     if len(shas) > 1:
         listing = ", ".join(f"{r.seed}:{(r.code_sha256 or 'none')[:12]}" for r in runs)

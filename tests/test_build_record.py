@@ -253,3 +253,19 @@ def test_from_logs_needs_the_script(runs, tmp_path):
 
 def test_bare_log_without_from_logs_is_refused(runs, tmp_path):
     _refused([runs[11] / "train.log"], tmp_path / "out", "not a run directory", "--track", "non_record_16mb")
+
+
+def test_from_logs_refuses_logs_with_different_hyperparameters(runs, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for s in SEEDS:
+        text = (runs[s] / "train.log").read_text()
+        if s == SEEDS[1]:
+            assert "  MATRIX_LR=0.04\n" in text
+            text = text.replace("  MATRIX_LR=0.04\n", "  MATRIX_LR=0.05\n")
+        (logs / f"train_seed{s}.log").write_text(text)
+    script = tmp_path / "t.py"
+    script.write_text("pass\n")
+    _refused([logs / f"train_seed{s}.log" for s in SEEDS], tmp_path / "out",
+             "runs differ in configuration other than seed: MATRIX_LR=0.04", "--from-logs", "--script", script,
+             "--track", "non_record_16mb")
