@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from auditor.findings import Finding
-from auditor.flow import GATE, GRAD, STATS, VAL
+from auditor.flow import GATE, GRAD, LOSS, STATS, VAL
 from auditor.flow import _root_names as _roots
 
 RULES = {
@@ -23,6 +23,7 @@ RULES = {
     "PG406": ("error", "cache/statistics built from the whole validation stream, then used to score it"),
 }
 
+_CALIB_NAME = re.compile(r"(?i)(hessian|calib|gptq)")
 _PREV = re.compile(r"(?i)(-\s*1\b|\bprev|\blast_)")
 _CTX_ONLY = re.compile(r"\[\s*(?:[^\[\]]*,\s*)?:\s*[A-Za-z_][\w.]*\s*(?:-\s*\d+\s*)?(?:,[^\[\]]*)?\]")
 
@@ -46,6 +47,10 @@ class Summary:
                 elif s.kind == "stats" and VAL in s.labels:
                     self.stats[f][0] = True
                     self.stats[f][1] |= not s.off
+        # quantization calibration (GPTQ Hessians, activation statistics): forward hooks or calibration helpers;
+        # fed with validation tokens before the scoring it adapts the weights to those tokens
+        self.calib = {f: bool(_CALIB_NAME.search(f.name)) or any(
+            c.name in ("register_forward_hook", "register_forward_pre_hook") for c in f.calls) for f in prog.funcs}
         for _ in range(12):
             changed = False
             for f in prog.funcs:
@@ -64,6 +69,14 @@ class Summary:
                                 changed = True
             if not changed:
                 break
+        for _ in range(6):
+            changed = False
+            for f in prog.funcs:
+                if not self.calib[f] and any(self.calib[g] for c in f.calls if not c.is_ref
+                                             for g in prog.targets(c) if g is not f):
+                    self.calib[f] = changed = True
+            if not changed:
+                break
 
     def kind(self, g) -> str:
         t, s = self.trains[g][0], self.scores[g][0]
@@ -71,6 +84,8 @@ class Summary:
 
 
 class Event:
+    calib = False
+
     def __init__(self, kind, order, loops, off, guards, unit, node, labels=frozenset(), callee=None, call=None, site=None):
         self.kind, self.order, self.loops, self.off, self.guards = kind, order, loops, off, guards
         self.unit, self.node, self.labels, self.callee, self.call, self.site = unit, node, labels, callee, call, site
@@ -91,6 +106,11 @@ def _events(f, summ):
                 continue
             k = summ.kind(g)
             if not k:
+                if summ.calib[g] and any(VAL in lab and LOSS not in lab for _k, lab, _c in c.arg_labels):
+                    e = Event("train", c.order, c.loops, c.off, c.guards, f.unit, c.node, callee=g, call=c)
+                    e.calib = True
+                    ev.append(e)
+                    break
                 continue
             table = summ.trains if k == "train" else summ.scores
             off = c.off or not (table[g][1] or (k == "ttt" and summ.trains[g][1]))
@@ -256,6 +276,12 @@ def check(ctx) -> list:
                     add("PG401", t, f"{f.qualname} {how} before the same chunk is scored later in the loop "
                         f"(line {_line(s)}); each token must be scored before any update that used it. Move the "
                         f"scoring of the chunk before its training step (score-first TTT).", lvl)
+                    continue
+                if t.calib:
+                    add("PG401", t, f"{f.qualname} calls {t.callee.qualname}, which collects quantization statistics "
+                        f"(GPTQ Hessians / calibration) from validation tokens before they are scored ({_fname(s)} "
+                        f"at line {_line(s)}); the quantized weights are then fitted to the tokens they are scored on. "
+                        f"Calibrate on training shards (inside the training budget) or on self-generated tokens.", lvl)
                     continue
                 what = f"calls {t.callee.qualname}, which trains" if t.callee is not None else "trains"
                 add("PG401", t, f"{f.qualname} {what} on validation tokens before they are scored "
@@ -826,3 +852,34 @@ _UPDATE_BEFORE_SCORE = _ONLINE_DICT_CACHE.replace("""            p_model = logp_
             if row is not None:""")
 ILLEGAL_EXAMPLES.append({"name": "cache_updated_with_token_before_scoring_it", "files": {"train_gpt.py": _UPDATE_BEFORE_SCORE},
                          "rules": ["PG406"]})
+
+_GPTQ_ON = _HP + """
+def collect_hessians(model, tokens, n_batches=16):
+    hessians = {}
+    def hook(mod, inp, out):
+        x = inp[0].flatten(0, -2).float()
+        hessians[mod] = hessians.get(mod, 0) + x.T @ x
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for i in range(n_batches):
+            model.forward_logits(tokens[i * 2048:(i + 1) * 2048].long()[None])
+    for h in handles:
+        h.remove()
+    return hessians
+
+def main():
+    args = Hyperparameters()
+    model = torch.nn.Module()
+    val_tokens = load_validation_tokens(args.val_files, args.seq_len)
+    calib = {source}
+    H = collect_hessians(model, calib)
+    torch.save({{"w": model.state_dict(), "h": len(H)}}, "final_model.int6.ptz")
+    print(eval_val(args, model, val_tokens))
+
+if __name__ == "__main__":
+    main()
+"""
+ILLEGAL_EXAMPLES.append({"name": "gptq_hessians_on_validation_tokens", "rules": ["PG401"],
+                         "files": {"train_gpt.py": _GPTQ_ON.replace("{source}", "val_tokens[:32768]").replace("{{", "{").replace("}}", "}")}})
+LEGAL_EXAMPLES.append({"name": "gptq_hessians_on_self_generated_tokens", "rules": ["PG401"],
+                       "files": {"train_gpt.py": _GPTQ_ON.replace("{source}", "torch.randint(0, 1024, (32768,))").replace("{{", "{").replace("}}", "}")}})
