@@ -107,3 +107,18 @@ def test_unrunnable_script_names_the_failing_call(tmp_path):
     assert "train_gpt.py:4 in main: import pgolf_no_such_kernel_library" in f.message
     assert "ModuleNotFoundError" in f.message and "static verdict stands" in f.message
     assert not any(x.level == "error" for x in res.findings)
+
+
+@pytest.mark.slow
+def test_timeout_after_main_run_keeps_its_findings(tmp_path):
+    """A script that hangs only in a later run (the flip run) is killed, and the main run's findings still count."""
+    src = (FIX / "pre_eval_ttt" / "train_gpt.py").read_text()
+    hang = '    main()\n    if "flip" in os.environ.get("DATA_PATH", ""):\n        while True:\n            pass\n'
+    assert '    main()\n' in src
+    sub = tmp_path / "rec"
+    sub.mkdir()
+    (sub / "train_gpt.py").write_text(src.replace('if __name__ == "__main__":\n    main()\n',
+                                                  'if __name__ == "__main__":\n' + hang))
+    r = _rules(run_dynamic(sub, timeout=20, cache_dir=tmp_path / "cache"))
+    assert r["PG5D5"].level == "warning" and "main" in r["PG5D5"].evidence["finished_runs"]
+    assert r["PG4D1"].level == "error" and "PG900" not in r

@@ -146,27 +146,26 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
                                 f"{', '.join(results['secret_env'][:5])} (scrubbed in the sandbox)", rel,
                                 evidence={"names": results["secret_env"]}))
     main = runs.get("main")
-    if child.timed_out or main is None or not main["ok"]:
-        if child.timed_out:
-            why = f"it exceeded the {plan.get('timeout', 0):g} s wall-clock limit and was killed"
-            findings.append(Finding("PG5D5", "warning", f"resource limit: the tiny run did not finish ({why}); "
-                                    "its process group was killed", rel, evidence={"wall_s": child.wall_s}))
-        elif main is None:
-            why = f"the child exited with status {child.returncode} before the run completed"
-            if child.returncode is not None and child.returncode < 0:
-                why += f" (signal {-child.returncode})"
-        else:
+    if child.timed_out:
+        limit = f"it exceeded the {plan.get('timeout', 0):g} s wall-clock limit and was killed"
+        findings.append(Finding("PG5D5", "warning", f"resource limit: the tiny run did not finish ({limit}); its "
+                                "process group was killed", rel, evidence={"wall_s": child.wall_s,
+                                                                           "finished_runs": sorted(runs)}))
+    if main is None or not main["ok"]:
+        if main is not None:
             e = main["error"]
             why = f"{e['where']} raised {e['type']}: {e['msg']}"
             if e["type"] == "MemoryError":
                 findings.append(Finding("PG5D5", "warning", f"resource limit: the run ran out of its address-space "
                                         f"limit ({e['where']})", rel))
-        if not child.timed_out or main is not None:
-            findings.append(Finding("PG900", "warning", f"dynamic audit could not run the script on CPU: {why}; "
-                                    "the static verdict stands", rel, evidence={"output_tail": tail[-1500:]}))
+        elif child.timed_out:
+            why = f"the main run did not finish within {plan.get('timeout', 0):g} s"
         else:
-            findings.append(Finding("PG900", "warning", "dynamic audit could not run the script to completion; the "
-                                    "static verdict stands", rel, evidence={"output_tail": tail[-1500:]}))
+            why = f"the child exited with status {child.returncode} before the run completed"
+            if child.returncode is not None and child.returncode < 0:
+                why += f" (signal {-child.returncode})"
+        findings.append(Finding("PG900", "warning", f"dynamic audit could not run the script on CPU: {why}; the "
+                                "static verdict stands", rel, evidence={"output_tail": tail[-1500:]}))
         return findings, metrics
     pr = main["probe"]
     metrics["ledger"] = {k: pr[k] for k in ("scored", "tainted", "sweeps", "trained_positions", "val_train_backwards",
