@@ -135,7 +135,7 @@ def handle(args) -> int:
     print("pgolf demo: data, training and build took {:.0f} s".format(time.perf_counter() - t0))
     print(f"  dataset + tokenizer : {data_dir} ({tok.name})")
     for seed, rd in zip(seeds, run_dirs):
-        print(f"  run seed {seed:<10}: {rd}")
+        print(f"  run seed {seed:<11}: {rd}")
     print(f"  record folder       : {res.folder}")
     for f in res.files:
         print(f"      {f}")
