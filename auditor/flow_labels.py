@@ -191,6 +191,19 @@ def _is_input_slice(node) -> bool:
     return isinstance(last, cst.Slice) and not (last.lower is not None and _has_plus_one(last.lower))
 
 
+def _inner_loop_ids(nodes) -> set:
+    """ids of nodes inside loops nested in the walked body (a pull there belongs to the inner loop)."""
+    out = set()
+    for n in nodes:
+        if isinstance(n, (cst.For, cst.While)) and id(n) not in out:
+            for m in walk(n.body):
+                out.add(id(m))
+    return out
+
+
+_PULL_CALLS = {"next", "next_batch", "take", "get_batch", "__next__", "popleft", "pop", "sample_batch"}
+
+
 def _loop_selects_data(loop, loop_vars, walker, info=None) -> bool:
     """A loop whose variable selects which validation tokens are used (chunk/window/doc loop), as opposed to a
     repetition (epoch) loop: its variable, or names derived from it in the body, index validation data."""
@@ -226,7 +239,14 @@ def _loop_selects_data(loop, loop_vars, walker, info=None) -> bool:
                     idx |= _root_names(el.slice)
                 if idx & derived:
                     return True
-        elif isinstance(n, cst.Call):
+        elif isinstance(n, cst.Call) and last_name(n.func) in _PULL_CALLS and id(n) not in _inner_loop_ids(nodes):
+            # `x, y = next(val_iter)` / `val_stream.take(n)`: each iteration pulls fresh validation tokens
+            pulled = _root_names(n.func.value) if isinstance(n.func, cst.Attribute) else set()
+            for a in n.args:
+                pulled |= _root_names(a.value)
+            if any(VAL in taint.get(x, frozenset()) | name_source(x) for x in pulled):
+                return True
+        if isinstance(n, cst.Call):
             labs = set()
             roots = set()
             for a in n.args:

@@ -883,3 +883,43 @@ ILLEGAL_EXAMPLES.append({"name": "gptq_hessians_on_validation_tokens", "rules": 
                          "files": {"train_gpt.py": _GPTQ_ON.replace("{source}", "val_tokens[:32768]").replace("{{", "{").replace("}}", "}")}})
 LEGAL_EXAMPLES.append({"name": "gptq_hessians_on_self_generated_tokens", "rules": ["PG401"],
                        "files": {"train_gpt.py": _GPTQ_ON.replace("{source}", "torch.randint(0, 1024, (32768,))").replace("{{", "{").replace("}}", "}")}})
+
+_ITER_TTT = _HP + '''
+def chunk_batches(val_tokens, n):
+    for ci in range((val_tokens.numel() - 1) // n):
+        c = val_tokens[ci * n:(ci + 1) * n + 1].long()
+        yield c[:-1][None], c[1:][None]
+
+def eval_iter_ttt(args, model, val_tokens):
+    opt = torch.optim.SGD(model.parameters(), lr=0.002)
+    it = chunk_batches(val_tokens, args.ttt_chunk_tokens)
+    n = (val_tokens.numel() - 1) // args.ttt_chunk_tokens
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for i in range(n):
+        x, y = next(it)
+        with torch.no_grad():
+            loss_sum += model(x, y).double() * y.numel()
+        if i < n - 1:
+            opt.zero_grad()
+            model(x, y).backward()
+            opt.step()
+    return loss_sum
+''' + _MAIN.replace("{call}", "eval_iter_ttt(args, model, val_tokens)")
+LEGAL_EXAMPLES.append({"name": "iterator_fed_score_first_ttt", "files": {"train_gpt.py": _ITER_TTT}, "rules": ["PG401", "PG402"]})
+ILLEGAL_EXAMPLES.append({"name": "iterator_fed_ttt_inside_epoch_loop", "rules": ["PG402"], "files": {"train_gpt.py": _ITER_TTT.replace(
+    """    loss_sum = torch.zeros((), dtype=torch.float64)
+    for i in range(n):
+        x, y = next(it)""", """    loss_sum = torch.zeros((), dtype=torch.float64)
+    for epoch in range(args.ttt_epochs):
+      it = chunk_batches(val_tokens, args.ttt_chunk_tokens)
+      for i in range(n):
+        x, y = next(it)""").replace("""        with torch.no_grad():
+            loss_sum += model(x, y).double() * y.numel()
+        if i < n - 1:
+            opt.zero_grad()
+            model(x, y).backward()
+            opt.step()""", """        with torch.no_grad():
+            loss_sum += model(x, y).double() * y.numel()
+        opt.zero_grad()
+        model(x, y).backward()
+        opt.step()""")}})
