@@ -166,3 +166,18 @@ def test_dynamic_wiring_passes_static_context_and_merges(tree, capsys, monkeypat
     assert main(["audit", "--dynamic-only", "--format", "json", str(good)]) == 1
     only = json.loads(capsys.readouterr().out)["submissions"][0]["findings"]
     assert [f["rule"] for f in only] == ["PG4D1"]
+
+
+def test_internal_crash_is_exit_2_never_0(tree, capsys, monkeypatch):
+    import auditor.rules.legality as legality
+
+    def boom(ctx):
+        raise RuntimeError("synthetic rule bug")
+
+    monkeypatch.setattr(legality, "check", boom)
+    _root, good, _bad = tree
+    assert main(["audit", "--format", "json", str(good)]) == 2
+    captured = capsys.readouterr()
+    sub = json.loads(captured.out)["submissions"][0]
+    assert sub["verdict"] == "error" and sub["findings"][0]["rule"] == "PG000"
+    assert "synthetic rule bug" in captured.err
