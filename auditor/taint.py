@@ -453,7 +453,15 @@ class _Walker:
         if name in _SANITIZERS or full in ("len",):
             result = frozenset()
         else:
-            result = all_args | recv
+            # `load_validation_tokens(...)`, `get_val_batches(...)`: the callee's name says what it returns
+            result = all_args | recv | name_source(name or "")
+            for _k, _lab, a in args:  # nanoGPT style `get_batch("val")`
+                if isinstance(a.value, cst.SimpleString):
+                    v = a.value.value.strip("\"'").lower()
+                    if v in ("val", "valid", "validation"):
+                        result = result | {VAL}
+                    elif v == "train":
+                        result = result | {TRAIN}
         if name in ("gather", "take_along_dim") and TGT in all_args and (LOSS in recv or LOSS in all_args):
             result = result | {"TGATHER"}
         if name == "hash" and TGT in all_args:
