@@ -269,3 +269,24 @@ def test_from_logs_refuses_logs_with_different_hyperparameters(runs, tmp_path):
     _refused([logs / f"train_seed{s}.log" for s in SEEDS], tmp_path / "out",
              "runs differ in configuration other than seed: MATRIX_LR=0.04", "--from-logs", "--script", script,
              "--track", "non_record_16mb")
+
+
+@pytest.mark.slow
+def test_record_stack_minified_and_wrapped_reproduces_pgolf_train(tiny_data, tmp_path):
+    """The record preset scaled to CPU (int6+lzma export, EMA, late QAT, sliding eval, legal TTT) through the
+    minifier and the LZMA wrapper: identical losses, scores and artifact."""
+    from builder.runs import load_run_dir
+    from builder.submission import BuildOptions, make_code
+
+    run_dir = tmp_path / "record_tiny"
+    run_pgolf("train", "--preset", "record", "--scale", "tiny", "--iterations", "4", "--val-max-tokens", "8192",
+              "--data", tiny_data["data"], "--tokenizer", tiny_data["tokenizer"], "--out", run_dir, "--seed", 5)
+    run = load_run_dir(run_dir)
+    code, sizes, baked = make_code(BuildOptions(runs=[], name="x", author="a", github_id="g", minify=True, wrap="lzma"), [run])
+    assert baked["ttt_enabled"] == 1 and baked["compressor"] == "lzma" and sizes["plain"] == run.code_bytes
+    got, blob, _ = _run_built(code, tiny_data, tmp_path / "built", 5)
+    want = json.loads((run_dir / "metrics.json").read_text())
+    assert [r[:2] for r in got["history"]["train"]] == [r[:2] for r in want["history"]["train"]]
+    for key in ("pre_quant_val_loss", "post_quant_val_loss", "sliding_val_bpb", "ttt_val_loss", "ttt_val_bpb", "val_bpb", "model_bytes"):
+        assert got[key] == want[key], key
+    assert blob == (run_dir / "final_model.ptz").read_bytes()
