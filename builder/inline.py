@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -454,18 +455,26 @@ def _import_lines(infos: list[ModuleInfo], used: set[str] | None) -> list[str]:
     for info in infos:
         for rec in info.hoisted:
             if rec[0] == "import":
-                # Dropping `import a.b` could skip a side-effect import; only aliased forms are dropped when unused.
-                if used is not None and rec[2] and rec[2] not in used:
+                # Dropping a third-party `import a.b` could skip a side-effect import (e.g. kernel registration), so
+                # only aliased forms and standard-library modules are dropped when their name is unused.
+                if used is not None and _hoisted_name(rec) not in used and (rec[2] or rec[1].split(".")[0] in sys.stdlib_module_names):
                     continue
                 plain.setdefault((rec[1], rec[2]), None)
             else:
                 if used is not None and _hoisted_name(rec) not in used:
                     continue
                 froms.setdefault(rec[1], {}).setdefault((rec[2], rec[3]), None)
-    lines = [f"import {m}" + (f" as {a}" if a else "") for m, a in plain]
-    for mod, names in froms.items():
-        lines.append(f"from {mod} import " + ", ".join(n + (f" as {a}" if a else "") for n, a in names))
-    return lines
+    # Conventional layout: standard library first, then third-party; `import x` before `from x import y`; sorted.
+    def third_party(mod: str) -> bool:
+        return mod.split(".")[0] not in sys.stdlib_module_names
+
+    groups: list[list[str]] = [[], []]
+    for m, a in sorted(plain, key=lambda r: (third_party(r[0]), r[0], r[1] or "")):
+        groups[third_party(m)].append(f"import {m}" + (f" as {a}" if a else ""))
+    for mod in sorted(froms, key=lambda m: (third_party(m), m)):
+        names = ", ".join(n + (f" as {a}" if a else "") for n, a in froms[mod])
+        groups[third_party(mod)].append(f"from {mod} import {names}")
+    return groups[0] + ([""] if groups[0] and groups[1] else []) + groups[1]
 
 
 def _with_banner(stmts: list, label: str) -> list:
