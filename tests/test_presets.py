@@ -207,3 +207,12 @@ def test_cli_print_config_and_list_presets():
     assert [line.split()[0] for line in listing.splitlines()] == list(PRESETS)
     bad = run_pgolf("train", "--preset", "nope", "--print-config", check=False)
     assert bad.returncode == 2 and "unknown preset 'nope'" in bad.stderr
+
+
+def test_record_is_seed347_with_the_measured_changes():
+    # docs/benchmarks.md "CPU-scale ablations": late QAT off, brotli instead of LZMA; everything else as seed347
+    rec, base = get_preset("record"), get_preset("seed347")
+    changed = {k for k in set(rec) | set(base) if rec.get(k) != base.get(k)}
+    assert changed == {"late_qat_threshold", "compressor"}
+    h = resolve("record")
+    assert h.late_qat_threshold == 0 and not h.qat_enabled and not h.qat_start_frac and artifact_label(h) == "int6+brotli"
