@@ -25,6 +25,7 @@ class Hyperparameters:
     rope_dims = int(os.environ.get("ROPE_DIMS", 0))
     lr = float(os.environ.get("MATRIX_LR", -0.5))
     data = os.environ["DATA_PATH"]
+    out_dir = os.environ.get("OUT_DIR", "/home/author/runs/seed42")
     bigram = int(os.environ.get("BIGRAM_VOCAB_SIZE", str(3072)))
 '''
 
@@ -32,7 +33,8 @@ class Hyperparameters:
 def test_scan_env_names_and_defaults():
     names = envscan.scan_env(SCRIPT)
     assert names == {"VOCAB_SIZE": "8192", "NUM_LAYERS": "11", "MODEL_DIM": "512", "EVAL_STRIDE": "64",
-                     "ROPE_DIMS": "0", "MATRIX_LR": "-0.5", "DATA_PATH": None, "BIGRAM_VOCAB_SIZE": "3072"}
+                     "ROPE_DIMS": "0", "MATRIX_LR": "-0.5", "DATA_PATH": None, "OUT_DIR": "/home/author/runs/seed42",
+                     "BIGRAM_VOCAB_SIZE": "3072"}
 
 
 def test_shrink_plan_keeps_switches():
@@ -52,6 +54,7 @@ def test_build_env_shrinks_effective_values(tmp_path):
     assert env["EVAL_STRIDE"] == "8" and env["ROPE_DIMS"] == "8"  # switched on by the run: kept on, made tiny
     assert env["TTT_ENABLED"] == "1" and "UNRELATED" not in env
     assert env["DATA_PATH"] == str(tmp_path / "d") and env["VOCAB_SIZE"] == "1024"
+    assert env["OUT_DIR"] == str(tmp_path / "out")  # an author's baked output path is redirected into the sandbox
 
 
 def test_scan_env_syntax_error_is_one_line():

@@ -127,6 +127,8 @@ _SHRINK: list[tuple[str, object]] = [
 # Environment the harness owns: data paths, the single-rank launch, no GPU libraries' network lookups.
 DATA_NAMES = re.compile(r"^(DATA_PATH|DATA_DIR|DATASET_DIR|DATASET_PATH)$")
 TOKENIZER_NAMES = re.compile(r"^(TOKENIZER_PATH|TOKENIZER_MODEL|SP_MODEL_PATH|TOKENIZER)$")
+# where a script writes (often baked as the author's absolute path): redirected into the sandbox's work dir
+OUTPUT_NAMES = re.compile(r"^(OUT|OUTPUT|LOG|LOGS|RUN|RUNS|ARTIFACT|ARTIFACTS|CHECKPOINT|CKPT|SAVE|RESULTS?)_(DIR|PATH|ROOT)$")
 
 
 def shrink_plan(names: dict[str, str | None]) -> dict[str, str]:

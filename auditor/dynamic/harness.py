@@ -54,6 +54,8 @@ def build_env(names: dict, recovered: dict, vocab: int, workdir: Path, datadir: 
             env[name] = str(datadir)
         elif envscan.TOKENIZER_NAMES.match(name):
             env[name] = str(tok)
+        elif envscan.OUTPUT_NAMES.match(name):
+            env[name] = str(workdir / "out")
     env.setdefault("DATA_PATH", str(datadir))
     env.setdefault("TOKENIZER_PATH", str(tok))
     env["RUN_ID"] = "pgolf_dynamic"
