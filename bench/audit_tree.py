@@ -13,7 +13,9 @@ import argparse
 import base64
 import json
 import lzma
+import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -265,10 +267,14 @@ def main() -> int:
         if not a.tree:
             generate(tree, a.folders, a.max_kb)
         sizes = sorted(p.stat().st_size for p in tree.rglob("train_gpt.py"))
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         p = subprocess.run([sys.executable, "-m", "trainer.cli", "audit", "--format", "json", "--no-progress",
                             "--jobs", str(a.jobs), str(tree)], capture_output=True, text=True, cwd=ROOT)
         wall = time.perf_counter() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        load = os.getloadavg()[0]
         if p.returncode == 2:
             print(p.stderr, file=sys.stderr)
             return 2
@@ -279,6 +285,8 @@ def main() -> int:
             verdicts[s["verdict"]] = verdicts.get(s["verdict"], 0) + 1
         print(f"submissions: {len(per)}  train_gpt.py sizes: {sizes[0]}..{sizes[-1]} bytes  jobs: {a.jobs}")
         print(f"wall: {wall:.1f} s  per submission: median {statistics.median(per):.2f} s, max {max(per):.2f} s")
+        print(f"CPU time of the audit (all workers): {cpu:.1f} s -> {cpu / a.jobs:.1f} s per core for {a.jobs} jobs; "
+              f"load average at the end: {load:.2f}")
         print(f"verdicts: {verdicts}")
         for sub in doc["submissions"]:
             if sub["verdict"] != "pass":
