@@ -277,6 +277,13 @@ def check(ctx) -> list:
                         f"(line {_line(s)}); each token must be scored before any update that used it. Move the "
                         f"scoring of the chunk before its training step (score-first TTT).", lvl)
                     continue
+                if t.site is not None and any(x is not s and x.order < t.order and _common_loops(x.loops, t.loops)
+                                              for x in scores):
+                    add("PG403", s, f"{f.qualname} scores the validation tokens a second time (this line) after its "
+                        f"score-first adaptation loop trained on them (line {_line(t)}); the reported number must come "
+                        f"from the single pass that scored each token before training on it. Report the first "
+                        f"pass and drop the rescoring.", lvl)
+                    continue
                 if t.calib:
                     add("PG401", t, f"{f.qualname} calls {t.callee.qualname}, which collects quantization statistics "
                         f"(GPTQ Hessians / calibration) from validation tokens before they are scored ({_fname(s)} "
@@ -923,3 +930,20 @@ ILLEGAL_EXAMPLES.append({"name": "iterator_fed_ttt_inside_epoch_loop", "rules": 
         opt.zero_grad()
         model(x, y).backward()
         opt.step()""")}})
+
+# Two passes in one function: a score-first TTT pass, then the adapted model rescores every token and that second
+# sum is the one reported.
+_TWO_PASS_RESCORE = _SCORE_FIRST.replace('''            loss.backward()
+            opt.step()
+    return loss_sum
+''', '''            loss.backward()
+            opt.step()
+    rescored = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for ci in range(n_chunks):
+            chunk = val_tokens[ci * args.ttt_chunk_tokens:(ci + 1) * args.ttt_chunk_tokens + 1].long()
+            rescored += model(chunk[:-1][None], chunk[1:][None]).double() * args.ttt_chunk_tokens
+    return rescored
+''')
+ILLEGAL_EXAMPLES.append({"name": "two_pass_rescoring_after_ttt_loop", "files": {"train_gpt.py": _TWO_PASS_RESCORE},
+                         "rules": ["PG401", "PG403"]})
