@@ -16,17 +16,27 @@ FORMATS = ("text", "json", "sarif", "github")
 
 
 def add_parser(sub, name: str, help: str):
-    p = sub.add_parser(name, help=help, description=(
-        "Audit Parameter Golf submissions without running them: artifact size, required files, time limits from "
-        "the logs, evaluation legality (score-before-update, single pass, no target leakage) and data access. "
-        "PATH is a record folder, a train_gpt.py, or a tree (every folder holding a train_gpt*.py is audited)."))
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=(
+            "Audit Parameter Golf submissions without running them: artifact size, required files, time limits from "
+            "the logs, evaluation legality (score-before-update, single pass, no target leakage) and data access. "
+            "PATH is a record folder, a train_gpt.py, or a tree (every folder holding a train_gpt*.py is audited)."
+        ),
+    )
     p.add_argument("paths", nargs="*", metavar="PATH", help="record folder, train_gpt.py, or a tree of records")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     p.add_argument("--output", "-o", metavar="FILE", help="write the report here instead of stdout")
-    p.add_argument("--fail-on", choices=("error", "warning"), default="error",
-                   help="lowest finding level that fails a submission (default: error)")
-    p.add_argument("--max-bytes", type=int, default=16_000_000, metavar="N",
-                   help="artifact cap in bytes (default: 16000000)")
+    p.add_argument(
+        "--fail-on",
+        choices=("error", "warning"),
+        default="error",
+        help="lowest finding level that fails a submission (default: error)",
+    )
+    p.add_argument(
+        "--max-bytes", type=int, default=16_000_000, metavar="N", help="artifact cap in bytes (default: 16000000)"
+    )
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N", help="audit N submissions in parallel")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr even when it is not a terminal")
     p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
@@ -48,10 +58,21 @@ def _analyse_one(item, opts_dict):
         return analyse(Path(root), Path(entry) if entry else None, display, is_folder, opts), None
     except Exception as exc:  # an auditor bug must never look like a pass
         tb = traceback.format_exc(limit=6)
-        f = Finding("PG000", "error", f"internal auditor error while analysing this submission: "
-                    f"{type(exc).__name__}: {exc}; please report it.", "", 1, 1)
-        return Result(path=display, verdict="error", root=display if is_folder else str(Path(display).parent),
-                      findings=[f], metrics={}), tb
+        f = Finding(
+            "PG000",
+            "error",
+            f"internal auditor error while analysing this submission: {type(exc).__name__}: {exc}; please report it.",
+            "",
+            1,
+            1,
+        )
+        return Result(
+            path=display,
+            verdict="error",
+            root=display if is_folder else str(Path(display).parent),
+            findings=[f],
+            metrics={},
+        ), tb
 
 
 def _progress(i, n, label, enabled):
@@ -72,6 +93,7 @@ def run(args) -> int:
     if args.list_rules:
         try:
             from auditor.dynamic import RULES as DRULES
+
             for k, v in DRULES.items():
                 rules.setdefault(k, ("warning", v))
         except Exception:
@@ -94,7 +116,11 @@ def run(args) -> int:
     items = [(str(r), str(e) if e else None, d, f) for r, e, d, f in discover(args.paths)]
     if not items:
         raise PgolfError(f"audit: nothing to audit under {', '.join(args.paths)} (no train_gpt*.py)")
-    opts = {"max_bytes": args.max_bytes, "fail_on": args.fail_on, "keep_context": bool(args.dynamic or args.dynamic_only)}
+    opts = {
+        "max_bytes": args.max_bytes,
+        "fail_on": args.fail_on,
+        "keep_context": bool(args.dynamic or args.dynamic_only),
+    }
     show = not args.no_progress and len(items) > 1 and (args.progress or sys.stderr.isatty())
     results, crashed = [None] * len(items), []
     if args.dynamic_only:
@@ -162,9 +188,12 @@ def _run_dynamic(items, results, args, crashed) -> None:
 
                 sub = load_submission(Path(root), Path(entry) if entry else None, display, is_folder)
                 cfg = build_config(sub)
-            static_context = {"env": cfg.effective(), "env_with_defaults": cfg.effective(True),
-                              "decoded_sources": sub.decoded_sources(),
-                              "findings": [f.to_dict() for f in r.findings]}
+            static_context = {
+                "env": cfg.effective(),
+                "env_with_defaults": cfg.effective(True),
+                "decoded_sources": sub.decoded_sources(),
+                "findings": [f.to_dict() for f in r.findings],
+            }
         except Exception:
             static_context = None
         try:

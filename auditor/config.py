@@ -162,7 +162,12 @@ class ConfigModel:
             s = line.strip()
             if not s or s.startswith("#"):
                 continue
-            if "torchrun" in s or "train_gpt" in s or s.startswith("export ") or re.match(r"^(?:[A-Z][A-Z0-9_]*=\S+\s*)+$", s):
+            if (
+                "torchrun" in s
+                or "train_gpt" in s
+                or s.startswith("export ")
+                or re.match(r"^(?:[A-Z][A-Z0-9_]*=\S+\s*)+$", s)
+            ):
                 for k, v in env_assignments(s).items():
                     self.overrides[k] = (v, source)
 
@@ -293,10 +298,16 @@ class ConfigModel:
                         l2 = _as_float(l2)
                     if isinstance(r2, str) and isinstance(l2, (int, float)) and not isinstance(l2, bool):
                         r2 = _as_float(r2)
-                    res = {cst.Equal: lambda a, b: a == b, cst.NotEqual: lambda a, b: a != b,
-                           cst.GreaterThan: lambda a, b: a > b, cst.GreaterThanEqual: lambda a, b: a >= b,
-                           cst.LessThan: lambda a, b: a < b, cst.LessThanEqual: lambda a, b: a <= b,
-                           cst.Is: lambda a, b: a is b, cst.IsNot: lambda a, b: a is not b}.get(type(op))
+                    res = {
+                        cst.Equal: lambda a, b: a == b,
+                        cst.NotEqual: lambda a, b: a != b,
+                        cst.GreaterThan: lambda a, b: a > b,
+                        cst.GreaterThanEqual: lambda a, b: a >= b,
+                        cst.LessThan: lambda a, b: a < b,
+                        cst.LessThanEqual: lambda a, b: a <= b,
+                        cst.Is: lambda a, b: a is b,
+                        cst.IsNot: lambda a, b: a is not b,
+                    }.get(type(op))
                     if res is None:
                         return UNKNOWN
                     res = res(l2, r2)
@@ -347,7 +358,8 @@ def _fmt(v) -> str:
 
 def _is_environ(node) -> bool:
     return (isinstance(node, cst.Attribute) and node.attr.value == "environ") or (
-        isinstance(node, cst.Name) and node.value == "environ")
+        isinstance(node, cst.Name) and node.value == "environ"
+    )
 
 
 def _env_read(node: cst.Call, helpers=frozenset()):

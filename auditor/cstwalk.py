@@ -10,8 +10,10 @@ import re
 
 import libcst as cst
 
-_SKIP = re.compile(r"whitespace|^lpar$|^rpar$|comma|semicolon|^header$|^footer$|leading_lines|lines_after|^colon$|"
-                   r"^equal$|^dot$|^lbracket$|^rbracket$|^lbrace$|^rbrace$|^newline$|^asynchronous$|^arrow$|^walrus$")
+_SKIP = re.compile(
+    r"whitespace|^lpar$|^rpar$|comma|semicolon|^header$|^footer$|leading_lines|lines_after|^colon$|"
+    r"^equal$|^dot$|^lbracket$|^rbracket$|^lbrace$|^rbrace$|^newline$|^asynchronous$|^arrow$|^walrus$"
+)
 _FIELDS: dict = {}
 
 

@@ -104,15 +104,31 @@ class _Env:
                 if isinstance(small, cst.Import):
                     for alias in small.names:
                         full = _dotted(alias.name)
-                        local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) else full.split(".")[0]
+                        local = (
+                            alias.asname.name.value
+                            if alias.asname and isinstance(alias.asname.name, cst.Name)
+                            else full.split(".")[0]
+                        )
                         self.aliases[local] = full if alias.asname else full.split(".")[0]
-                elif isinstance(small, cst.ImportFrom) and small.module is not None and not isinstance(small.names, cst.ImportStar):
+                elif (
+                    isinstance(small, cst.ImportFrom)
+                    and small.module is not None
+                    and not isinstance(small.names, cst.ImportStar)
+                ):
                     mod = _dotted(small.module)
                     for alias in small.names:
                         name = _dotted(alias.name)
-                        local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) else name
+                        local = (
+                            alias.asname.name.value
+                            if alias.asname and isinstance(alias.asname.name, cst.Name)
+                            else name
+                        )
                         self.aliases[local] = f"{mod}.{name}"
-                elif isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                elif (
+                    isinstance(small, cst.Assign)
+                    and len(small.targets) == 1
+                    and isinstance(small.targets[0].target, cst.Name)
+                ):
                     self.consts[small.targets[0].target.value] = small.value
 
     def resolve(self, node: cst.BaseExpression) -> str | None:
@@ -134,9 +150,15 @@ def _dotted(node) -> str:
 
 
 _LZMA_CONSTS = {
-    "lzma.FORMAT_RAW": lzma.FORMAT_RAW, "lzma.FORMAT_XZ": lzma.FORMAT_XZ, "lzma.FORMAT_ALONE": lzma.FORMAT_ALONE,
-    "lzma.FORMAT_AUTO": lzma.FORMAT_AUTO, "lzma.FILTER_LZMA2": lzma.FILTER_LZMA2, "lzma.FILTER_LZMA1": lzma.FILTER_LZMA1,
-    "lzma.FILTER_DELTA": lzma.FILTER_DELTA, "lzma.FILTER_X86": lzma.FILTER_X86, "lzma.PRESET_EXTREME": lzma.PRESET_EXTREME,
+    "lzma.FORMAT_RAW": lzma.FORMAT_RAW,
+    "lzma.FORMAT_XZ": lzma.FORMAT_XZ,
+    "lzma.FORMAT_ALONE": lzma.FORMAT_ALONE,
+    "lzma.FORMAT_AUTO": lzma.FORMAT_AUTO,
+    "lzma.FILTER_LZMA2": lzma.FILTER_LZMA2,
+    "lzma.FILTER_LZMA1": lzma.FILTER_LZMA1,
+    "lzma.FILTER_DELTA": lzma.FILTER_DELTA,
+    "lzma.FILTER_X86": lzma.FILTER_X86,
+    "lzma.PRESET_EXTREME": lzma.PRESET_EXTREME,
     "zlib.MAX_WBITS": zlib.MAX_WBITS,
 }
 
@@ -214,7 +236,16 @@ def _eval_call(call: cst.Call, env: _Env, layers: list, depth: int):
     func = call.func
     # Method calls on a value: x.decode(), x.encode(), bytes.fromhex(x), x.replace(a, b)
     if isinstance(func, cst.Attribute) and env.resolve(func.value) not in (
-        "lzma", "zlib", "base64", "bz2", "gzip", "codecs", "binascii", "bytes", "str"):
+        "lzma",
+        "zlib",
+        "base64",
+        "bz2",
+        "gzip",
+        "codecs",
+        "binascii",
+        "bytes",
+        "str",
+    ):
         recv = _eval(func.value, env, layers, depth + 1)
         pos, kw = _args(call, env, layers, depth)
         meth = func.attr.value
@@ -242,7 +273,12 @@ def _eval_call(call: cst.Call, env: _Env, layers: list, depth: int):
         return _wrap_binascii(base64.b85decode, _as_bytes(pos[0]))
     if name in ("base64.a85decode",):
         layers.append("a85decode")
-        return _wrap_binascii(lambda b: base64.a85decode(b, **{k: v for k, v in kw.items() if k in ("foldspaces", "adobe", "ignorechars")}), _as_bytes(pos[0]))
+        return _wrap_binascii(
+            lambda b: base64.a85decode(
+                b, **{k: v for k, v in kw.items() if k in ("foldspaces", "adobe", "ignorechars")}
+            ),
+            _as_bytes(pos[0]),
+        )
     if name in ("base64.b64decode", "base64.standard_b64decode", "base64.decodebytes", "binascii.a2b_base64"):
         layers.append("b64decode")
         return _wrap_binascii(base64.b64decode, _as_bytes(pos[0]))
@@ -317,9 +353,25 @@ def _is_static_payload(node: cst.BaseExpression) -> bool:
         if isinstance(f, cst.Name) and f.value == "open":
             return False
         return all(_is_static_payload(a.value) for a in node.args) and (
-            not isinstance(f, cst.Attribute) or _is_static_payload(f.value) or isinstance(f.value, (cst.Name, cst.Attribute)))
-    return isinstance(node, (cst.SimpleString, cst.ConcatenatedString, cst.Name, cst.Attribute, cst.Integer,
-                             cst.BinaryOperation, cst.List, cst.Dict, cst.Tuple, cst.UnaryOperation))
+            not isinstance(f, cst.Attribute)
+            or _is_static_payload(f.value)
+            or isinstance(f.value, (cst.Name, cst.Attribute))
+        )
+    return isinstance(
+        node,
+        (
+            cst.SimpleString,
+            cst.ConcatenatedString,
+            cst.Name,
+            cst.Attribute,
+            cst.Integer,
+            cst.BinaryOperation,
+            cst.List,
+            cst.Dict,
+            cst.Tuple,
+            cst.UnaryOperation,
+        ),
+    )
 
 
 def find_wrapped_sources(module: cst.Module, positions=None, max_bytes: int = MAX_DECODED_BYTES, calls=None):
@@ -348,7 +400,16 @@ def find_wrapped_sources(module: cst.Module, positions=None, max_bytes: int = MA
         except DecodeError as exc:
             errors.append((line, col, str(exc)))
             continue
-        except (RecursionError, MemoryError, OverflowError, TypeError, ValueError, IndexError, KeyError, LookupError) as exc:
+        except (
+            RecursionError,
+            MemoryError,
+            OverflowError,
+            TypeError,
+            ValueError,
+            IndexError,
+            KeyError,
+            LookupError,
+        ) as exc:
             errors.append((line, col, f"{type(exc).__name__}: {exc}"))
             continue
         if isinstance(value, (bytes, bytearray)):

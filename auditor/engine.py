@@ -27,9 +27,15 @@ class Result:
     context: object = None  # static context (for the dynamic audit), not serialized
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "verdict": self.verdict, "findings": [
-            {k: v for k, v in f.to_dict().items() if k in ("rule", "level", "message", "file", "line", "col")}
-            for f in self.findings], "metrics": self.metrics}
+        return {
+            "path": self.path,
+            "verdict": self.verdict,
+            "findings": [
+                {k: v for k, v in f.to_dict().items() if k in ("rule", "level", "message", "file", "line", "col")}
+                for f in self.findings
+            ],
+            "metrics": self.metrics,
+        }
 
 
 @dataclass
@@ -48,8 +54,11 @@ def analyse(root, entry, display, is_folder, opts: Options) -> Result:
         try:
             prog = Program(sub.units, cfg)
         except RecursionError:
-            sub.findings.append(Finding("PG002", "error", "code nests too deeply for the analysis; simplify it.",
-                                        sub.units[0].rel, 1, 1))
+            sub.findings.append(
+                Finding(
+                    "PG002", "error", "code nests too deeply for the analysis; simplify it.", sub.units[0].rel, 1, 1
+                )
+            )
             sub.analysable = False
     ctx = AuditContext(sub=sub, cfg=cfg, prog=prog, max_bytes=opts.max_bytes)
     findings = list(sub.findings)
@@ -64,15 +73,25 @@ def analyse(root, entry, display, is_folder, opts: Options) -> Result:
         verdict = "fail" if any(LEVEL_RANK[f.level] >= threshold for f in findings) else "pass"
     metrics = _metrics(sub, prog)
     metrics["seconds"] = round(time.perf_counter() - t0, 4)
-    return Result(path=display, verdict=verdict, root=display if is_folder else str(Path(display).parent),
-                  findings=findings, metrics=metrics, context=ctx if opts.keep_context else None)
+    return Result(
+        path=display,
+        verdict=verdict,
+        root=display if is_folder else str(Path(display).parent),
+        findings=findings,
+        metrics=metrics,
+        context=ctx if opts.keep_context else None,
+    )
 
 
 def _metrics(sub, prog) -> dict:
-    m = {"code_bytes": sub.entry_bytes, "code_lines": sub.entry_lines,
-         "decoded_units": sum(1 for u in sub.units if u.kind == "decoded"),
-         "helper_files": [u.rel for u in sub.helper_units()],
-         "logs": len(sub.logs), "seeds": sorted({i.seed for i in sub.logs.values() if i.seed is not None})}
+    m = {
+        "code_bytes": sub.entry_bytes,
+        "code_lines": sub.entry_lines,
+        "decoded_units": sum(1 for u in sub.units if u.kind == "decoded"),
+        "helper_files": [u.rel for u in sub.helper_units()],
+        "logs": len(sub.logs),
+        "seeds": sorted({i.seed for i in sub.logs.values() if i.seed is not None}),
+    }
     totals = [i.total_size_bytes for i in sub.logs.values() if i.total_size_bytes is not None]
     if totals:
         m["max_total_bytes"] = max(totals)

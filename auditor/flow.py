@@ -27,8 +27,22 @@ import libcst as cst
 
 from auditor.config import ConfigModel
 from auditor.cstwalk import children
-from auditor.flow_labels import (GATE, GRAD, HASHT, LOSS, STATS, TGT, TRAIN, VAL, _root_names, _TGT_NAMES,  # noqa: F401
-                                 dotted, last_name, name_source)
+from auditor.flow_labels import (
+    GATE,
+    GRAD,
+    HASHT,
+    LOSS,
+    STATS,
+    TGT,
+    TRAIN,
+    VAL,
+    _root_names,
+    _TGT_NAMES,  # noqa: F401
+    dotted,
+    last_name,
+    name_source,
+)
+
 
 @dataclass(eq=False)
 class Loop:
@@ -124,7 +138,9 @@ class Program:
             if isinstance(node, cst.Import):
                 for a in node.names:
                     full = dotted(a.name)
-                    local = a.asname.name.value if a.asname and isinstance(a.asname.name, cst.Name) else full.split(".")[0]
+                    local = (
+                        a.asname.name.value if a.asname and isinstance(a.asname.name, cst.Name) else full.split(".")[0]
+                    )
                     aliases[local] = full if a.asname else full.split(".")[0]
             elif isinstance(node, cst.ImportFrom):
                 if node.module is not None and not isinstance(node.names, cst.ImportStar):
@@ -139,10 +155,19 @@ class Program:
             elif isinstance(node, cst.FunctionDef):
                 params = [p.name.value for p in list(node.params.posonly_params) + list(node.params.params)]
                 params += [p.name.value for p in node.params.kwonly_params]
-                decos = tuple(dotted(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator)
-                              for d in node.decorators)
-                f = Func(name=node.name.value, node=node, unit=unit, params=params, class_name=cls,
-                         parent=owner if not owner.is_module else None, decorators=decos)
+                decos = tuple(
+                    dotted(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator)
+                    for d in node.decorators
+                )
+                f = Func(
+                    name=node.name.value,
+                    node=node,
+                    unit=unit,
+                    params=params,
+                    class_name=cls,
+                    parent=owner if not owner.is_module else None,
+                    decorators=decos,
+                )
                 self.funcs.append(f)
                 self.by_name.setdefault(f.name, []).append(f)
                 if cls:
@@ -283,9 +308,6 @@ def _seed_params(g: Func, c: Call) -> bool:
             g.param_labels[pname] = frozenset(new)
             changed = True
     return changed
-
-
-
 
 
 def _module_name(rel: str) -> str:

@@ -13,29 +13,159 @@ VAL, TRAIN, TGT, LOSS, GRAD, STATS, GATE, HASHT = "VAL", "TRAIN", "TGT", "LOSS",
 
 _VAL_WORDS = {"val", "valid", "validation", "eval", "test"}
 _TRAIN_WORDS = {"train", "training"}
-_DATA_WORDS = {"tokens", "token", "toks", "tok", "ids", "data", "stream", "files", "file", "shards", "shard", "docs",
-               "doc", "inputs", "set", "pattern", "glob", "loader", "dataset", "ds", "batches", "bytes"}
+_DATA_WORDS = {
+    "tokens",
+    "token",
+    "toks",
+    "tok",
+    "ids",
+    "data",
+    "stream",
+    "files",
+    "file",
+    "shards",
+    "shard",
+    "docs",
+    "doc",
+    "inputs",
+    "set",
+    "pattern",
+    "glob",
+    "loader",
+    "dataset",
+    "ds",
+    "batches",
+    "bytes",
+}
 # words that make a name a size/setting rather than data (`train_seq_len`, `train_batch_tokens`, `val_tokens_count`)
-_SCALAR_WORDS = {"len", "length", "size", "count", "num", "n", "every", "lr", "steps", "step", "batch", "frac", "ratio",
-                 "bpb", "loss", "time", "ms", "seconds", "dim", "max", "min", "limit", "per", "stride", "total"}
-_TGT_NAMES = {"y", "ys", "tgt", "tgts", "target", "targets", "target_ids", "tgt_ids", "labels", "label", "next_tok",
-              "next_token", "next_tokens", "y_batch", "yb", "y_true", "gold", "tgt_tok", "target_tokens", "y_ids",
-              "tgt_tokens", "targ", "y_val", "yv"}
-_INPUT_NAMES = {"x", "xs", "inp", "inputs", "input_ids", "idx", "ids", "context", "ctx", "x_batch", "xb", "tokens_in",
-                "input", "prev", "prev_ids"}
-_LOSS_CALL = re.compile(r"(?i)(loss|nll|entropy|logit|softmax|logprob|log_prob|forward|model|score|lm_head|^ce$|"
-                        r"_ce$|^m$|^net$|^gpt$|xent|predict|logp)")
+_SCALAR_WORDS = {
+    "len",
+    "length",
+    "size",
+    "count",
+    "num",
+    "n",
+    "every",
+    "lr",
+    "steps",
+    "step",
+    "batch",
+    "frac",
+    "ratio",
+    "bpb",
+    "loss",
+    "time",
+    "ms",
+    "seconds",
+    "dim",
+    "max",
+    "min",
+    "limit",
+    "per",
+    "stride",
+    "total",
+}
+_TGT_NAMES = {
+    "y",
+    "ys",
+    "tgt",
+    "tgts",
+    "target",
+    "targets",
+    "target_ids",
+    "tgt_ids",
+    "labels",
+    "label",
+    "next_tok",
+    "next_token",
+    "next_tokens",
+    "y_batch",
+    "yb",
+    "y_true",
+    "gold",
+    "tgt_tok",
+    "target_tokens",
+    "y_ids",
+    "tgt_tokens",
+    "targ",
+    "y_val",
+    "yv",
+}
+_INPUT_NAMES = {
+    "x",
+    "xs",
+    "inp",
+    "inputs",
+    "input_ids",
+    "idx",
+    "ids",
+    "context",
+    "ctx",
+    "x_batch",
+    "xb",
+    "tokens_in",
+    "input",
+    "prev",
+    "prev_ids",
+}
+_LOSS_CALL = re.compile(
+    r"(?i)(loss|nll|entropy|logit|softmax|logprob|log_prob|forward|model|score|lm_head|^ce$|"
+    r"_ce$|^m$|^net$|^gpt$|xent|predict|logp)"
+)
 _ACC_NAME = re.compile(r"(?i)(loss|nll|bpb|bits|logp|log_prob|xent|entropy|score|^ce|_ce|nats|total_l)")
-_SANITIZERS = {"len", "numel", "size", "dim", "ndim", "shape", "dtype", "device", "item_size", "nelement", "isinstance",
-               "type", "id", "print", "log0", "str", "repr", "format", "range"}
+_SANITIZERS = {
+    "len",
+    "numel",
+    "size",
+    "dim",
+    "ndim",
+    "shape",
+    "dtype",
+    "device",
+    "item_size",
+    "nelement",
+    "isinstance",
+    "type",
+    "id",
+    "print",
+    "log0",
+    "str",
+    "repr",
+    "format",
+    "range",
+}
 _IO_CALL = re.compile(r"(?i)(load|read|open|fromfile|memmap|glob|next_batch|loader|stream|shard|take|next)")
-_NET_MODULES = ("socket.", "urllib.request.", "urllib3.", "requests.", "http.client.", "httpx.", "aiohttp.",
-                "huggingface_hub.", "torch.hub.", "ftplib.", "paramiko.", "wget.")
+_NET_MODULES = (
+    "socket.",
+    "urllib.request.",
+    "urllib3.",
+    "requests.",
+    "http.client.",
+    "httpx.",
+    "aiohttp.",
+    "huggingface_hub.",
+    "torch.hub.",
+    "ftplib.",
+    "paramiko.",
+    "wget.",
+)
 _NET_FUNCS = {"urlopen", "urlretrieve", "hf_hub_download", "snapshot_download", "load_dataset", "create_connection"}
 _SHELL_NET = re.compile(r"\b(curl|wget|pip3?|git\s+clone|huggingface-cli|hf\s+download|scp|rsync|nc|ssh)\b")
-_SAVE_FUNCS = {"torch.save", "pickle.dump", "pickle.dumps", "np.save", "numpy.save", "np.savez", "numpy.savez",
-               "np.savez_compressed", "lzma.compress", "zlib.compress", "brotli.compress", "zstandard.compress",
-               "torch.jit.save"}
+_SAVE_FUNCS = {
+    "torch.save",
+    "pickle.dump",
+    "pickle.dumps",
+    "np.save",
+    "numpy.save",
+    "np.savez",
+    "numpy.savez",
+    "np.savez_compressed",
+    "lzma.compress",
+    "zlib.compress",
+    "brotli.compress",
+    "zstandard.compress",
+    "torch.jit.save",
+}
 
 
 def _words(name: str) -> set:
@@ -74,9 +204,6 @@ def last_name(node) -> str:
     if isinstance(node, cst.Subscript):
         return last_name(node.value)
     return ""
-
-
-
 
 
 def _is_true(node) -> bool:
@@ -258,4 +385,3 @@ def _loop_selects_data(loop, loop_vars, walker, info=None) -> bool:
             if VAL in labs and hit and not hit <= {x for x in roots if VAL in taint.get(x, frozenset())}:
                 return True
     return False
-

@@ -25,15 +25,19 @@ _RE_STEP_OLD = re.compile(
     r"(?:train_time|t):(?P<ms>[\d.]+)ms\s+(?:step_)?avg:(?P<avg>[\d.]+)ms"
 )
 _RE_STEP_NEW = re.compile(
-    _TS + r"(?P<step>\d+)/(?P<total>\d+) train_loss: (?P<loss>[-\d.e+naif]+) train_time: (?P<min>[\d.]+)m tok/s: (?P<tps>\d+)"
+    _TS
+    + r"(?P<step>\d+)/(?P<total>\d+) train_loss: (?P<loss>[-\d.e+naif]+) train_time: (?P<min>[\d.]+)m tok/s: (?P<tps>\d+)"
 )
 _RE_VAL_OLD = re.compile(
     _TS + r"step:(?P<step>\d+)/(?P<total>\d+) val_loss:(?P<loss>[-\d.e+naif]+) val_bpb:(?P<bpb>[-\d.e+naif]+)"
     r"(?: train_time:(?P<ms>[\d.]+)ms)?(?: step_avg:(?P<avg>[\d.]+)ms)?"
 )
-_RE_VAL_NEW = re.compile(_TS + r"(?P<step>\d+)/(?P<total>\d+) val_loss: (?P<loss>[-\d.e+naif]+) val_bpb: (?P<bpb>[-\d.e+naif]+)")
+_RE_VAL_NEW = re.compile(
+    _TS + r"(?P<step>\d+)/(?P<total>\d+) val_loss: (?P<loss>[-\d.e+naif]+) val_bpb: (?P<bpb>[-\d.e+naif]+)"
+)
 _RE_FINAL = re.compile(
-    _TS + r"(?P<label>[A-Za-z][\w\-. ]*?)\s+(?:stride:(?P<stride_pre>\d+)\s+)?(?:sliding )?val_loss[:=]\s?(?P<loss>\d+\.\d+)"
+    _TS
+    + r"(?P<label>[A-Za-z][\w\-. ]*?)\s+(?:stride:(?P<stride_pre>\d+)\s+)?(?:sliding )?val_loss[:=]\s?(?P<loss>\d+\.\d+)"
     r"\s+(?:sliding )?val_bpb[:=]\s?(?P<bpb>\d+\.\d+)(?P<rest>.*)$"
 )
 _RE_EVAL_TIME = re.compile(r"(?:eval_time|time|elapsed)[:=]\s?(?P<v>[\d.]+)(?P<u>ms|s)\b")
@@ -44,16 +48,21 @@ _RE_BUDGET = re.compile(
     _TS + r"(?:budget:(?P<b1>\d+)/\d+|artifact_bytes:\s+(?P<b2>\d+)|.*Total submission: (?P<b3>\d+) bytes"
     r"|.*\+ [\d.]+MB code = (?P<mb>[\d.]+)/16\.00MB)"
 )
-_RE_STOP = re.compile(_TS + r"stopping_early: wallclock_cap train_time: ?(?P<ms>[\d.]+)ms(?: step: ?(?P<step>\d+)/(?P<total>\d+))?")
+_RE_STOP = re.compile(
+    _TS + r"stopping_early: wallclock_cap train_time: ?(?P<ms>[\d.]+)ms(?: step: ?(?P<step>\d+)/(?P<total>\d+))?"
+)
 _RE_TOTAL_EVAL = re.compile(_TS + r"total_eval_time:\s?(?P<s>[\d.]+)s")
-_RE_TTT_DONE = re.compile(_TS + r"ttt_sliding:done val_loss=(?P<loss>[\d.]+) val_bpb=(?P<bpb>[\d.]+) elapsed=(?P<s>[\d.]+)s")
+_RE_TTT_DONE = re.compile(
+    _TS + r"ttt_sliding:done val_loss=(?P<loss>[\d.]+) val_bpb=(?P<bpb>[\d.]+) elapsed=(?P<s>[\d.]+)s"
+)
 _RE_GPTQ_RESERVE = re.compile(_TS + r"gptq:reserving (?P<s>[\d.]+)s, effective=(?P<ms>\d+)ms")
 _RE_SERIALIZE = re.compile(_TS + r"serialize_wallclock: ?(?P<s>[\d.]+)s")
 _RE_ARTIFACT_WALL = re.compile(_TS + r"artifact_production_wallclock: ?(?P<s>[\d.]+)s")
 # Calibration / quantization timings: `GPTQ:quantized in 3.5s`, `gptq:hessians collected in 3512ms`,
 # pgolf's `calibration_time:3512ms`, `gptq_time:...`.
 _RE_CALIB = re.compile(
-    _TS + r"(?i:(?P<what>gptq|hessian|calib)[\w:+ ]*?)(?:\s+in\s+|_time[:=]\s?|\s+time[:=]\s?|took\s+)(?P<v>[\d.]+)(?P<u>ms|s)\b"
+    _TS
+    + r"(?i:(?P<what>gptq|hessian|calib)[\w:+ ]*?)(?:\s+in\s+|_time[:=]\s?|\s+time[:=]\s?|took\s+)(?P<v>[\d.]+)(?P<u>ms|s)\b"
 )
 _RE_SEED = re.compile(_TS + r"seed[:=]\s?(?P<seed>\d+)\s*$")
 _RE_SEED_NAME = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
@@ -96,7 +105,9 @@ class LogInfo:
 
     steps: list = field(default_factory=list)  # [(step, total, train_loss|None, train_time_ms|None, step_avg_ms|None)]
     vals: list = field(default_factory=list)  # [(step, total, val_loss, val_bpb, train_time_ms|None)]
-    finals: dict = field(default_factory=dict)  # {label: (val_loss, val_bpb, eval_time_ms|None)}, first-seen order, last value
+    finals: dict = field(
+        default_factory=dict
+    )  # {label: (val_loss, val_bpb, eval_time_ms|None)}, first-seen order, last value
     final_lines: dict = field(default_factory=dict)  # {label: 1-based line of the last occurrence}
     scored_label: str | None = None
     scored_val_loss: float | None = None
@@ -213,7 +224,7 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
             continue
         if stripped.startswith("RESULT {") or stripped.startswith("RESULT{"):
             try:
-                obj = json.loads(stripped[len("RESULT"):].strip())
+                obj = json.loads(stripped[len("RESULT") :].strip())
             except ValueError:
                 obj = None
             if isinstance(obj, dict):

@@ -43,15 +43,18 @@ def render_text(results) -> str:
         lines.append(f"== {r.path}")
         for f in r.findings:
             lines.append(f"{finding_path(r, f)}:{f.line}:{f.col}: {f.rule} [{f.level}] {f.message}")
-        lines.append(f"{r.path}: {r.verdict.upper()} ({c['error']} error(s), {c['warning']} warning(s), "
-                     f"{c['note']} note(s))")
+        lines.append(
+            f"{r.path}: {r.verdict.upper()} ({c['error']} error(s), {c['warning']} warning(s), {c['note']} note(s))"
+        )
         lines.append("")
     total = {"pass": 0, "fail": 0, "error": 0}
     for r in results:
         total[r.verdict] = total.get(r.verdict, 0) + 1
     verdict = "FAIL" if total["fail"] or total["error"] else "PASS"
-    lines.append(f"verdict: {verdict} - {len(results)} submission(s): {total['pass']} pass, {total['fail']} fail, "
-                 f"{total['error']} error")
+    lines.append(
+        f"verdict: {verdict} - {len(results)} submission(s): {total['pass']} pass, {total['fail']} fail, "
+        f"{total['error']} error"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -66,14 +69,25 @@ def render_sarif(results, rules: dict, exit_code: int | None = None) -> str:
     descriptors = []
     for rid in ids:
         level, title = rules[rid]
-        descriptors.append({
-            "id": rid,
-            "name": "".join(w.capitalize() for w in title.replace("/", " ").replace("(", " ").replace(")", " ")
-                            .replace(",", " ").replace("+", " ").replace(".", " ").split())[:80] or rid,
-            "shortDescription": {"text": title},
-            "defaultConfiguration": {"level": _SARIF_LEVEL.get(level, "warning")},
-            "helpUri": "https://github.com/openai/parameter-golf#rules",
-        })
+        descriptors.append(
+            {
+                "id": rid,
+                "name": "".join(
+                    w.capitalize()
+                    for w in title.replace("/", " ")
+                    .replace("(", " ")
+                    .replace(")", " ")
+                    .replace(",", " ")
+                    .replace("+", " ")
+                    .replace(".", " ")
+                    .split()
+                )[:80]
+                or rid,
+                "shortDescription": {"text": title},
+                "defaultConfiguration": {"level": _SARIF_LEVEL.get(level, "warning")},
+                "helpUri": "https://github.com/openai/parameter-golf#rules",
+            }
+        )
     out_results = []
     for r in results:
         for f in r.findings:
@@ -81,10 +95,14 @@ def render_sarif(results, rules: dict, exit_code: int | None = None) -> str:
                 "ruleId": f.rule,
                 "level": _SARIF_LEVEL.get(f.level, "warning"),
                 "message": {"text": f.message},
-                "locations": [{"physicalLocation": {
-                    "artifactLocation": {"uri": _uri(finding_path(r, f)), "uriBaseId": "%SRCROOT%"},
-                    "region": {"startLine": max(1, int(f.line or 1)), "startColumn": max(1, int(f.col or 1))},
-                }}],
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": _uri(finding_path(r, f)), "uriBaseId": "%SRCROOT%"},
+                            "region": {"startLine": max(1, int(f.line or 1)), "startColumn": max(1, int(f.col or 1))},
+                        }
+                    }
+                ],
                 "partialFingerprints": {"pgolf/v1": f"{f.rule}:{finding_path(r, f)}:{f.line}"},
                 "properties": {"submission": r.path, "verdict": r.verdict},
             }
@@ -124,7 +142,9 @@ def render_github(results) -> str:
     kind = {"error": "error", "warning": "warning", "note": "notice"}
     for r in results:
         for f in r.findings:
-            lines.append(f"::{kind.get(f.level, 'warning')} file={_esc_prop(finding_path(r, f))},line={f.line},"
-                         f"col={f.col},title={_esc_prop(f.rule)}::{_esc_data(f.message)}")
+            lines.append(
+                f"::{kind.get(f.level, 'warning')} file={_esc_prop(finding_path(r, f))},line={f.line},"
+                f"col={f.col},title={_esc_prop(f.rule)}::{_esc_data(f.message)}"
+            )
     lines.append(render_text(results).rstrip("\n").splitlines()[-1])
     return "\n".join(lines) + "\n"

@@ -51,6 +51,7 @@ class SourceUnit:
         for t in types:
             out += self._index.get(t, [])
         return out
+
     parent: "SourceUnit | None" = None
     exec_line: int = 0  # decoded: line of the exec() in the parent
     exec_col: int = 1
@@ -218,26 +219,63 @@ def _read_text(path: Path, rel: str, findings: list, limit: int = MAX_SOURCE_BYT
     try:
         size = path.stat().st_size
         if size > limit:
-            findings.append(Finding("PG001", "error", f"{rel}: {what} file is {size} bytes, over the {limit}-byte limit "
-                                    f"the auditor reads; it was not analysed. Ship a normal-sized script.", rel, 1, 1))
+            findings.append(
+                Finding(
+                    "PG001",
+                    "error",
+                    f"{rel}: {what} file is {size} bytes, over the {limit}-byte limit "
+                    f"the auditor reads; it was not analysed. Ship a normal-sized script.",
+                    rel,
+                    1,
+                    1,
+                )
+            )
             return None
         data = path.read_bytes()
     except OSError as exc:
-        findings.append(Finding("PG001", "error", f"{rel}: cannot read {what} file ({exc.strerror or exc}).", rel, 1, 1))
+        findings.append(
+            Finding("PG001", "error", f"{rel}: cannot read {what} file ({exc.strerror or exc}).", rel, 1, 1)
+        )
         return None
     if b"\x00" in data:
-        findings.append(Finding("PG001", "error", f"{rel}: {what} file is binary (contains NUL bytes); expected UTF-8 "
-                                f"Python text. Commit the source, not a compiled or compressed file.", rel, 1, 1))
+        findings.append(
+            Finding(
+                "PG001",
+                "error",
+                f"{rel}: {what} file is binary (contains NUL bytes); expected UTF-8 "
+                f"Python text. Commit the source, not a compiled or compressed file.",
+                rel,
+                1,
+                1,
+            )
+        )
         return None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        findings.append(Finding("PG001", "error", f"{rel}: {what} file is not valid UTF-8 (byte {exc.start}); the "
-                                f"challenge counts code as UTF-8 text. Re-save it as UTF-8.", rel, 1, 1))
+        findings.append(
+            Finding(
+                "PG001",
+                "error",
+                f"{rel}: {what} file is not valid UTF-8 (byte {exc.start}); the "
+                f"challenge counts code as UTF-8 text. Re-save it as UTF-8.",
+                rel,
+                1,
+                1,
+            )
+        )
         return None
     if not text.strip():
-        findings.append(Finding("PG001", "error", f"{rel}: {what} file is empty; a submission must ship the script "
-                                f"that produced the logs.", rel, 1, 1))
+        findings.append(
+            Finding(
+                "PG001",
+                "error",
+                f"{rel}: {what} file is empty; a submission must ship the script that produced the logs.",
+                rel,
+                1,
+                1,
+            )
+        )
         return None
     return text
 
@@ -250,12 +288,29 @@ def parse_unit(unit: SourceUnit, findings: list) -> bool:
         if unit.kind != "decoded":
             line, col = exc.raw_line, exc.raw_column + 1
         msg = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        findings.append(Finding("PG002", "error", f"{unit.rel}: {note}does not parse as Python ({msg}); the auditor "
-                                f"cannot check it. Fix the syntax error.", file, line, col))
+        findings.append(
+            Finding(
+                "PG002",
+                "error",
+                f"{unit.rel}: {note}does not parse as Python ({msg}); the auditor "
+                f"cannot check it. Fix the syntax error.",
+                file,
+                line,
+                col,
+            )
+        )
         return False
     except (RecursionError, MemoryError, ValueError) as exc:
-        findings.append(Finding("PG002", "error", f"{unit.rel}: cannot be parsed ({type(exc).__name__}); the auditor "
-                                f"cannot check it.", unit.rel, 1, 1))
+        findings.append(
+            Finding(
+                "PG002",
+                "error",
+                f"{unit.rel}: cannot be parsed ({type(exc).__name__}); the auditor cannot check it.",
+                unit.rel,
+                1,
+                1,
+            )
+        )
         return False
     unit.module = module
     return True
@@ -275,8 +330,14 @@ def load_submission(root: Path, entry: Path | None, display: str, is_folder: boo
         if text is None:
             sub.analysable = False
         else:
-            unit = SourceUnit(rel=rel, text=text, kind="entry", counted=True, size_bytes=sub.entry_bytes or 0,
-                              line_count=sub.entry_lines or 0)
+            unit = SourceUnit(
+                rel=rel,
+                text=text,
+                kind="entry",
+                counted=True,
+                size_bytes=sub.entry_bytes or 0,
+                line_count=sub.entry_lines or 0,
+            )
             sub.units.append(unit)
             if parse_unit(unit, sub.findings):
                 _expand(sub, unit, depth=0)
@@ -290,25 +351,52 @@ def load_submission(root: Path, entry: Path | None, display: str, is_folder: boo
 
 def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
     """Decode wrappers in `unit` and follow the helper files it executes or imports."""
-    decoded, errors = find_wrapped_sources(unit.module, lambda n: unit.location(n)[1:3], MAX_DECODED_BYTES,
-                                           calls=[n for n, _ in unit.nodes(cst.Call)])
+    decoded, errors = find_wrapped_sources(
+        unit.module, lambda n: unit.location(n)[1:3], MAX_DECODED_BYTES, calls=[n for n, _ in unit.nodes(cst.Call)]
+    )
     for line, col, msg in errors:
         file, fline, fcol, note = unit.location(None) if unit.kind == "decoded" else (unit.rel, line, col, "")
         if unit.kind == "decoded":
             fline, fcol = unit.location(None)[1:3]
-        sub.findings.append(Finding("PG003", "error", f"{unit.rel}: {note}self-extracting payload at line {line} could "
-                                    f"not be decoded statically ({msg}); its code cannot be audited. Ship readable "
-                                    f"code or a standard lzma/zlib+base85/base64 wrapper.", file, fline, fcol))
+        sub.findings.append(
+            Finding(
+                "PG003",
+                "error",
+                f"{unit.rel}: {note}self-extracting payload at line {line} could "
+                f"not be decoded statically ({msg}); its code cannot be audited. Ship readable "
+                f"code or a standard lzma/zlib+base85/base64 wrapper.",
+                file,
+                fline,
+                fcol,
+            )
+        )
         if unit.kind == "entry" and not decoded:
             sub.analysable = False  # the code that runs is hidden in the payload
     for d in decoded:
         if depth >= MAX_DEPTH:
-            sub.findings.append(Finding("PG003", "error", f"{unit.rel}: wrappers nest deeper than {MAX_DEPTH} levels; "
-                                        f"stopped decoding.", unit.rel, d.line, d.col))
+            sub.findings.append(
+                Finding(
+                    "PG003",
+                    "error",
+                    f"{unit.rel}: wrappers nest deeper than {MAX_DEPTH} levels; stopped decoding.",
+                    unit.rel,
+                    d.line,
+                    d.col,
+                )
+            )
             break
-        child = SourceUnit(rel=unit.rel, text=d.source, kind="decoded", counted=unit.counted, parent=unit,
-                           exec_line=d.line, exec_col=d.col, layers=d.layers, size_bytes=len(d.source.encode()),
-                           line_count=d.source.count("\n") + 1)
+        child = SourceUnit(
+            rel=unit.rel,
+            text=d.source,
+            kind="decoded",
+            counted=unit.counted,
+            parent=unit,
+            exec_line=d.line,
+            exec_col=d.col,
+            layers=d.layers,
+            size_bytes=len(d.source.encode()),
+            line_count=d.source.count("\n") + 1,
+        )
         sub.units.append(child)
         if parse_unit(child, sub.findings):
             _expand(sub, child, depth + 1)
@@ -320,7 +408,7 @@ def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
         _add_helper(sub, unit, target, node, depth)
     if sub.is_folder:
         for lit in _code_file_literals(unit):
-            p = (sub.root / lit)
+            p = sub.root / lit
             try:
                 if p.is_file() and p.resolve().is_relative_to(sub.root.resolve()) and lit not in sub.referenced_code:
                     sub.referenced_code[str(Path(lit))] = p.stat().st_size
@@ -348,8 +436,15 @@ def _add_helper(sub: Submission, parent: SourceUnit, target: str, node, depth: i
         if text is None:
             return
         raw = path.read_bytes()
-        unit = SourceUnit(rel=rel, text=text, kind="helper", counted=False, parent=None, size_bytes=len(raw),
-                          line_count=text.count("\n") + 1)
+        unit = SourceUnit(
+            rel=rel,
+            text=text,
+            kind="helper",
+            counted=False,
+            parent=None,
+            size_bytes=len(raw),
+            line_count=text.count("\n") + 1,
+        )
         file, line, col, _ = parent.location(node)
         unit.exec_line, unit.exec_col = line, col
         unit.layers = [f"loaded from {file}:{line}"]

@@ -65,13 +65,39 @@ def apply(findings: list, sups: list) -> list:
         out.append(f)
     for s in sups:
         if not s.reason:
-            out.append(Finding("PG005", "error", f"suppression of {', '.join(sorted(s.rules)) or '?'} has no reason; "
-                               f"write `# pgolf: ignore[{','.join(sorted(s.rules))}] <why this is legal>`.",
-                               s.file, s.line, 1))
+            out.append(
+                Finding(
+                    "PG005",
+                    "error",
+                    f"suppression of {', '.join(sorted(s.rules)) or '?'} has no reason; "
+                    f"write `# pgolf: ignore[{','.join(sorted(s.rules))}] <why this is legal>`.",
+                    s.file,
+                    s.line,
+                    1,
+                )
+            )
         elif not s.used:
-            out.append(Finding("PG004", "warning", f"unused suppression of {', '.join(sorted(s.rules))}: nothing is "
-                               f"reported on line {s.applies_to}; remove it.", s.file, s.line, 1))
+            out.append(
+                Finding(
+                    "PG004",
+                    "warning",
+                    f"unused suppression of {', '.join(sorted(s.rules))}: nothing is "
+                    f"reported on line {s.applies_to}; remove it.",
+                    s.file,
+                    s.line,
+                    1,
+                )
+            )
         elif s.rules - s.used - {"*"}:
-            out.append(Finding("PG004", "warning", f"suppression lists {', '.join(sorted(s.rules - s.used))} but "
-                               f"no such finding is on line {s.applies_to}; remove those ids.", s.file, s.line, 1))
+            out.append(
+                Finding(
+                    "PG004",
+                    "warning",
+                    f"suppression lists {', '.join(sorted(s.rules - s.used))} but "
+                    f"no such finding is on line {s.applies_to}; remove those ids.",
+                    s.file,
+                    s.line,
+                    1,
+                )
+            )
     return out

@@ -10,10 +10,38 @@ import libcst as cst
 from auditor.config import UNKNOWN
 from auditor.flow import Call, Func, Loop, Program, Site
 from auditor.flow_labels import (
-    _ACC_NAME, _INPUT_NAMES, _IO_CALL, _LOSS_CALL, _NET_FUNCS, _NET_MODULES, _SANITIZERS, _SAVE_FUNCS, _SHELL_NET,
-    _TGT_NAMES, GATE, GRAD, HASHT, LOSS, STATS, TGT, TRAIN, VAL, _assigned_in, _is_count_update, _is_input_slice,
-    _is_shift_slice, _is_true, _loop_selects_data, _mixes, _root_names, _string_literals, _target_names, dotted,
-    last_name, name_source)
+    _ACC_NAME,
+    _INPUT_NAMES,
+    _IO_CALL,
+    _LOSS_CALL,
+    _NET_FUNCS,
+    _NET_MODULES,
+    _SANITIZERS,
+    _SAVE_FUNCS,
+    _SHELL_NET,
+    _TGT_NAMES,
+    GATE,
+    GRAD,
+    HASHT,
+    LOSS,
+    STATS,
+    TGT,
+    TRAIN,
+    VAL,
+    _assigned_in,
+    _is_count_update,
+    _is_input_slice,
+    _is_shift_slice,
+    _is_true,
+    _loop_selects_data,
+    _mixes,
+    _root_names,
+    _string_literals,
+    _target_names,
+    dotted,
+    last_name,
+    name_source,
+)
 from auditor.cstwalk import walk
 
 _GRAD_OFF = {"no_grad", "inference_mode"}
@@ -69,7 +97,11 @@ class _Walker:
         elif isinstance(s, (cst.FunctionDef, cst.ClassDef)):
             if isinstance(s, cst.ClassDef) and self.f.is_module:
                 # class bodies run at definition: nested function defs are separate Funcs
-                self.block([b for b in s.body.body if not isinstance(b, cst.FunctionDef)] if isinstance(s.body, cst.IndentedBlock) else [])
+                self.block(
+                    [b for b in s.body.body if not isinstance(b, cst.FunctionDef)]
+                    if isinstance(s.body, cst.IndentedBlock)
+                    else []
+                )
             return
         elif isinstance(s, cst.If):
             self.if_stmt(s)
@@ -213,7 +245,9 @@ class _Walker:
         target = s.target
         tname = dotted(target) or last_name(target)
         if isinstance(target, cst.Subscript):
-            idx_labels = frozenset().union(*[self.expr(e.slice.value) for e in target.slice if isinstance(e.slice, cst.Index)] or [frozenset()])
+            idx_labels = frozenset().union(
+                *[self.expr(e.slice.value) for e in target.slice if isinstance(e.slice, cst.Index)] or [frozenset()]
+            )
             base = dotted(target.value) or last_name(target.value)
             if (VAL in idx_labels or VAL in labels) and LOSS not in labels:
                 self._site("stats", s, idx_labels | labels, table=base)
@@ -233,17 +267,27 @@ class _Walker:
 
     # -------------------------------------------------------------- assignment
     def _assign(self, target, value, labels) -> None:
-        if isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List)) and len(target.elements) == len(value.elements):
+        if (
+            isinstance(target, (cst.Tuple, cst.List))
+            and isinstance(value, (cst.Tuple, cst.List))
+            and len(target.elements) == len(value.elements)
+        ):
             for te, ve in zip(target.elements, value.elements):
                 self._assign(te.value, ve.value, self.expr(ve.value))
             return
         if isinstance(target, cst.Subscript):
             base = dotted(target.value) or last_name(target.value)
-            idx = frozenset().union(*[self.expr(e.slice.value) for e in target.slice if isinstance(e.slice, cst.Index)] or [frozenset()])
+            idx = frozenset().union(
+                *[self.expr(e.slice.value) for e in target.slice if isinstance(e.slice, cst.Index)] or [frozenset()]
+            )
             if VAL in idx and LOSS not in labels and _is_count_update(value, base):
                 self._site("stats", target, idx | labels, table=base)
                 self._taint(base, self._get(base) | {STATS})
-            if VAL in labels and LOSS not in labels and re.search(r"(?i)state_dict|sd$|artifact|payload|buffers?", base):
+            if (
+                VAL in labels
+                and LOSS not in labels
+                and re.search(r"(?i)state_dict|sd$|artifact|payload|buffers?", base)
+            ):
                 self._site("save_val", target, labels)
             keep = labels if base.split(".")[-1] in _TGT_NAMES else labels - {TGT}
             self._taint(base, self._get(base) | keep)
@@ -255,10 +299,16 @@ class _Walker:
         for n in names:
             lab = set(labels)
             short = n.split(".")[-1]
-            if VAL in lab and (short in _TGT_NAMES or (value is not None and _is_shift_slice(value)
-                                                         and self._stream_base(value.value))):
+            if VAL in lab and (
+                short in _TGT_NAMES or (value is not None and _is_shift_slice(value) and self._stream_base(value.value))
+            ):
                 lab.add(TGT)
-            elif short not in _TGT_NAMES and value is not None and isinstance(value, cst.Subscript) and _is_input_slice(value):
+            elif (
+                short not in _TGT_NAMES
+                and value is not None
+                and isinstance(value, cst.Subscript)
+                and _is_input_slice(value)
+            ):
                 lab.discard(TGT)
             lab |= name_source(short)
             self._taint(n, frozenset(lab) | (self._get(n) if self._weak() else frozenset()))
@@ -348,7 +398,7 @@ class _Walker:
             if STATS in base:
                 lab.add(STATS)
             # indexing a table with tokens: result depends on those tokens
-            lab |= (idx & {VAL, TRAIN, STATS})
+            lab |= idx & {VAL, TRAIN, STATS}
             return frozenset(lab)
         if isinstance(node, cst.BinaryOperation):
             left, right = ex(node.left), ex(node.right)
@@ -373,7 +423,11 @@ class _Walker:
         if isinstance(node, (cst.Tuple, cst.List, cst.Set)):
             parts = [ex(e.value) for e in node.elements]
             lab = frozenset().union(*parts) if parts else frozenset()
-            if isinstance(node, cst.Tuple) and any(TGT in p for p in parts) and any(TGT not in p and p & {VAL} for p in parts):
+            if (
+                isinstance(node, cst.Tuple)
+                and any(TGT in p for p in parts)
+                and any(TGT not in p and p & {VAL} for p in parts)
+            ):
                 lab = lab | {HASHT}
             return lab
         if isinstance(node, cst.Dict):
@@ -428,9 +482,20 @@ class _Walker:
         if not self._rec:
             return
         name = last_name(node)
-        self.f.calls.append(self._call_obj(name=name, dotted=dotted(node), node=node, order=self.order, loops=tuple(self.loops),
-                                 off=self._off(), guards=self._offguards(), branch=tuple(self.branch), arg_labels=[],
-                                 is_ref=True))
+        self.f.calls.append(
+            self._call_obj(
+                name=name,
+                dotted=dotted(node),
+                node=node,
+                order=self.order,
+                loops=tuple(self.loops),
+                off=self._off(),
+                guards=self._offguards(),
+                branch=tuple(self.branch),
+                arg_labels=[],
+                is_ref=True,
+            )
+        )
 
     def call(self, node: cst.Call, depth: int) -> frozenset:
         func = node.func
@@ -447,7 +512,13 @@ class _Walker:
             all_args |= lab
             key = a.keyword.value if a.keyword is not None else i
             args.append((key, lab, a))
-            if a.keyword is None and isinstance(a.value, (cst.Name, cst.Attribute)) and last_name(a.value) in self.prog.by_name and fn_ref_at is None and not self._get(dotted(a.value)):
+            if (
+                a.keyword is None
+                and isinstance(a.value, (cst.Name, cst.Attribute))
+                and last_name(a.value) in self.prog.by_name
+                and fn_ref_at is None
+                and not self._get(dotted(a.value))
+            ):
                 fn_ref_at = i
         pos_args = [(k, lab, a) for k, lab, a in args if isinstance(k, int)]
         if name in _SANITIZERS or full in ("len",):
@@ -469,12 +540,23 @@ class _Walker:
         if TGT in result and name in ("where",) and pos_args and GATE in pos_args[0][1]:
             result = result | {GATE}
         # model / loss calls on data produce losses
-        if (VAL in all_args or TRAIN in all_args or VAL in recv) and (_LOSS_CALL.search(name or "") or name == "__call__"):
+        if (VAL in all_args or TRAIN in all_args or VAL in recv) and (
+            _LOSS_CALL.search(name or "") or name == "__call__"
+        ):
             result = result | {LOSS}
-        if isinstance(func, cst.Name) and func.value in self.f.taint and LOSS not in result and (VAL in all_args or TRAIN in all_args):
+        if (
+            isinstance(func, cst.Name)
+            and func.value in self.f.taint
+            and LOSS not in result
+            and (VAL in all_args or TRAIN in all_args)
+        ):
             result = result | {LOSS}  # calling a model object held in a variable
         # requires_grad tensors / parameters
-        if name in ("Parameter",) or any(k == "requires_grad" and _is_true(a.value) for k, _lab, a in args) or name == "requires_grad_":
+        if (
+            name in ("Parameter",)
+            or any(k == "requires_grad" and _is_true(a.value) for k, _lab, a in args)
+            or name == "requires_grad_"
+        ):
             result = result | {GRAD}
         if full.endswith("deepcopy"):
             self.f.deep_copies = True
@@ -487,18 +569,38 @@ class _Walker:
             # `timed_eval(label, fn, *args)`: the arguments after a function reference are its arguments
             fn = args[fn_ref_at][2].value
             for g in self.prog.by_name.get(last_name(fn), []):
-                c = self._call_obj(name=g.name, dotted=dotted(fn), node=fn, order=self.order, loops=tuple(self.loops), off=self._off(),
-                         guards=self._offguards(), branch=tuple(self.branch),
-                         arg_labels=[(k - fn_ref_at - 1 if isinstance(k, int) else k, lab, dotted(a.value))
-                                     for k, lab, a in args if not isinstance(k, int) or k > fn_ref_at])
+                c = self._call_obj(
+                    name=g.name,
+                    dotted=dotted(fn),
+                    node=fn,
+                    order=self.order,
+                    loops=tuple(self.loops),
+                    off=self._off(),
+                    guards=self._offguards(),
+                    branch=tuple(self.branch),
+                    arg_labels=[
+                        (k - fn_ref_at - 1 if isinstance(k, int) else k, lab, dotted(a.value))
+                        for k, lab, a in args
+                        if not isinstance(k, int) or k > fn_ref_at
+                    ],
+                )
                 if self._rec:
                     self.f.calls.append(c)
         # sites
         result = self._call_sites(node, name, full, recv, args, all_args, frozenset(result))
         if self._rec:
-            c = self._call_obj(name=name, dotted=dotted(func), node=node, order=self.order, loops=tuple(self.loops), off=self._off(),
-                     guards=self._offguards(), branch=tuple(self.branch),
-                     arg_labels=[(k, lab, dotted(a.value)) for k, lab, a in args], result_labels=result)
+            c = self._call_obj(
+                name=name,
+                dotted=dotted(func),
+                node=node,
+                order=self.order,
+                loops=tuple(self.loops),
+                off=self._off(),
+                guards=self._offguards(),
+                branch=tuple(self.branch),
+                arg_labels=[(k, lab, dotted(a.value)) for k, lab, a in args],
+                result_labels=result,
+            )
             self.f.calls.append(c)
         return frozenset(result)
 
@@ -511,13 +613,28 @@ class _Walker:
             root = _root_names(args[0][2].value)
             self.f.backward_roots |= root
             self._site("train", node, args[0][1], roots=root)
-        elif name in ("add_", "append", "extend", "add") and isinstance(node.func, cst.Attribute) and VAL in all_args and LOSS in all_args:
+        elif (
+            name in ("add_", "append", "extend", "add")
+            and isinstance(node.func, cst.Attribute)
+            and VAL in all_args
+            and LOSS in all_args
+        ):
             acc = dotted(node.func.value) or last_name(node.func.value)
             self._score(node, acc, all_args, args[0][2].value if args else node)
         elif re.search(r"(?i)sink", name or "") and VAL in all_args:
             self._site("score", node, all_args | {LOSS}, acc=name, roots=set())
-        if name in ("index_add_", "scatter_add_", "scatter_add", "index_put_", "put_", "bincount", "histc", "update",
-                    "Counter", "unique") or full in ("np.add.at", "numpy.add.at"):
+        if name in (
+            "index_add_",
+            "scatter_add_",
+            "scatter_add",
+            "index_put_",
+            "put_",
+            "bincount",
+            "histc",
+            "update",
+            "Counter",
+            "unique",
+        ) or full in ("np.add.at", "numpy.add.at"):
             if VAL in all_args or (name in ("update",) and VAL in recv):
                 if LOSS not in all_args:
                     base = dotted(node.func.value) if isinstance(node.func, cst.Attribute) else ""
@@ -526,28 +643,52 @@ class _Walker:
                     if base:
                         self._taint(base, self._get(base) | {STATS})
         pos = [lab for k, lab, _a in args if isinstance(k, int)]
-        if name in ("min", "minimum", "fmin", "amin", "max", "maximum", "fmax", "amax") and len(pos) >= 2 and sum(1 for p in pos if LOSS in p and VAL in p) >= 2:
+        if (
+            name in ("min", "minimum", "fmin", "amin", "max", "maximum", "fmax", "amax")
+            and len(pos) >= 2
+            and sum(1 for p in pos if LOSS in p and VAL in p) >= 2
+        ):
             self._site("min_loss", node, all_args, how=name)
-        if name == "where" and len(pos) == 3 and GATE not in pos[0] and LOSS in pos[1] and LOSS in pos[2] and VAL in all_args:
+        if (
+            name == "where"
+            and len(pos) == 3
+            and GATE not in pos[0]
+            and LOSS in pos[1]
+            and LOSS in pos[2]
+            and VAL in all_args
+        ):
             code = self.unit.code(args[0][2].value)
             if "<" in code or ">" in code:
                 self._site("min_loss", node, all_args, how="where")
-        if (VAL in all_args or TGT in all_args) and (HASHT in all_args) and name in ("get", "setdefault", "__contains__", "lookup", "query"):
+        if (
+            (VAL in all_args or TGT in all_args)
+            and (HASHT in all_args)
+            and name in ("get", "setdefault", "__contains__", "lookup", "query")
+        ):
             self._site("tgt_key", node, all_args)
         if TRAIN in (all_args | recv) and _IO_CALL.search(name or "") and LOSS not in all_args:
             via_params = frozenset().union(*self.f.param_labels.values()) if self.f.param_labels else frozenset()
             named = any(TRAIN in name_source(r) for r in _root_names(node)) or any(
-                TRAIN in self._expr(a.value, 99) for _k, _l, a in args if isinstance(a.value, cst.SimpleString))
+                TRAIN in self._expr(a.value, 99) for _k, _l, a in args if isinstance(a.value, cst.SimpleString)
+            )
             self._site("read_train", node, all_args | recv, intrinsic=named or TRAIN not in via_params)
         # network / hub access
         if full.startswith(_NET_MODULES) or name in _NET_FUNCS or full in ("urllib.request.urlopen",):
             self._site("net", node, frozenset(), what=full or name)
-        elif full.startswith(("subprocess.", "os.system", "os.popen", "os.exec")) or name in ("system", "popen", "check_output", "check_call", "run", "Popen", "call") and full.startswith(("subprocess", "os")):
+        elif (
+            full.startswith(("subprocess.", "os.system", "os.popen", "os.exec"))
+            or name in ("system", "popen", "check_output", "check_call", "run", "Popen", "call")
+            and full.startswith(("subprocess", "os"))
+        ):
             text = " ".join(_string_literals(node))
             if _SHELL_NET.search(text):
                 self._site("net", node, frozenset(), what=f"{full}({text[:60]!r})")
         # validation tokens serialized into the artifact
-        if full in _SAVE_FUNCS or name in ("tofile", "register_buffer") or (full.endswith(".save") and full.startswith("torch")):
+        if (
+            full in _SAVE_FUNCS
+            or name in ("tofile", "register_buffer")
+            or (full.endswith(".save") and full.startswith("torch"))
+        ):
             for k, lab, a in args:
                 if VAL in lab and LOSS not in lab:
                     self._site("save_val", node, lab, what=full or name)
@@ -567,8 +708,19 @@ class _Walker:
     def _site(self, kind, node, labels, **detail) -> None:
         if not self._rec:
             return
-        self.f.sites.append(Site(kind=kind, func=self.f, node=node, labels=frozenset(labels), loops=tuple(self.loops),
-                                 order=self.order, off=self._off(), guards=self._offguards(), branch=tuple(self.branch),
-                                 nograd=self.nograd, tgt_gate=self.tgt_gate > 0, detail=detail))
-
-
+        self.f.sites.append(
+            Site(
+                kind=kind,
+                func=self.f,
+                node=node,
+                labels=frozenset(labels),
+                loops=tuple(self.loops),
+                order=self.order,
+                off=self._off(),
+                guards=self._offguards(),
+                branch=tuple(self.branch),
+                nograd=self.nograd,
+                tgt_gate=self.tgt_gate > 0,
+                detail=detail,
+            )
+        )

@@ -75,7 +75,7 @@ class TokenStream:
         return chunk
 '''
 
-BLOCK = '''
+BLOCK = """
 
 class Block{i}(nn.Module):
     def __init__(self, dim, heads, mlp_mult):
@@ -124,9 +124,9 @@ def newton_schulz_{i}(G, steps=5, eps=1e-7):
         B = b * A + c * A @ A
         X = a * X + B @ X
     return X.T if G.size(0) > G.size(1) else X
-'''
+"""
 
-TAIL = '''
+TAIL = """
 
 def eval_val(args, model, val_tokens):
     seq_len = args.train_seq_len
@@ -204,7 +204,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
 def make_script(target_kb: int, rng: random.Random) -> str:
@@ -220,8 +220,10 @@ def make_script(target_kb: int, rng: random.Random) -> str:
 
 def wrap(code: str) -> str:
     raw = lzma.compress(code.encode(), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-    return ('import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
-            'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode())
+    return (
+        'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
+        'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode()
+    )
 
 
 def make_log(code: str, seed: int, code_bytes: int, rng: random.Random) -> str:
@@ -230,11 +232,14 @@ def make_log(code: str, seed: int, code_bytes: int, rng: random.Random) -> str:
         lines.append(f"step:{step}/20000 train_loss:{3 - step / 7000:.4f} train_time:{step * 84}ms step_avg:84.00ms")
     lines.append("stopping_early: wallclock_cap train_time:599950ms step:7140/20000")
     model = rng.randint(15_500_000, 15_850_000)
-    lines += [f"Serialized model int6+lzma: {model} bytes", f"Code size: {code_bytes} bytes",
-              f"Total submission size int6+lzma: {model + code_bytes} bytes",
-              "final_int6_roundtrip val_loss:1.9300 val_bpb:1.1430 eval_time:6600ms",
-              "final_int6_sliding_window val_loss:1.8960 val_bpb:1.1229 stride:64 eval_time:74000ms",
-              "final_int6_sliding_window_exact val_loss:1.89600000 val_bpb:1.12290000"]
+    lines += [
+        f"Serialized model int6+lzma: {model} bytes",
+        f"Code size: {code_bytes} bytes",
+        f"Total submission size int6+lzma: {model + code_bytes} bytes",
+        "final_int6_roundtrip val_loss:1.9300 val_bpb:1.1430 eval_time:6600ms",
+        "final_int6_sliding_window val_loss:1.8960 val_bpb:1.1229 stride:64 eval_time:74000ms",
+        "final_int6_sliding_window_exact val_loss:1.89600000 val_bpb:1.12290000",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -248,11 +253,14 @@ def generate(tree: Path, folders: int, max_kb: int, seed: int = 0) -> None:
         shipped = wrap(code) if k % 4 == 3 else code
         (d / "train_gpt.py").write_text(shipped)
         nbytes = len(shipped.encode())
-        (d / "README.md").write_text(f"# Bench {k}\n\n```\nSEED=1337 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n")
+        (d / "README.md").write_text(
+            f"# Bench {k}\n\n```\nSEED=1337 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"
+        )
         for s in (1337, 42, 2025):
             (d / f"train_seed{s}.log").write_text(make_log(shipped, s, nbytes, rng))
-        (d / "submission.json").write_text(json.dumps({"name": f"Bench {k}", "github_id": "bench", "val_bpb": 1.1229,
-                                                       "track": "10min_16mb"}))
+        (d / "submission.json").write_text(
+            json.dumps({"name": f"Bench {k}", "github_id": "bench", "val_bpb": 1.1229, "track": "10min_16mb"})
+        )
 
 
 def main() -> int:
@@ -269,8 +277,23 @@ def main() -> int:
         sizes = sorted(p.stat().st_size for p in tree.rglob("train_gpt.py"))
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", "trainer.cli", "audit", "--format", "json", "--no-progress",
-                            "--jobs", str(a.jobs), str(tree)], capture_output=True, text=True, cwd=ROOT)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trainer.cli",
+                "audit",
+                "--format",
+                "json",
+                "--no-progress",
+                "--jobs",
+                str(a.jobs),
+                str(tree),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         wall = time.perf_counter() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -285,13 +308,17 @@ def main() -> int:
             verdicts[s["verdict"]] = verdicts.get(s["verdict"], 0) + 1
         print(f"submissions: {len(per)}  train_gpt.py sizes: {sizes[0]}..{sizes[-1]} bytes  jobs: {a.jobs}")
         print(f"wall: {wall:.1f} s  per submission: median {statistics.median(per):.2f} s, max {max(per):.2f} s")
-        print(f"CPU time of the audit (all workers): {cpu:.1f} s -> {cpu / a.jobs:.1f} s per core for {a.jobs} jobs; "
-              f"load average at the end: {load:.2f}")
+        print(
+            f"CPU time of the audit (all workers): {cpu:.1f} s -> {cpu / a.jobs:.1f} s per core for {a.jobs} jobs; "
+            f"load average at the end: {load:.2f}"
+        )
         print(f"verdicts: {verdicts}")
         for sub in doc["submissions"]:
             if sub["verdict"] != "pass":
                 f = next((f for f in sub["findings"] if f["level"] == "error"), None)
-                print(f"  {sub['verdict']}: {Path(sub['path']).name}: {f['rule'] + ' ' + f['message'][:140] if f else ''}")
+                print(
+                    f"  {sub['verdict']}: {Path(sub['path']).name}: {f['rule'] + ' ' + f['message'][:140] if f else ''}"
+                )
     return 0
 
 

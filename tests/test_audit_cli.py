@@ -102,8 +102,10 @@ def test_fail_on_warning_and_max_bytes(tmp_path, capsys):
 
 def test_suppressions_need_reason_and_unused_are_reported(tmp_path, capsys):
     files = dict(_ex(ILLEGAL_EXAMPLES, "train_then_score_chunk"))
-    code = files["train_gpt.py"].replace("            loss.backward()\n",
-                                         "            loss.backward()  # pgolf: ignore[PG401] reviewed: synthetic example\n")
+    code = files["train_gpt.py"].replace(
+        "            loss.backward()\n",
+        "            loss.backward()  # pgolf: ignore[PG401] reviewed: synthetic example\n",
+    )
     root = _write(tmp_path / "s", {"train_gpt.py": code})
     assert main(["audit", "--format", "json", str(root / "train_gpt.py")]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -120,9 +122,13 @@ def test_jobs_tree_and_progress_subprocess(tree):
     root, _good, _bad = tree
     for i in range(3):
         _write(root / f"extra{i}", dict(_ex(LEGAL_EXAMPLES, "score_first_chunked_ttt")))
-    p = subprocess.run([sys.executable, "-m", "trainer.cli", "audit", "--jobs", "2", "--progress", "--format", "json",
-                        str(root)], capture_output=True, text=True, timeout=120,
-                       cwd=Path(__file__).resolve().parents[1])
+    p = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "audit", "--jobs", "2", "--progress", "--format", "json", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert p.returncode == 1, p.stderr
     doc = json.loads(p.stdout)
     assert len(doc["submissions"]) == 5
@@ -131,10 +137,17 @@ def test_jobs_tree_and_progress_subprocess(tree):
 
 
 def test_no_torch_import_and_usage_errors(capsys):
-    code = ("import sys; from trainer.cli import main; rc = main(['audit', '--list-rules']); "
-            "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', rc)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                       cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys; from trainer.cli import main; rc = main(['audit', '--list-rules']); "
+        "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', rc)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert "NOTORCH 0" in p.stdout and "PG401" in p.stdout
     assert main(["audit"]) == 2
     assert "no PATH" in capsys.readouterr().err

@@ -49,15 +49,20 @@ def test_pgolf_log_env_header_and_result():
 
 
 def test_scored_label_failed_ttt_after_sliding_is_not_scored():
-    finals = {"final_int6_roundtrip": (1, 1.1, None), "final_int6_sliding_window": (1, 1.08939, 1),
-              "final_int6_ttt": (1, 1.336, 1)}
+    finals = {
+        "final_int6_roundtrip": (1, 1.1, None),
+        "final_int6_sliding_window": (1, 1.08939, 1),
+        "final_int6_ttt": (1, 1.336, 1),
+    }
     assert pick_scored(finals) == "final_int6_sliding_window"
     assert pick_scored({"diagnostic quantized": (1, 1, 1)}) is None
 
 
 def test_family_c_and_garbage_never_raise():
-    text = "step:100/500 loss:3.2100 t:5000ms avg:50.0ms\nbudget:15993853/16000000 (15.99/16.00MB) FITS\n" \
-           "final_sliding val_loss:2.0 val_bpb:1.2000 (stride=16, T=0.90) eval_time:1000ms\n\x00\xff garbage {"
+    text = (
+        "step:100/500 loss:3.2100 t:5000ms avg:50.0ms\nbudget:15993853/16000000 (15.99/16.00MB) FITS\n"
+        "final_sliding val_loss:2.0 val_bpb:1.2000 (stride=16, T=0.90) eval_time:1000ms\n\x00\xff garbage {"
+    )
     info = parse_log(text)
     assert info.steps == [(100, 500, 3.21, 5000.0, 50.0)]
     assert info.total_size_bytes == 15993853 and info.scored_label == "final_sliding"
@@ -65,5 +70,5 @@ def test_family_c_and_garbage_never_raise():
 
 
 def test_env_assignments_from_run_command():
-    cmd = "SEED=42 TTT_ENABLED=1 NGRAM_TILT=\"1\" torchrun --standalone --nproc_per_node=8 train_gpt.py\nexport X_Y=3"
+    cmd = 'SEED=42 TTT_ENABLED=1 NGRAM_TILT="1" torchrun --standalone --nproc_per_node=8 train_gpt.py\nexport X_Y=3'
     assert env_assignments(cmd) == {"SEED": "42", "TTT_ENABLED": "1", "NGRAM_TILT": "1", "X_Y": "3"}

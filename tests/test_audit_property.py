@@ -15,30 +15,42 @@ from auditor.rules.legality import ILLEGAL_EXAMPLES, LEGAL_EXAMPLES
 
 SOURCES = [e["files"]["train_gpt.py"] for e in LEGAL_EXAMPLES + ILLEGAL_EXAMPLES]
 LOG = (Path(__file__).parent / "fixtures" / "audit" / "logs" / "family_a_seed1337.log").read_text()
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                           HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 def _wrap(code: str) -> str:
     raw = lzma.compress(code.encode(), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-    return ('import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
-            'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode())
+    return (
+        'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
+        'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode()
+    )
 
 
 @st.composite
 def mutated(draw, text):
-    ops = draw(st.lists(st.tuples(st.sampled_from(["delete", "insert", "dup", "swap", "truncate"]),
-                                  st.integers(0, 10**6), st.integers(0, 400), st.text(max_size=12)), max_size=4))
+    ops = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["delete", "insert", "dup", "swap", "truncate"]),
+                st.integers(0, 10**6),
+                st.integers(0, 400),
+                st.text(max_size=12),
+            ),
+            max_size=4,
+        )
+    )
     for op, pos, n, ins in ops:
         if not text:
             break
         p = pos % len(text)
         if op == "delete":
-            text = text[:p] + text[p + n:]
+            text = text[:p] + text[p + n :]
         elif op == "insert":
             text = text[:p] + ins + text[p:]
         elif op == "dup":
-            text = text[:p] + text[p:p + n] + text[p:]
+            text = text[:p] + text[p : p + n] + text[p:]
         elif op == "swap":
             lines = text.splitlines(True)
             i, j = p % len(lines), (p + n) % len(lines)
@@ -75,7 +87,7 @@ def test_corrupted_wrapper_payload_never_crashes(tmp_path_factory, data):
     wrapped = _wrap(SOURCES[0])
     start = wrapped.index('b85decode("') + 11
     p = data.draw(st.integers(start, len(wrapped) - 60))
-    bad = wrapped[:p] + data.draw(st.sampled_from(["~", "0", "", "zz", '"'])) + wrapped[p + 1:]
+    bad = wrapped[:p] + data.draw(st.sampled_from(["~", "0", "", "zz", '"'])) + wrapped[p + 1 :]
     root = tmp_path_factory.mktemp("w")
     (root / "train_gpt.py").write_text(bad)
     _check(audit_paths([root / "train_gpt.py"])[0])

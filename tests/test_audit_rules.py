@@ -29,14 +29,16 @@ def _cases():
 
 def _wrap(code: str) -> str:
     raw = lzma.compress(code.encode(), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-    return ('import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
-            'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode())
+    return (
+        'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
+        'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode()
+    )
 
 
 def _helperize(code: str):
     body = re.sub(r'\nif __name__ == "__main__":\n    main\(\)\n?', "\n", code)
     body = re.sub(r"\nmain\(\)\n?$", "\n", body)
-    return "import os\nfrom submission_impl import *\n\nif __name__ == \"__main__\":\n    main()\n", body
+    return 'import os\nfrom submission_impl import *\n\nif __name__ == "__main__":\n    main()\n', body
 
 
 def _materialize(tmp_path, ex, variant):
@@ -62,7 +64,9 @@ def test_rule_examples(tmp_path, module, legal, example, variant):
     if legal:
         assert not hits, "\n".join(f"{f.rule} {f.file}:{f.line} {f.message}" for f in hits)
     else:
-        assert hits, f"expected one of {sorted(wanted)}; got " + "; ".join(f"{f.rule}:{f.level}" for f in result.findings)
+        assert hits, f"expected one of {sorted(wanted)}; got " + "; ".join(
+            f"{f.rule}:{f.level}" for f in result.findings
+        )
         for f in hits:
             assert f.line >= 1 and f.col >= 1 and len(f.message) > 40
             if variant == "wrapped" and f.file == "train_gpt.py":
@@ -87,9 +91,14 @@ def test_flag_switched_on_by_log_hyperparameters(tmp_path):
     from auditor.rules.legality import LEGAL_EXAMPLES
 
     off = dict(next(e for e in LEGAL_EXAMPLES if e["name"] == "prequant_ft_flag_off"))
-    off["files"] = dict(off["files"], **{"train_seed1.log": "Hyperparameters:\n  prequant_ttt: 1\n"
-                                         "step:1/10 train_loss:6.0 train_time:10ms step_avg:10.00ms\n"
-                                         "final_int8_zlib_roundtrip val_loss:2.0 val_bpb:1.2 eval_time:10ms\n"})
+    off["files"] = dict(
+        off["files"],
+        **{
+            "train_seed1.log": "Hyperparameters:\n  prequant_ttt: 1\n"
+            "step:1/10 train_loss:6.0 train_time:10ms step_avg:10.00ms\n"
+            "final_int8_zlib_roundtrip val_loss:2.0 val_bpb:1.2 eval_time:10ms\n"
+        },
+    )
     r = audit_paths([_materialize(tmp_path, off, "plain")])[0]
     assert [f.level for f in r.findings if f.rule == "PG401"] == ["error"]
 

@@ -20,15 +20,20 @@ def _decode(src):
 
 def test_raw_lzma2_base85_two_liner():
     raw = lzma.compress(INNER.encode(), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-    src = ('import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
-           'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode())
+    src = (
+        'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
+        'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode()
+    )
     dec, err = _decode(src)
     assert err == [] and dec[0].source == INNER and dec[0].layers == ["b85decode", "lzma(raw)"]
 
 
 def test_xz_base64_adjacent_literals_and_decode_call():
     enc = base64.b64encode(lzma.compress(INNER.encode())).decode()
-    src = 'import lzma, base64\nexec(lzma.decompress(base64.b64decode(\n    "%s"\n    "%s"\n)).decode("utf-8"))\n' % (enc[:17], enc[17:])
+    src = 'import lzma, base64\nexec(lzma.decompress(base64.b64decode(\n    "%s"\n    "%s"\n)).decode("utf-8"))\n' % (
+        enc[:17],
+        enc[17:],
+    )
     dec, err = _decode(src)
     assert err == [] and dec[0].source == INNER
 
@@ -81,17 +86,22 @@ def test_corrupt_payload_binary_empty_huge_unparsable(tmp_path):
 
 
 def test_python312_syntax_parses(tmp_path):
-    (tmp_path / "train_gpt.py").write_text('type Vec = list[float]\ndef f[T](x: T) -> T:\n    return x\n'
-                                           'print(f"{"nested"}")\n')
+    (tmp_path / "train_gpt.py").write_text(
+        'type Vec = list[float]\ndef f[T](x: T) -> T:\n    return x\nprint(f"{"nested"}")\n'
+    )
     r = audit_paths([tmp_path / "train_gpt.py"])[0]
     assert r.verdict == "pass", [f.message for f in r.findings]
 
 
 def test_helpers_followed_and_counted_outside(tmp_path):
-    (tmp_path / "train_gpt.py").write_text('exec(open(__file__.replace("train_gpt.py", "train_gpt_decode.py")).read())\n')
+    (tmp_path / "train_gpt.py").write_text(
+        'exec(open(__file__.replace("train_gpt.py", "train_gpt_decode.py")).read())\n'
+    )
     (tmp_path / "train_gpt_decode.py").write_text("import ngram_tilt\nngram_tilt.run()\n")
-    (tmp_path / "ngram_tilt.py").write_text("from torch.utils.cpp_extension import load\n"
-                                           "def run():\n    load(name='k', sources=['ngram/fused_expert_kernel.cpp'])\n")
+    (tmp_path / "ngram_tilt.py").write_text(
+        "from torch.utils.cpp_extension import load\n"
+        "def run():\n    load(name='k', sources=['ngram/fused_expert_kernel.cpp'])\n"
+    )
     (tmp_path / "ngram").mkdir()
     (tmp_path / "ngram" / "fused_expert_kernel.cpp").write_text("int f() { return 1; }\n")
     sub = load_submission(*discover([tmp_path])[0])
@@ -99,7 +109,10 @@ def test_helpers_followed_and_counted_outside(tmp_path):
     assert sub.referenced_code == {"ngram/fused_expert_kernel.cpp": 22}
     r = audit_paths([tmp_path])[0]
     assert sorted(f.file for f in r.findings if f.rule == "PG103") == [
-        "ngram/fused_expert_kernel.cpp", "ngram_tilt.py", "train_gpt_decode.py"]
+        "ngram/fused_expert_kernel.cpp",
+        "ngram_tilt.py",
+        "train_gpt_decode.py",
+    ]
 
 
 def test_tree_discovery_finds_every_record_folder(tmp_path):

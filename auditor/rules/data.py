@@ -26,7 +26,11 @@ def _off(site):
 
 
 def _note(site):
-    return f" (switched off in this run: `{site.guards[0]}` is false)" if site.guards else " (only reachable through code that is off in this run)"
+    return (
+        f" (switched off in this run: `{site.guards[0]}` is false)"
+        if site.guards
+        else " (only reachable through code that is off in this run)"
+    )
 
 
 def check(ctx) -> list:
@@ -35,7 +39,8 @@ def check(ctx) -> list:
         return []
     out = []
     has_reserve = any(_RESERVE.search(k) for k in ctx.cfg.attr_env) or any(
-        i.gptq_reserve_s for i in ctx.sub.logs.values())
+        i.gptq_reserve_s for i in ctx.sub.logs.values()
+    )
     # transitive "reads training data"
     # transitive "reads training data", context-sensitive at one level: a helper that reads whatever file it is
     # given (load_data_shard) reads training data only where a caller passes training files
@@ -56,7 +61,9 @@ def check(ctx) -> list:
         if not ch:
             break
     # transitive "trains on training data" (the training phase), to find calibration reads after it returns
-    trains = {f: any(s.kind == "train" and TRAIN in s.labels and VAL not in s.labels for s in f.sites) for f in prog.funcs}
+    trains = {
+        f: any(s.kind == "train" and TRAIN in s.labels and VAL not in s.labels for s in f.sites) for f in prog.funcs
+    }
     for _ in range(10):
         ch = False
         for f in prog.funcs:
@@ -80,36 +87,80 @@ def check(ctx) -> list:
                     continue
                 off = c.off or f.reach == "off"
                 lvl = "note" if (off or has_reserve) else "error"
-                why = (" (inside the reserved budget: the code reserves time for it)" if has_reserve and not off else
-                       (f" (switched off in this run: `{c.guards[0]}` is false)" if off and c.guards else ""))
-                out.append(_f(f.unit, c.node, "PG501", lvl, f"{gs[0].qualname} reads training shards after the "
-                              f"training phase has returned in {f.qualname} (e.g. GPTQ/Hessian calibration); "
-                              f"training-data access outside the 600 s training budget is not allowed. Reserve the "
-                              f"calibration time inside the budget or calibrate on self-generated data.{why}"))
+                why = (
+                    " (inside the reserved budget: the code reserves time for it)"
+                    if has_reserve and not off
+                    else (f" (switched off in this run: `{c.guards[0]}` is false)" if off and c.guards else "")
+                )
+                out.append(
+                    _f(
+                        f.unit,
+                        c.node,
+                        "PG501",
+                        lvl,
+                        f"{gs[0].qualname} reads training shards after the "
+                        f"training phase has returned in {f.qualname} (e.g. GPTQ/Hessian calibration); "
+                        f"training-data access outside the 600 s training budget is not allowed. Reserve the "
+                        f"calibration time inside the budget or calibrate on self-generated data.{why}",
+                    )
+                )
                 break
         # an evaluation function: scores validation tokens itself and does no training on training data
         scores = any(s.kind == "score" for s in f.sites) and not any(
-            s.kind == "train" and TRAIN in s.labels for s in f.sites)
+            s.kind == "train" and TRAIN in s.labels for s in f.sites
+        )
         for s in f.sites:
             lvl = "note" if _off(s) else "error"
             tail = _note(s) if lvl == "note" else ""
             if s.kind == "read_train" and scores and s.detail.get("intrinsic"):
-                out.append(_f(f.unit, s.node, "PG501", lvl, f"{f.qualname} evaluates on validation data and also "
-                              f"reads training shards; evaluation may not access training data. Move any use of "
-                              f"training data into the timed training phase.{tail}"))
+                out.append(
+                    _f(
+                        f.unit,
+                        s.node,
+                        "PG501",
+                        lvl,
+                        f"{f.qualname} evaluates on validation data and also "
+                        f"reads training shards; evaluation may not access training data. Move any use of "
+                        f"training data into the timed training phase.{tail}",
+                    )
+                )
             elif s.kind == "net":
-                out.append(_f(f.unit, s.node, "PG503", lvl, f"network/hub access `{s.detail.get('what')}` in "
-                              f"{f.qualname} is reachable from the entry point; the artifact must be self-contained "
-                              f"(no downloads, hub or network calls during the run). Ship what you need inside the "
-                              f"16 MB artifact.{tail}"))
+                out.append(
+                    _f(
+                        f.unit,
+                        s.node,
+                        "PG503",
+                        lvl,
+                        f"network/hub access `{s.detail.get('what')}` in "
+                        f"{f.qualname} is reachable from the entry point; the artifact must be self-contained "
+                        f"(no downloads, hub or network calls during the run). Ship what you need inside the "
+                        f"16 MB artifact.{tail}",
+                    )
+                )
             elif s.kind == "save_val":
-                out.append(_f(f.unit, s.node, "PG502", lvl, f"validation tokens flow into `{s.detail.get('what', 'the state dict')}` "
-                              f"in {f.qualname}; storing validation data in the artifact ('paid prefix') is forbidden. "
-                              f"Serialize only model weights and code.{tail}"))
+                out.append(
+                    _f(
+                        f.unit,
+                        s.node,
+                        "PG502",
+                        lvl,
+                        f"validation tokens flow into `{s.detail.get('what', 'the state dict')}` "
+                        f"in {f.qualname}; storing validation data in the artifact ('paid prefix') is forbidden. "
+                        f"Serialize only model weights and code.{tail}",
+                    )
+                )
             elif s.kind == "train" and VAL in s.labels and TRAIN in s.labels:
-                out.append(_f(f.unit, s.node, "PG502", lvl, f"the training loss in {f.qualname} mixes validation "
-                              f"tokens into training batches; validation data may not be used for training. Train "
-                              f"only on fineweb_train shards.{tail}"))
+                out.append(
+                    _f(
+                        f.unit,
+                        s.node,
+                        "PG502",
+                        lvl,
+                        f"the training loss in {f.qualname} mixes validation "
+                        f"tokens into training batches; validation data may not be used for training. Train "
+                        f"only on fineweb_train shards.{tail}",
+                    )
+                )
         # training loop: train sites on TRAIN data; calls after it that read training data
         tsites = [s for s in f.sites if s.kind == "train" and TRAIN in s.labels and VAL not in s.labels and s.loops]
         if not tsites:
@@ -126,17 +177,28 @@ def check(ctx) -> list:
                 continue
             off = c.off or f.reach == "off"
             lvl = "note" if (off or has_reserve) else "error"
-            why = (" (inside the reserved budget: the code reserves time for it)" if has_reserve and not off else
-                   (f" (switched off in this run: `{c.guards[0]}` is false)" if off and c.guards else ""))
-            out.append(_f(f.unit, c.node, "PG501", lvl, f"{gs[0].qualname} reads training shards after the "
-                          f"training loop in {f.qualname} has stopped (e.g. GPTQ/Hessian calibration); training-data "
-                          f"access outside the 600 s training budget is not allowed. Reserve the calibration time "
-                          f"inside the budget (stop training early) or calibrate on self-generated data.{why}"))
+            why = (
+                " (inside the reserved budget: the code reserves time for it)"
+                if has_reserve and not off
+                else (f" (switched off in this run: `{c.guards[0]}` is false)" if off and c.guards else "")
+            )
+            out.append(
+                _f(
+                    f.unit,
+                    c.node,
+                    "PG501",
+                    lvl,
+                    f"{gs[0].qualname} reads training shards after the "
+                    f"training loop in {f.qualname} has stopped (e.g. GPTQ/Hessian calibration); training-data "
+                    f"access outside the 600 s training budget is not allowed. Reserve the calibration time "
+                    f"inside the budget (stop training early) or calibrate on self-generated data.{why}",
+                )
+            )
             break
     return out
 
 
-_HP = '''import os, glob, numpy as np, torch
+_HP = """import os, glob, numpy as np, torch
 
 class Hyperparameters:
     data_path = os.environ.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
@@ -174,42 +236,82 @@ def main():
     {save}
 
 main()
-'''
+"""
 
 LEGAL_EXAMPLES = [
-    {"name": "gptq_calibration_with_reserve", "files": {"train_gpt.py": _HP.replace("{reserve}", "12").replace("{save}", "torch.save(model.state_dict(), 'final_model.pt')")},
-     "rules": ["PG501", "PG502", "PG503"]},
-    {"name": "download_in_separate_script", "files": {
-        "train_gpt.py": _HP.replace("{reserve}", "12").replace("{save}", "pass"),
-        "cached_challenge_fineweb.py": "from huggingface_hub import hf_hub_download\nhf_hub_download('willdepueoai/parameter-golf', 'x')\n"},
-     "rules": ["PG503"]},
+    {
+        "name": "gptq_calibration_with_reserve",
+        "files": {
+            "train_gpt.py": _HP.replace("{reserve}", "12").replace(
+                "{save}", "torch.save(model.state_dict(), 'final_model.pt')"
+            )
+        },
+        "rules": ["PG501", "PG502", "PG503"],
+    },
+    {
+        "name": "download_in_separate_script",
+        "files": {
+            "train_gpt.py": _HP.replace("{reserve}", "12").replace("{save}", "pass"),
+            "cached_challenge_fineweb.py": "from huggingface_hub import hf_hub_download\nhf_hub_download('willdepueoai/parameter-golf', 'x')\n",
+        },
+        "rules": ["PG503"],
+    },
 ]
-_SPLIT = _HP.replace("    gptq_reserve_ms = float(os.environ.get(\"GPTQ_RESERVE_SECONDS\", {reserve})) * 1000\n", "").replace(
-    """def main():
+_SPLIT = (
+    _HP.replace('    gptq_reserve_ms = float(os.environ.get("GPTQ_RESERVE_SECONDS", {reserve})) * 1000\n', "")
+    .replace(
+        """def main():
     args = Hyperparameters()
     model = torch.nn.Module()
-    opt""", """def train_model(args, model):
-    opt""").replace("""    collect_hessians(model, args.train_files)
+    opt""",
+        """def train_model(args, model):
+    opt""",
+    )
+    .replace(
+        """    collect_hessians(model, args.train_files)
     {save}
 
-main()""", """
+main()""",
+        """
 def main():
     args = Hyperparameters()
     model = torch.nn.Module()
     train_model(args, model)
     collect_hessians(model, args.train_files)
 
-main()""")
+main()""",
+    )
+)
 
 ILLEGAL_EXAMPLES = [
     {"name": "calibration_after_train_model_returns", "files": {"train_gpt.py": _SPLIT}, "rules": ["PG501"]},
-    {"name": "val_tokens_saved_in_artifact", "files": {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
-        "{save}", "val_tokens = load_data_shard(sorted(glob.glob(args.val_files))[0])\n    torch.save({'model': model.state_dict(), 'prefix': val_tokens[:100000]}, 'final_model.pt')")},
-     "rules": ["PG502"]},
-    {"name": "hub_download_at_eval", "files": {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
-        "{save}", "from huggingface_hub import hf_hub_download\n    hf_hub_download(repo_id='someone/cache', filename='ngram.bin')")},
-     "rules": ["PG503"]},
-    {"name": "gptq_on_train_after_loop_no_reserve", "files": {"train_gpt.py": _HP.replace(
-        "    gptq_reserve_ms = float(os.environ.get(\"GPTQ_RESERVE_SECONDS\", {reserve})) * 1000\n", "").replace("{save}", "pass")},
-     "rules": ["PG501"]},
+    {
+        "name": "val_tokens_saved_in_artifact",
+        "files": {
+            "train_gpt.py": _HP.replace("{reserve}", "12").replace(
+                "{save}",
+                "val_tokens = load_data_shard(sorted(glob.glob(args.val_files))[0])\n    torch.save({'model': model.state_dict(), 'prefix': val_tokens[:100000]}, 'final_model.pt')",
+            )
+        },
+        "rules": ["PG502"],
+    },
+    {
+        "name": "hub_download_at_eval",
+        "files": {
+            "train_gpt.py": _HP.replace("{reserve}", "12").replace(
+                "{save}",
+                "from huggingface_hub import hf_hub_download\n    hf_hub_download(repo_id='someone/cache', filename='ngram.bin')",
+            )
+        },
+        "rules": ["PG503"],
+    },
+    {
+        "name": "gptq_on_train_after_loop_no_reserve",
+        "files": {
+            "train_gpt.py": _HP.replace(
+                '    gptq_reserve_ms = float(os.environ.get("GPTQ_RESERVE_SECONDS", {reserve})) * 1000\n', ""
+            ).replace("{save}", "pass")
+        },
+        "rules": ["PG501"],
+    },
 ]

@@ -29,25 +29,72 @@ def check(ctx) -> list:
     out = []
     entry = sub.entry.name if sub.entry is not None else "train_gpt.py"
     if sub.entry_lines is not None and sub.entry_lines > MAX_LINES:
-        out.append(Finding("PG203", "warning", f"{entry} has {sub.entry_lines} lines, over the {MAX_LINES}-line guideline "
-                           f"for readable scripts; consider trimming dead code.", entry, MAX_LINES + 1, 1))
+        out.append(
+            Finding(
+                "PG203",
+                "warning",
+                f"{entry} has {sub.entry_lines} lines, over the {MAX_LINES}-line guideline "
+                f"for readable scripts; consider trimming dead code.",
+                entry,
+                MAX_LINES + 1,
+                1,
+            )
+        )
     if not sub.is_folder:
         return out
     if sub.entry is None:
-        out.append(Finding("PG201", "error", "no train_gpt.py in the folder; a record must ship the script that "
-                           "produced its logs and it must run from the records folder.", "train_gpt.py", 1, 1))
+        out.append(
+            Finding(
+                "PG201",
+                "error",
+                "no train_gpt.py in the folder; a record must ship the script that "
+                "produced its logs and it must run from the records folder.",
+                "train_gpt.py",
+                1,
+                1,
+            )
+        )
     elif sub.entry.name != "train_gpt.py":
-        out.append(Finding("PG201", "warning", f"the script is named {sub.entry.name}, not train_gpt.py; the records "
-                           f"harness runs train_gpt.py. Rename it.", sub.entry.name, 1, 1))
+        out.append(
+            Finding(
+                "PG201",
+                "warning",
+                f"the script is named {sub.entry.name}, not train_gpt.py; the records "
+                f"harness runs train_gpt.py. Rename it.",
+                sub.entry.name,
+                1,
+                1,
+            )
+        )
     if sub.readme_rel is None:
-        out.append(Finding("PG201", "error", "README.md is missing; explain the submission and its run command.",
-                           "README.md", 1, 1))
+        out.append(
+            Finding(
+                "PG201", "error", "README.md is missing; explain the submission and its run command.", "README.md", 1, 1
+            )
+        )
     if sub.submission_json_rel is None:
-        out.append(Finding("PG201", "error", "submission.json is missing; it must give name, github_id, val_bpb and "
-                           "related metadata.", "submission.json", 1, 1))
+        out.append(
+            Finding(
+                "PG201",
+                "error",
+                "submission.json is missing; it must give name, github_id, val_bpb and related metadata.",
+                "submission.json",
+                1,
+                1,
+            )
+        )
     if not sub.logs:
-        out.append(Finding("PG201", "error", "no training log (*.log / *.txt with training and final metric lines) in "
-                           "the folder; ship the log of every seed.", "train.log", 1, 1))
+        out.append(
+            Finding(
+                "PG201",
+                "error",
+                "no training log (*.log / *.txt with training and final metric lines) in "
+                "the folder; ship the log of every seed.",
+                "train.log",
+                1,
+                1,
+            )
+        )
     js, rel = sub.submission_json, sub.submission_json_rel
     if rel is not None:
         if sub.submission_json_error:
@@ -59,9 +106,18 @@ def check(ctx) -> list:
     if _is_record_track(sub) and sub.logs:
         seeds = {info.seed if info.seed is not None else rel for rel, info in sub.logs.items() if info.scored_label}
         if len(seeds) < 3:
-            out.append(Finding("PG204", "warning", f"only {len(seeds)} seed log(s) with a final score for a record-track "
-                               f"claim; records must show p < 0.01 over the previous SOTA, usually with 3 seeds. Add "
-                               f"the logs of at least 3 seeds.", sorted(sub.logs)[0], 1, 1))
+            out.append(
+                Finding(
+                    "PG204",
+                    "warning",
+                    f"only {len(seeds)} seed log(s) with a final score for a record-track "
+                    f"claim; records must show p < 0.01 over the previous SOTA, usually with 3 seeds. Add "
+                    f"the logs of at least 3 seeds.",
+                    sorted(sub.logs)[0],
+                    1,
+                    1,
+                )
+            )
     return out
 
 
@@ -78,44 +134,88 @@ def _check_json(sub, js, rel) -> list:
     if bpb_key is None:
         missing.append("val_bpb")
     if missing:
-        out.append(Finding("PG202", "error", f"{rel} lacks required key(s) {', '.join(missing)} (expected name, "
-                           f"github_id, val_bpb); add them.", rel, 1, 1))
+        out.append(
+            Finding(
+                "PG202",
+                "error",
+                f"{rel} lacks required key(s) {', '.join(missing)} (expected name, github_id, val_bpb); add them.",
+                rel,
+                1,
+                1,
+            )
+        )
     for key, kind in (("val_bpb", "number"), ("val_loss", "number"), ("bytes_total", "int"), ("bytes_code", "int")):
         if key in js:
             v = js[key]
             ok = _num(v) if kind == "number" else (isinstance(v, int) and not isinstance(v, bool))
             if not ok:
-                out.append(Finding("PG202", "error", f"{rel}: {key} must be {'a number' if kind == 'number' else 'an integer'}, "
-                                   f"got {json_type(v)} {v!r:.40}.", rel, 1, 1))
+                out.append(
+                    Finding(
+                        "PG202",
+                        "error",
+                        f"{rel}: {key} must be {'a number' if kind == 'number' else 'an integer'}, "
+                        f"got {json_type(v)} {v!r:.40}.",
+                        rel,
+                        1,
+                        1,
+                    )
+                )
     scored = [(r, i.scored_val_bpb) for r, i in sorted(sub.logs.items()) if i.scored_val_bpb is not None]
     if bpb_key and _num(js.get(bpb_key)) and scored:
         claim = float(js[bpb_key])
         vals = [v for _r, v in scored]
         mean = sum(vals) / len(vals)
         if abs(claim - mean) > _BPB_TOL and all(abs(claim - v) > 5e-5 for v in vals):
-            out.append(Finding("PG202", "error", f"{rel}: {bpb_key} {claim} disagrees with the logs (scored val_bpb "
-                               f"{', '.join(f'{v:.5f}' for v in vals)}; mean {mean:.5f}); report the logged score.", rel, 1, 1))
+            out.append(
+                Finding(
+                    "PG202",
+                    "error",
+                    f"{rel}: {bpb_key} {claim} disagrees with the logs (scored val_bpb "
+                    f"{', '.join(f'{v:.5f}' for v in vals)}; mean {mean:.5f}); report the logged score.",
+                    rel,
+                    1,
+                    1,
+                )
+            )
     totals = [i.total_size_bytes for i in sub.logs.values() if i.total_size_bytes is not None]
     bt = js.get("bytes_total")
     if isinstance(bt, int) and not isinstance(bt, bool) and totals and bt not in totals and bt < max(totals):
-        out.append(Finding("PG202", "error", f"{rel}: bytes_total {bt} matches no logged total "
-                           f"({', '.join(str(t) for t in sorted(set(totals)))}) and is below the largest; report the "
-                           f"logged 'Total submission size' (max over seeds).", rel, 1, 1))
+        out.append(
+            Finding(
+                "PG202",
+                "error",
+                f"{rel}: bytes_total {bt} matches no logged total "
+                f"({', '.join(str(t) for t in sorted(set(totals)))}) and is below the largest; report the "
+                f"logged 'Total submission size' (max over seeds).",
+                rel,
+                1,
+                1,
+            )
+        )
     return out
 
 
 def json_type(v) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(type(v), "null")
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(v), "null"
+    )
 
 
-_LOG = ("step:1/20000 train_loss:6.9 train_time:90ms step_avg:90.00ms\n"
-        "stopping_early: wallclock_cap train_time:599000ms step:6000/20000\n"
-        "Total submission size int8+zlib: 15000000 bytes\n"
-        "final_int8_zlib_roundtrip_exact val_loss:1.90000000 val_bpb:{bpb}\nseed:{seed}\n")
+_LOG = (
+    "step:1/20000 train_loss:6.9 train_time:90ms step_avg:90.00ms\n"
+    "stopping_early: wallclock_cap train_time:599000ms step:6000/20000\n"
+    "Total submission size int8+zlib: 15000000 bytes\n"
+    "final_int8_zlib_roundtrip_exact val_loss:1.90000000 val_bpb:{bpb}\nseed:{seed}\n"
+)
 _JSON = '{"name": "Example", "github_id": "someone", "author": "Some One", "val_bpb": %s, "bytes_total": 15000000, "track": "10min_16mb"}'
-_FILES = {"train_gpt.py": "import torch\nprint('hi')\n", "README.md": "# Example\n",
-          "submission.json": _JSON % "1.12", "train_seed1.log": _LOG.format(bpb="1.12000000", seed=1),
-          "train_seed2.log": _LOG.format(bpb="1.12010000", seed=2), "train_seed3.log": _LOG.format(bpb="1.11990000", seed=3)}
+_FILES = {
+    "train_gpt.py": "import torch\nprint('hi')\n",
+    "README.md": "# Example\n",
+    "submission.json": _JSON % "1.12",
+    "train_seed1.log": _LOG.format(bpb="1.12000000", seed=1),
+    "train_seed2.log": _LOG.format(bpb="1.12010000", seed=2),
+    "train_seed3.log": _LOG.format(bpb="1.11990000", seed=3),
+}
 
 LEGAL_EXAMPLES = [
     {"name": "complete_record_folder", "files": dict(_FILES), "rules": ["PG201", "PG202", "PG203", "PG204"]},
@@ -125,6 +225,9 @@ ILLEGAL_EXAMPLES = [
     {"name": "json_bpb_disagrees", "files": dict(_FILES, **{"submission.json": _JSON % "1.10"}), "rules": ["PG202"]},
     {"name": "json_invalid", "files": dict(_FILES, **{"submission.json": '{"name": "x", '}), "rules": ["PG202"]},
     {"name": "too_many_lines", "files": dict(_FILES, **{"train_gpt.py": "x = 1\n" * 1501}), "rules": ["PG203"]},
-    {"name": "one_seed_record", "files": {k: v for k, v in _FILES.items() if k not in ("train_seed2.log", "train_seed3.log")},
-     "rules": ["PG204"]},
+    {
+        "name": "one_seed_record",
+        "files": {k: v for k, v in _FILES.items() if k not in ("train_seed2.log", "train_seed3.log")},
+        "rules": ["PG204"],
+    },
 ]

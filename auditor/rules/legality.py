@@ -49,8 +49,11 @@ class Summary:
                     self.stats[f][1] |= not s.off
         # quantization calibration (GPTQ Hessians, activation statistics): forward hooks or calibration helpers;
         # fed with validation tokens before the scoring it adapts the weights to those tokens
-        self.calib = {f: bool(_CALIB_NAME.search(f.name)) or any(
-            c.name in ("register_forward_hook", "register_forward_pre_hook") for c in f.calls) for f in prog.funcs}
+        self.calib = {
+            f: bool(_CALIB_NAME.search(f.name))
+            or any(c.name in ("register_forward_hook", "register_forward_pre_hook") for c in f.calls)
+            for f in prog.funcs
+        }
         for _ in range(12):
             changed = False
             for f in prog.funcs:
@@ -72,8 +75,9 @@ class Summary:
         for _ in range(6):
             changed = False
             for f in prog.funcs:
-                if not self.calib[f] and any(self.calib[g] for c in f.calls if not c.is_ref
-                                             for g in prog.targets(c) if g is not f):
+                if not self.calib[f] and any(
+                    self.calib[g] for c in f.calls if not c.is_ref for g in prog.targets(c) if g is not f
+                ):
                     self.calib[f] = changed = True
             if not changed:
                 break
@@ -86,7 +90,9 @@ class Summary:
 class Event:
     calib = False
 
-    def __init__(self, kind, order, loops, off, guards, unit, node, labels=frozenset(), callee=None, call=None, site=None):
+    def __init__(
+        self, kind, order, loops, off, guards, unit, node, labels=frozenset(), callee=None, call=None, site=None
+    ):
         self.kind, self.order, self.loops, self.off, self.guards = kind, order, loops, off, guards
         self.unit, self.node, self.labels, self.callee, self.call, self.site = unit, node, labels, callee, call, site
 
@@ -236,22 +242,32 @@ def check(ctx) -> list:
                 # PG402: an epoch/repeat loop around both the adaptation and the scoring
                 repeat = [lp for lp in common if not lp.is_data]
                 if repeat and t.kind == "train" and s.kind == "score":
-                    add("PG402", s, f"the reported loss is accumulated inside a repetition loop "
+                    add(
+                        "PG402",
+                        s,
+                        f"the reported loss is accumulated inside a repetition loop "
                         f"(`{f.unit.code(repeat[0].node).splitlines()[0].strip()[:60]}`) that also trains on the same "
                         f"validation tokens in {f.qualname}; after the first pass every token is scored by a model that "
                         f"has already been trained on it. Score each chunk exactly once, before any epoch of training on "
-                        f"it (score-first TTT), and accumulate the loss outside the epoch loop.", lvl)
+                        f"it (score-first TTT), and accumulate the loss outside the epoch loop.",
+                        lvl,
+                    )
                     continue
                 if t.order >= s.order:
                     continue
                 if t.kind == "ttt" and s.kind in ("score", "ttt"):
                     if common or t.callee is None or (t.callee.deep_copies and not _model_overlap(t, s)):
                         continue
-                    add("PG403", s, f"{_fname(s)} scores the validation set again after {t.callee.qualname} "
+                    add(
+                        "PG403",
+                        s,
+                        f"{_fname(s)} scores the validation set again after {t.callee.qualname} "
                         f"(line {_line(t)}) adapted the weights on those same tokens (rescoring after TTT, or "
                         f"'pre-quantization TTT' whose weights are then quantized and scored); the second pass sees "
                         f"weights trained on the tokens it scores. Report the single score-first TTT pass and never "
-                        f"evaluate, quantize or serialize the adapted weights.", lvl)
+                        f"evaluate, quantize or serialize the adapted weights.",
+                        lvl,
+                    )
                     continue
                 if t.kind != "train":
                     continue
@@ -260,58 +276,107 @@ def check(ctx) -> list:
                     troots = _data_roots(f, t)
                     if inner.derived and not (troots & inner.derived):
                         continue  # trains on data not selected by this iteration (earlier, already scored docs)
-                    code = t.unit.code(t.node) + " " + " ".join(t.unit.code(v) for r in (t.site.detail.get("roots", ()) if t.site else ()) for v in f.defs.get(r, [])[:2])
+                    code = (
+                        t.unit.code(t.node)
+                        + " "
+                        + " ".join(
+                            t.unit.code(v)
+                            for r in (t.site.detail.get("roots", ()) if t.site else ())
+                            for v in f.defs.get(r, [])[:2]
+                        )
+                    )
                     if _PREV.search(code):
                         continue  # trains on an earlier chunk than the one scored next
                     if GRAD in t.labels:
                         if _context_only(f, t):
                             continue
-                        add("PG405", t, f"per-window parameters (requires_grad tensor / nn.Parameter) are optimized in "
+                        add(
+                            "PG405",
+                            t,
+                            f"per-window parameters (requires_grad tensor / nn.Parameter) are optimized in "
                             f"{f.qualname} against positions of the window that are then scored below (line order); "
                             f"the scored distribution already saw its targets. Optimize only on context positions "
-                            f"strictly before the scored ones (e.g. `y[:, :s]`), or score first.", lvl)
+                            f"strictly before the scored ones (e.g. `y[:, :s]`), or score first.",
+                            lvl,
+                        )
                         continue
-                    how = (f"calls {t.callee.qualname}, which trains on validation tokens," if t.callee is not None
-                           else "trains on validation tokens (backward at this line)")
-                    add("PG401", t, f"{f.qualname} {how} before the same chunk is scored later in the loop "
+                    how = (
+                        f"calls {t.callee.qualname}, which trains on validation tokens,"
+                        if t.callee is not None
+                        else "trains on validation tokens (backward at this line)"
+                    )
+                    add(
+                        "PG401",
+                        t,
+                        f"{f.qualname} {how} before the same chunk is scored later in the loop "
                         f"(line {_line(s)}); each token must be scored before any update that used it. Move the "
-                        f"scoring of the chunk before its training step (score-first TTT).", lvl)
+                        f"scoring of the chunk before its training step (score-first TTT).",
+                        lvl,
+                    )
                     continue
-                if t.site is not None and any(x is not s and x.order < t.order and _common_loops(x.loops, t.loops)
-                                              for x in scores):
-                    add("PG403", s, f"{f.qualname} scores the validation tokens a second time (this line) after its "
+                if t.site is not None and any(
+                    x is not s and x.order < t.order and _common_loops(x.loops, t.loops) for x in scores
+                ):
+                    add(
+                        "PG403",
+                        s,
+                        f"{f.qualname} scores the validation tokens a second time (this line) after its "
                         f"score-first adaptation loop trained on them (line {_line(t)}); the reported number must come "
                         f"from the single pass that scored each token before training on it. Report the first "
-                        f"pass and drop the rescoring.", lvl)
+                        f"pass and drop the rescoring.",
+                        lvl,
+                    )
                     continue
                 if t.calib:
-                    add("PG401", t, f"{f.qualname} calls {t.callee.qualname}, which collects quantization statistics "
+                    add(
+                        "PG401",
+                        t,
+                        f"{f.qualname} calls {t.callee.qualname}, which collects quantization statistics "
                         f"(GPTQ Hessians / calibration) from validation tokens before they are scored ({_fname(s)} "
                         f"at line {_line(s)}); the quantized weights are then fitted to the tokens they are scored on. "
-                        f"Calibrate on training shards (inside the training budget) or on self-generated tokens.", lvl)
+                        f"Calibrate on training shards (inside the training budget) or on self-generated tokens.",
+                        lvl,
+                    )
                     continue
                 what = f"calls {t.callee.qualname}, which trains" if t.callee is not None else "trains"
-                add("PG401", t, f"{f.qualname} {what} on validation tokens before they are scored "
+                add(
+                    "PG401",
+                    t,
+                    f"{f.qualname} {what} on validation tokens before they are scored "
                     f"({_fname(s)} at line {_line(s)}); fine-tuning on validation data before "
                     f"quantization/serialization or evaluation leaks the targets into the weights. Train only on "
-                    f"training shards; adapt at eval time only on tokens already scored.", lvl)
+                    f"training shards; adapt at eval time only on tokens already scored.",
+                    lvl,
+                )
         # PG404: the target inside a key, or a gate depending on the target
         for site in f.sites:
             if site.kind == "tgt_key" and (VAL in site.labels or summ.scores[f][0]):
                 e = _site_event(f, site)
-                add("PG404", e, f"a cache/hash key in {f.qualname} includes the realized target token; the predicted "
+                add(
+                    "PG404",
+                    e,
+                    f"a cache/hash key in {f.qualname} includes the realized target token; the predicted "
                     f"probability then depends on the token being predicted (an oracle lookup). Key caches on "
-                    f"context tokens only and read the full next-token distribution from them.")
+                    f"context tokens only and read the full next-token distribution from them.",
+                )
             elif site.kind == "score" and (GATE in site.labels or site.tgt_gate):
                 e = _site_event(f, site)
-                add("PG404", e, f"the loss accumulated in {f.qualname} is selected or mixed by a condition on the "
+                add(
+                    "PG404",
+                    e,
+                    f"the loss accumulated in {f.qualname} is selected or mixed by a condition on the "
                     f"target token (`== y` / `y in cache`); gates and mixing weights must not depend on the target. "
-                    f"Compute gates from the context only and mix full distributions.")
+                    f"Compute gates from the context only and mix full distributions.",
+                )
             elif site.kind == "min_loss" and any(x.kind == "score" for x in f.sites):
                 e = _site_event(f, site)
-                add("PG403", e, f"{f.qualname} keeps the lower of two losses of the same tokens "
+                add(
+                    "PG403",
+                    e,
+                    f"{f.qualname} keeps the lower of two losses of the same tokens "
                     f"({site.detail.get('how')}); choosing the better pass with knowledge of the target is an oracle. "
-                    f"Commit to one prediction per token before seeing it.")
+                    f"Commit to one prediction per token before seeing it.",
+                )
         # PG406: statistics from the validation stream built before the scoring loop, then read by it
         stats = [s for s in f.sites if s.kind == "stats" and VAL in s.labels]
         score_sites = [s for s in f.sites if s.kind == "score" and STATS in s.labels]
@@ -320,15 +385,23 @@ def check(ctx) -> list:
                 common = _common_loops(b.loops, s.loops)
                 if b.order < s.order and common and _same_token_index(f, b, s):
                     e = _site_event(f, b)
-                    add("PG406", e, f"{f.qualname} adds the token to its cache/statistics before that same token is "
+                    add(
+                        "PG406",
+                        e,
+                        f"{f.qualname} adds the token to its cache/statistics before that same token is "
                         f"scored (line {_line(_site_event(f, s))}); the prediction then already contains its target. "
-                        f"Score the position first, then update the cache with it.")
+                        f"Score the position first, then update the cache with it.",
+                    )
                     break
                 if b.order < s.order and not common:
                     e = _site_event(f, b)
-                    add("PG406", e, f"{f.qualname} builds counts/statistics over the validation tokens in a pass that "
+                    add(
+                        "PG406",
+                        e,
+                        f"{f.qualname} builds counts/statistics over the validation tokens in a pass that "
                         f"finishes before they are scored (line {_line(_site_event(f, s))}); every prediction then "
-                        f"uses future tokens. Update caches only with tokens already scored, inside the scoring loop.")
+                        f"uses future tokens. Update caches only with tokens already scored, inside the scoring loop.",
+                    )
                     break
         # interprocedural two-pass: a stats-building call before a scoring call that receives the table
         calls = sorted([c for c in f.calls if not c.is_ref], key=lambda c: c.order)
@@ -336,14 +409,20 @@ def check(ctx) -> list:
             gs = prog.targets(c)
             if not any(summ.stats[g][0] and not summ.scores[g][0] for g in gs):
                 continue
-            for d in calls[i + 1:]:
+            for d in calls[i + 1 :]:
                 if d.order <= c.order or _common_loops(c.loops, d.loops):
                     continue
-                if any(summ.scores[g][0] for g in prog.targets(d)) and any(STATS in lab for _k, lab, _c in d.arg_labels):
+                if any(summ.scores[g][0] for g in prog.targets(d)) and any(
+                    STATS in lab for _k, lab, _c in d.arg_labels
+                ):
                     e = Event("stats", c.order, c.loops, c.off or f.reach == "off", c.guards, f.unit, c.node)
-                    add("PG406", e, f"{f.qualname} builds statistics from the whole validation stream "
+                    add(
+                        "PG406",
+                        e,
+                        f"{f.qualname} builds statistics from the whole validation stream "
                         f"({c.name}) and then passes them to {d.name}, which scores the same tokens (two-pass). "
-                        f"Build caches online from already-scored tokens only.")
+                        f"Build caches online from already-scored tokens only.",
+                    )
                     break
     return out
 
@@ -354,16 +433,28 @@ def _same_token_index(f, b, s) -> bool:
     import libcst as cst
 
     def subs(node):
-        return {f.unit.code(n.slice[0].slice) for n in walk(node) if type(n) is cst.Subscript and n.slice
-                and isinstance(n.slice[0].slice, cst.Index)}
+        return {
+            f.unit.code(n.slice[0].slice)
+            for n in walk(node)
+            if type(n) is cst.Subscript and n.slice and isinstance(n.slice[0].slice, cst.Index)
+        }
 
     shared = subs(b.node) & subs(s.node)
     return any(x and not _PREV.search(x) and not x.strip().lstrip("-").isdigit() for x in shared)
 
 
 def _site_event(f, site):
-    return Event(site.kind, site.order, site.loops, site.off or f.reach == "off", site.guards, f.unit, site.node,
-                 site.labels, site=site)
+    return Event(
+        site.kind,
+        site.order,
+        site.loops,
+        site.off or f.reach == "off",
+        site.guards,
+        f.unit,
+        site.node,
+        site.labels,
+        site=site,
+    )
 
 
 def _line(e) -> int:
@@ -379,7 +470,7 @@ def _finding(e, rule, level, msg) -> Finding:
 
 
 # ------------------------------------------------------------------------------------------------ examples
-_HP = '''import os, math, torch
+_HP = """import os, math, torch
 import torch.nn.functional as F
 
 class Hyperparameters:
@@ -403,9 +494,9 @@ def eval_val(args, model, val_tokens):
             loss_sum += loss.double() * y.numel()
             count += y.numel()
     return float(loss_sum / count)
-'''
+"""
 
-_MAIN = '''
+_MAIN = """
 def main():
     args = Hyperparameters()
     model = torch.nn.Module()
@@ -415,9 +506,11 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
-_SCORE_FIRST = _HP + '''
+_SCORE_FIRST = (
+    _HP
+    + """
 def eval_val_ttt(args, model, val_tokens):
     opt = torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9)
     loss_sum = torch.zeros((), dtype=torch.float64)
@@ -439,9 +532,12 @@ def eval_val_ttt(args, model, val_tokens):
             loss.backward()
             opt.step()
     return loss_sum
-''' + _MAIN.replace("{call}", "if args.ttt_enabled:\n        eval_val_ttt(args, model, val_tokens)")
+"""
+    + _MAIN.replace("{call}", "if args.ttt_enabled:\n        eval_val_ttt(args, model, val_tokens)")
+)
 
-_TRAIN_THEN_SCORE = _SCORE_FIRST.replace('''        model.eval()
+_TRAIN_THEN_SCORE = _SCORE_FIRST.replace(
+    """        model.eval()
         with torch.no_grad():
             nll = F.cross_entropy(model.forward_logits(x).flatten(0, 1), y.flatten(), reduction="none")
             loss_sum += nll.double().sum()
@@ -452,7 +548,8 @@ _TRAIN_THEN_SCORE = _SCORE_FIRST.replace('''        model.eval()
             opt.zero_grad()
             loss = model(x, y)
             loss.backward()
-            opt.step()''', '''        model.train()
+            opt.step()""",
+    """        model.train()
         for epoch in range(args.ttt_epochs):
             opt.zero_grad()
             loss = model(x, y)
@@ -461,9 +558,12 @@ _TRAIN_THEN_SCORE = _SCORE_FIRST.replace('''        model.eval()
         model.eval()
         with torch.no_grad():
             nll = F.cross_entropy(model.forward_logits(x).flatten(0, 1), y.flatten(), reduction="none")
-            loss_sum += nll.double().sum()''')
+            loss_sum += nll.double().sum()""",
+)
 
-_EPOCH_AROUND = _HP + '''
+_EPOCH_AROUND = (
+    _HP
+    + """
 def eval_val_ttt(args, model, val_tokens):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     n_chunks = (val_tokens.numel() - 1) // args.ttt_chunk_tokens
@@ -480,9 +580,13 @@ def eval_val_ttt(args, model, val_tokens):
             loss.backward()
             opt.step()
     return loss_sum
-''' + _MAIN.replace("{call}", "eval_val_ttt(args, model, val_tokens)")
+"""
+    + _MAIN.replace("{call}", "eval_val_ttt(args, model, val_tokens)")
+)
 
-_PREQUANT_FT = _HP + '''
+_PREQUANT_FT = (
+    _HP
+    + """
 def _adapt_step(model, opt, x, y):
     loss = model(x, y)
     loss.backward()
@@ -506,12 +610,17 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
+)
 
-_RESCORE = _SCORE_FIRST.replace("eval_val_ttt(args, model, val_tokens)\n",
-                                "eval_val_ttt(args, model, val_tokens)\n    final = eval_val(args, model, val_tokens)\n")
+_RESCORE = _SCORE_FIRST.replace(
+    "eval_val_ttt(args, model, val_tokens)\n",
+    "eval_val_ttt(args, model, val_tokens)\n    final = eval_val(args, model, val_tokens)\n",
+)
 
-_ORACLE_MIN = _HP + '''
+_ORACLE_MIN = (
+    _HP
+    + """
 def eval_two_pass(args, model, ema_model, val_tokens):
     loss_sum = torch.zeros((), dtype=torch.float64)
     with torch.no_grad():
@@ -522,9 +631,13 @@ def eval_two_pass(args, model, ema_model, val_tokens):
             nll_b = F.cross_entropy(ema_model.forward_logits(x)[0], y[0], reduction="none")
             loss_sum += torch.minimum(nll_a, nll_b).double().sum()
     return loss_sum
-''' + _MAIN.replace("{call}", "eval_two_pass(args, model, model, val_tokens)")
+"""
+    + _MAIN.replace("{call}", "eval_two_pass(args, model, model, val_tokens)")
+)
 
-_NGRAM_TGT_KEY = _HP + '''
+_NGRAM_TGT_KEY = (
+    _HP
+    + """
 def eval_ngram(args, model, val_tokens):
     cache = {}
     loss_sum = 0.0
@@ -539,9 +652,13 @@ def eval_ngram(args, model, val_tokens):
             loss_sum += -math.log(0.8 * p_model + 0.2 * min(1.0, hit / 4.0) + 1e-9)
             cache[key] = hit + 1
     return loss_sum
-''' + _MAIN.replace("{call}", "eval_ngram(args, model, val_tokens)")
+"""
+    + _MAIN.replace("{call}", "eval_ngram(args, model, val_tokens)")
+)
 
-_NGRAM_PREFIX_TILT = _HP + '''
+_NGRAM_PREFIX_TILT = (
+    _HP
+    + """
 def eval_ngram_tilt(args, model, val_tokens, beta=0.3):
     counts = torch.zeros(4096, 1024)
     loss_sum = torch.zeros((), dtype=torch.float64)
@@ -557,9 +674,13 @@ def eval_ngram_tilt(args, model, val_tokens, beta=0.3):
             loss_sum += nll.double().sum()
             counts.index_put_((ctx, y), torch.ones_like(y, dtype=torch.float), accumulate=True)
     return loss_sum
-''' + _MAIN.replace("{call}", "eval_ngram_tilt(args, model, val_tokens)")
+"""
+    + _MAIN.replace("{call}", "eval_ngram_tilt(args, model, val_tokens)")
+)
 
-_TWO_PASS = _HP + '''
+_TWO_PASS = (
+    _HP
+    + """
 def eval_unigram_prior(args, model, val_tokens):
     prior = torch.bincount(val_tokens.long(), minlength=1024).float()
     prior = torch.log(prior / prior.sum())
@@ -571,9 +692,13 @@ def eval_unigram_prior(args, model, val_tokens):
             logp = torch.log_softmax(model.forward_logits(x[None])[0] + prior, dim=-1)
             loss_sum += -logp.gather(-1, y[:, None]).sum().double()
     return loss_sum
-''' + _MAIN.replace("{call}", "eval_unigram_prior(args, model, val_tokens)")
+"""
+    + _MAIN.replace("{call}", "eval_unigram_prior(args, model, val_tokens)")
+)
 
-_WINDOW_DELTA = _HP + '''
+_WINDOW_DELTA = (
+    _HP
+    + """
 def eval_sliding_delta(args, model, val_tokens, stride=64):
     loss_sum = torch.zeros((), dtype=torch.float64)
     for ws in range(0, val_tokens.numel() - args.seq_len - 1, stride):
@@ -593,9 +718,11 @@ def eval_sliding_delta(args, model, val_tokens, stride=64):
             nll = F.cross_entropy((model.forward_logits(x) + delta)[0, s:], y[0, s:], reduction="sum")
             loss_sum += nll.double()
     return loss_sum
-''' + _MAIN.replace("{call}", "eval_sliding_delta(args, model, val_tokens)")
+"""
+    + _MAIN.replace("{call}", "eval_sliding_delta(args, model, val_tokens)")
+)
 
-_LORA_HELPER_MAIN = '''import os, torch
+_LORA_HELPER_MAIN = """import os, torch
 from ttt_lora import eval_lora_ttt
 
 def load_validation_tokens(pattern):
@@ -607,8 +734,8 @@ def main():
     print(eval_lora_ttt(model, val_tokens, chunk=48))
 
 main()
-'''
-_LORA_HELPER = '''import torch
+"""
+_LORA_HELPER = """import torch
 
 def _lora_step(lora, opt, model, x, y):
     loss = model(x, y, lora=lora)
@@ -626,43 +753,72 @@ def eval_lora_ttt(model, tokens, chunk=48):
         y = tokens[ci * chunk + 1:(ci + 1) * chunk + 1].long()[None]
         {body}
     return loss_sum
-'''
-_LORA_SCORE_FIRST = _LORA_HELPER.replace("{body}", '''with torch.no_grad():
+"""
+_LORA_SCORE_FIRST = _LORA_HELPER.replace(
+    "{body}",
+    """with torch.no_grad():
             nll = model(x, y, lora=lora)
             loss_sum += nll.double() * y.numel()
         if ci < n - 1:
-            _lora_step(lora, opt, model, x, y)''')
-_LORA_TRAIN_FIRST = _LORA_HELPER.replace("{body}", '''_lora_step(lora, opt, model, x, y)
+            _lora_step(lora, opt, model, x, y)""",
+)
+_LORA_TRAIN_FIRST = _LORA_HELPER.replace(
+    "{body}",
+    """_lora_step(lora, opt, model, x, y)
         with torch.no_grad():
             nll = model(x, y, lora=lora)
-            loss_sum += nll.double() * y.numel()''')
+            loss_sum += nll.double() * y.numel()""",
+)
 
 LEGAL_EXAMPLES = [
     {"name": "score_first_chunked_ttt", "files": {"train_gpt.py": _SCORE_FIRST}, "rules": ["PG401", "PG402", "PG403"]},
-    {"name": "lora_ttt_helper_score_first", "files": {"train_gpt.py": _LORA_HELPER_MAIN, "ttt_lora.py": _LORA_SCORE_FIRST},
-     "rules": ["PG401", "PG402", "PG405"]},
-    {"name": "prefix_ngram_tilt_renormalized", "files": {"train_gpt.py": _NGRAM_PREFIX_TILT}, "rules": ["PG404", "PG406"]},
-    {"name": "window_delta_context_only", "files": {"train_gpt.py": _WINDOW_DELTA.replace("{sl}", ":s")}, "rules": ["PG405", "PG401"]},
+    {
+        "name": "lora_ttt_helper_score_first",
+        "files": {"train_gpt.py": _LORA_HELPER_MAIN, "ttt_lora.py": _LORA_SCORE_FIRST},
+        "rules": ["PG401", "PG402", "PG405"],
+    },
+    {
+        "name": "prefix_ngram_tilt_renormalized",
+        "files": {"train_gpt.py": _NGRAM_PREFIX_TILT},
+        "rules": ["PG404", "PG406"],
+    },
+    {
+        "name": "window_delta_context_only",
+        "files": {"train_gpt.py": _WINDOW_DELTA.replace("{sl}", ":s")},
+        "rules": ["PG405", "PG401"],
+    },
     {"name": "prequant_ft_flag_off", "files": {"train_gpt.py": _PREQUANT_FT}, "rules": ["PG401"]},
 ]
 ILLEGAL_EXAMPLES = [
     {"name": "train_then_score_chunk", "files": {"train_gpt.py": _TRAIN_THEN_SCORE}, "rules": ["PG401"]},
     {"name": "epoch_loop_around_chunk_scoring", "files": {"train_gpt.py": _EPOCH_AROUND}, "rules": ["PG402"]},
-    {"name": "prequant_ft_on_val_env_switched", "files": {"train_gpt.py": _PREQUANT_FT,
-     "README.md": "## Run\n```\nPREQUANT_TTT=1 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"},
-     "rules": ["PG401"]},
+    {
+        "name": "prequant_ft_on_val_env_switched",
+        "files": {
+            "train_gpt.py": _PREQUANT_FT,
+            "README.md": "## Run\n```\nPREQUANT_TTT=1 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n",
+        },
+        "rules": ["PG401"],
+    },
     {"name": "rescore_after_ttt", "files": {"train_gpt.py": _RESCORE}, "rules": ["PG403"]},
     {"name": "oracle_min_of_two_passes", "files": {"train_gpt.py": _ORACLE_MIN}, "rules": ["PG403"]},
     {"name": "ngram_cache_key_has_target", "files": {"train_gpt.py": _NGRAM_TGT_KEY}, "rules": ["PG404"]},
     {"name": "two_pass_unigram_prior", "files": {"train_gpt.py": _TWO_PASS}, "rules": ["PG406"]},
-    {"name": "window_delta_on_scored_positions", "files": {"train_gpt.py": _WINDOW_DELTA.replace("{sl}", "s:")}, "rules": ["PG405"]},
-    {"name": "lora_ttt_helper_train_first", "files": {"train_gpt.py": _LORA_HELPER_MAIN, "ttt_lora.py": _LORA_TRAIN_FIRST},
-     "rules": ["PG401"]},
+    {
+        "name": "window_delta_on_scored_positions",
+        "files": {"train_gpt.py": _WINDOW_DELTA.replace("{sl}", "s:")},
+        "rules": ["PG405"],
+    },
+    {
+        "name": "lora_ttt_helper_train_first",
+        "files": {"train_gpt.py": _LORA_HELPER_MAIN, "ttt_lora.py": _LORA_TRAIN_FIRST},
+        "rules": ["PG401"],
+    },
 ]
 
 # Realistic shapes: windows assigned to chunks by their first scored token, batched sliding scoring under
 # inference_mode, distributed all-reduce, SGD epochs on the already-scored chunk (never the last one).
-_SLIDING_TTT = '''import os, math, torch
+_SLIDING_TTT = """import os, math, torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
@@ -760,17 +916,22 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 # Pre-quantization "TTT": score-first inside, but the adapted weights are then quantized, serialized and scored
 # again - every token of the final score was seen by the weights.
-_PREQUANT_TTT = _SLIDING_TTT.replace('''    if args.ttt_enabled:
-        print(eval_val_sliding_ttt(args, eval_model, 0, 1, device, val_tokens, lut))''', '''    base_model = torch.nn.Module()
+_PREQUANT_TTT = _SLIDING_TTT.replace(
+    """    if args.ttt_enabled:
+        print(eval_val_sliding_ttt(args, eval_model, 0, 1, device, val_tokens, lut))""",
+    """    base_model = torch.nn.Module()
     if args.ttt_enabled:
         eval_val_sliding_ttt(args, base_model, 0, 1, device, val_tokens, lut)
     torch.save(base_model.state_dict(), "final_model.pt")
     eval_model.load_state_dict(torch.load("final_model.pt"))
-    print(eval_val_sliding(args, eval_model, device, val_tokens))''').replace('''def main():''', '''def eval_val_sliding(args, model, device, val_tokens):
+    print(eval_val_sliding(args, eval_model, device, val_tokens))""",
+).replace(
+    """def main():""",
+    """def eval_val_sliding(args, model, device, val_tokens):
     nll_sum = torch.zeros((), dtype=torch.float64)
     with torch.inference_mode():
         for ws in range(0, val_tokens.numel() - args.train_seq_len, args.eval_stride):
@@ -780,14 +941,33 @@ _PREQUANT_TTT = _SLIDING_TTT.replace('''    if args.ttt_enabled:
             nll_sum += F.cross_entropy(model.forward_logits(x)[0, s:], y[0, s:], reduction="sum").double()
     return nll_sum
 
-def main():''')
+def main():""",
+)
 
-LEGAL_EXAMPLES.append({"name": "sliding_window_score_first_ttt_distributed", "rules": ["PG401", "PG402", "PG403", "PG404"],
-                       "files": {"train_gpt.py": _SLIDING_TTT, "README.md": "```\nTTT_ENABLED=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n"}})
-ILLEGAL_EXAMPLES.append({"name": "prequant_ttt_then_quantized_eval", "rules": ["PG403", "PG401"],
-                         "files": {"train_gpt.py": _PREQUANT_TTT, "README.md": "```\nTTT_ENABLED=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n"}})
+LEGAL_EXAMPLES.append(
+    {
+        "name": "sliding_window_score_first_ttt_distributed",
+        "rules": ["PG401", "PG402", "PG403", "PG404"],
+        "files": {
+            "train_gpt.py": _SLIDING_TTT,
+            "README.md": "```\nTTT_ENABLED=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n",
+        },
+    }
+)
+ILLEGAL_EXAMPLES.append(
+    {
+        "name": "prequant_ttt_then_quantized_eval",
+        "rules": ["PG403", "PG401"],
+        "files": {
+            "train_gpt.py": _PREQUANT_TTT,
+            "README.md": "```\nTTT_ENABLED=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n",
+        },
+    }
+)
 
-_PER_DOC_RESCORE = _HP + """
+_PER_DOC_RESCORE = (
+    _HP
+    + """
 def split_docs(tokens, bos_id=1):
     starts = (tokens == bos_id).nonzero().flatten().tolist() + [tokens.numel()]
     return [tokens[a:b + 1] for a, b in zip(starts[:-1], starts[1:])]
@@ -805,9 +985,13 @@ def eval_doc_ttt(args, model, val_tokens):
             model(x, y).backward()
             opt.step()
     return nll_total
-""" + _MAIN.replace("{call}", "eval_doc_ttt(args, model, val_tokens)")
+"""
+    + _MAIN.replace("{call}", "eval_doc_ttt(args, model, val_tokens)")
+)
 
-_ONLINE_DICT_CACHE = _HP + """
+_ONLINE_DICT_CACHE = (
+    _HP
+    + """
 class BigramHash(torch.nn.Module):
     def __init__(self, buckets=2048, dim=128):
         super().__init__()
@@ -841,26 +1025,50 @@ def eval_online_cache(args, model, val_tokens, vocab=1024, lam=0.1):
                 row = cache[ctx] = torch.zeros(vocab)
             row[toks[t]] += 1.0
     return loss_sum
-""" + _MAIN.replace("{call}", "eval_online_cache(args, model, val_tokens)")
+"""
+    + _MAIN.replace("{call}", "eval_online_cache(args, model, val_tokens)")
+)
 
 _ORACLE_MAX = _ORACLE_MIN.replace("torch.minimum(nll_a, nll_b)", "-torch.maximum(-nll_a, -nll_b)")
 
-ILLEGAL_EXAMPLES.append({"name": "per_document_multi_epoch_last_epoch_scored", "files": {"train_gpt.py": _PER_DOC_RESCORE},
-                         "rules": ["PG402"]})
-ILLEGAL_EXAMPLES.append({"name": "oracle_max_logprob_of_two_models", "files": {"train_gpt.py": _ORACLE_MAX}, "rules": ["PG403"]})
-LEGAL_EXAMPLES.append({"name": "online_context_keyed_cache_and_bigram_hash", "files": {"train_gpt.py": _ONLINE_DICT_CACHE},
-                       "rules": ["PG404", "PG406", "PG401"]})
+ILLEGAL_EXAMPLES.append(
+    {
+        "name": "per_document_multi_epoch_last_epoch_scored",
+        "files": {"train_gpt.py": _PER_DOC_RESCORE},
+        "rules": ["PG402"],
+    }
+)
+ILLEGAL_EXAMPLES.append(
+    {"name": "oracle_max_logprob_of_two_models", "files": {"train_gpt.py": _ORACLE_MAX}, "rules": ["PG403"]}
+)
+LEGAL_EXAMPLES.append(
+    {
+        "name": "online_context_keyed_cache_and_bigram_hash",
+        "files": {"train_gpt.py": _ONLINE_DICT_CACHE},
+        "rules": ["PG404", "PG406", "PG401"],
+    }
+)
 
-_UPDATE_BEFORE_SCORE = _ONLINE_DICT_CACHE.replace("""            p_model = logp_all[t - 1].exp()
-            if row is not None:""", """            p_model = logp_all[t - 1].exp()
+_UPDATE_BEFORE_SCORE = _ONLINE_DICT_CACHE.replace(
+    """            p_model = logp_all[t - 1].exp()
+            if row is not None:""",
+    """            p_model = logp_all[t - 1].exp()
             if row is None:
                 row = cache[ctx] = torch.zeros(vocab)
             row[toks[t]] += 1.0
-            if row is not None:""")
-ILLEGAL_EXAMPLES.append({"name": "cache_updated_with_token_before_scoring_it", "files": {"train_gpt.py": _UPDATE_BEFORE_SCORE},
-                         "rules": ["PG406"]})
+            if row is not None:""",
+)
+ILLEGAL_EXAMPLES.append(
+    {
+        "name": "cache_updated_with_token_before_scoring_it",
+        "files": {"train_gpt.py": _UPDATE_BEFORE_SCORE},
+        "rules": ["PG406"],
+    }
+)
 
-_GPTQ_ON = _HP + """
+_GPTQ_ON = (
+    _HP
+    + """
 def collect_hessians(model, tokens, n_batches=16):
     hessians = {}
     def hook(mod, inp, out):
@@ -886,12 +1094,31 @@ def main():
 if __name__ == "__main__":
     main()
 """
-ILLEGAL_EXAMPLES.append({"name": "gptq_hessians_on_validation_tokens", "rules": ["PG401"],
-                         "files": {"train_gpt.py": _GPTQ_ON.replace("{source}", "val_tokens[:32768]").replace("{{", "{").replace("}}", "}")}})
-LEGAL_EXAMPLES.append({"name": "gptq_hessians_on_self_generated_tokens", "rules": ["PG401"],
-                       "files": {"train_gpt.py": _GPTQ_ON.replace("{source}", "torch.randint(0, 1024, (32768,))").replace("{{", "{").replace("}}", "}")}})
+)
+ILLEGAL_EXAMPLES.append(
+    {
+        "name": "gptq_hessians_on_validation_tokens",
+        "rules": ["PG401"],
+        "files": {
+            "train_gpt.py": _GPTQ_ON.replace("{source}", "val_tokens[:32768]").replace("{{", "{").replace("}}", "}")
+        },
+    }
+)
+LEGAL_EXAMPLES.append(
+    {
+        "name": "gptq_hessians_on_self_generated_tokens",
+        "rules": ["PG401"],
+        "files": {
+            "train_gpt.py": _GPTQ_ON.replace("{source}", "torch.randint(0, 1024, (32768,))")
+            .replace("{{", "{")
+            .replace("}}", "}")
+        },
+    }
+)
 
-_ITER_TTT = _HP + '''
+_ITER_TTT = (
+    _HP
+    + """
 def chunk_batches(val_tokens, n):
     for ci in range((val_tokens.numel() - 1) // n):
         c = val_tokens[ci * n:(ci + 1) * n + 1].long()
@@ -911,32 +1138,51 @@ def eval_iter_ttt(args, model, val_tokens):
             model(x, y).backward()
             opt.step()
     return loss_sum
-''' + _MAIN.replace("{call}", "eval_iter_ttt(args, model, val_tokens)")
-LEGAL_EXAMPLES.append({"name": "iterator_fed_score_first_ttt", "files": {"train_gpt.py": _ITER_TTT}, "rules": ["PG401", "PG402"]})
-ILLEGAL_EXAMPLES.append({"name": "iterator_fed_ttt_inside_epoch_loop", "rules": ["PG402"], "files": {"train_gpt.py": _ITER_TTT.replace(
-    """    loss_sum = torch.zeros((), dtype=torch.float64)
+"""
+    + _MAIN.replace("{call}", "eval_iter_ttt(args, model, val_tokens)")
+)
+LEGAL_EXAMPLES.append(
+    {"name": "iterator_fed_score_first_ttt", "files": {"train_gpt.py": _ITER_TTT}, "rules": ["PG401", "PG402"]}
+)
+ILLEGAL_EXAMPLES.append(
+    {
+        "name": "iterator_fed_ttt_inside_epoch_loop",
+        "rules": ["PG402"],
+        "files": {
+            "train_gpt.py": _ITER_TTT.replace(
+                """    loss_sum = torch.zeros((), dtype=torch.float64)
     for i in range(n):
-        x, y = next(it)""", """    loss_sum = torch.zeros((), dtype=torch.float64)
+        x, y = next(it)""",
+                """    loss_sum = torch.zeros((), dtype=torch.float64)
     for epoch in range(args.ttt_epochs):
       it = chunk_batches(val_tokens, args.ttt_chunk_tokens)
       for i in range(n):
-        x, y = next(it)""").replace("""        with torch.no_grad():
+        x, y = next(it)""",
+            ).replace(
+                """        with torch.no_grad():
             loss_sum += model(x, y).double() * y.numel()
         if i < n - 1:
             opt.zero_grad()
             model(x, y).backward()
-            opt.step()""", """        with torch.no_grad():
+            opt.step()""",
+                """        with torch.no_grad():
             loss_sum += model(x, y).double() * y.numel()
         opt.zero_grad()
         model(x, y).backward()
-        opt.step()""")}})
+        opt.step()""",
+            )
+        },
+    }
+)
 
 # Two passes in one function: a score-first TTT pass, then the adapted model rescores every token and that second
 # sum is the one reported.
-_TWO_PASS_RESCORE = _SCORE_FIRST.replace('''            loss.backward()
+_TWO_PASS_RESCORE = _SCORE_FIRST.replace(
+    """            loss.backward()
             opt.step()
     return loss_sum
-''', '''            loss.backward()
+""",
+    """            loss.backward()
             opt.step()
     rescored = torch.zeros((), dtype=torch.float64)
     with torch.no_grad():
@@ -944,6 +1190,12 @@ _TWO_PASS_RESCORE = _SCORE_FIRST.replace('''            loss.backward()
             chunk = val_tokens[ci * args.ttt_chunk_tokens:(ci + 1) * args.ttt_chunk_tokens + 1].long()
             rescored += model(chunk[:-1][None], chunk[1:][None]).double() * args.ttt_chunk_tokens
     return rescored
-''')
-ILLEGAL_EXAMPLES.append({"name": "two_pass_rescoring_after_ttt_loop", "files": {"train_gpt.py": _TWO_PASS_RESCORE},
-                         "rules": ["PG401", "PG403"]})
+""",
+)
+ILLEGAL_EXAMPLES.append(
+    {
+        "name": "two_pass_rescoring_after_ttt_loop",
+        "files": {"train_gpt.py": _TWO_PASS_RESCORE},
+        "rules": ["PG401", "PG403"],
+    }
+)
