@@ -55,6 +55,7 @@ class _Walker:
         self.f = func
         self.unit = func.unit
         self._rec = False
+        self._pass = 0
         self.order = 0
         self.loops: list = []
         self.guards: list = []  # (value, code)
@@ -76,6 +77,7 @@ class _Walker:
         stmts = self.f.node.body if self.f.is_module else self._body(self.f.node.body)
         # a second pass only matters when loops carry labels from the end of a body back to its start
         for i in range(2):
+            self._pass = i
             self.order = 0
             self._seen_loop = False
             self._rec = True
@@ -326,7 +328,9 @@ class _Walker:
         return name not in _INPUT_NAMES
 
     def _weak(self) -> bool:
-        return bool(self.loops or self.guards)
+        # strong (overwriting) updates only on straight-line code of the first pass: later passes must keep what
+        # loops carried back to the initialisations (`counts = zeros()` ... `counts[y] += 1` in the loop)
+        return bool(self.loops or self.guards or self._pass)
 
     def _get(self, name: str) -> frozenset:
         return self.f.taint.get(name, frozenset())
@@ -393,8 +397,8 @@ class _Walker:
             lab = set(base)
             if VAL in base and _is_shift_slice(node) and self._stream_base(node.value):
                 lab.add(TGT)
-            if TGT in idx and LOSS in base:
-                lab.add("TGATHER")
+            if TGT in idx and (LOSS in base or STATS in base):
+                lab.add("TGATHER")  # a probability/count read at the realized target
             if STATS in base:
                 lab.add(STATS)
             # indexing a table with tokens: result depends on those tokens
@@ -646,7 +650,7 @@ class _Walker:
         if (
             name in ("min", "minimum", "fmin", "amin", "max", "maximum", "fmax", "amax")
             and len(pos) >= 2
-            and sum(1 for p in pos if LOSS in p and VAL in p) >= 2
+            and (sum(1 for p in pos if LOSS in p and VAL in p) >= 2 or sum(1 for p in pos if "TGATHER" in p) >= 2)
         ):
             self._site("min_loss", node, all_args, how=name)
         if (

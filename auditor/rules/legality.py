@@ -373,9 +373,10 @@ def check(ctx) -> list:
                 add(
                     "PG403",
                     e,
-                    f"{f.qualname} keeps the lower of two losses of the same tokens "
-                    f"({site.detail.get('how')}); choosing the better pass with knowledge of the target is an oracle. "
-                    f"Commit to one prediction per token before seeing it.",
+                    f"{f.qualname} keeps the better of several predictions of the same token "
+                    f"({site.detail.get('how')} over losses or probabilities read at the realized target); choosing "
+                    f"the pass, model or n-gram order that happened to score the target best is an oracle. Commit to "
+                    f"one prediction per token, chosen from the context only.",
                 )
         # PG406: statistics from the validation stream built before the scoring loop, then read by it
         stats = [s for s in f.sites if s.kind == "stats" and VAL in s.labels]
@@ -1199,3 +1200,27 @@ ILLEGAL_EXAMPLES.append(
         "rules": ["PG401", "PG403"],
     }
 )
+
+_NGRAM_ORDER_ORACLE = _HP + """
+def eval_ngram_orders(args, model, val_tokens, vocab=1024):
+    uni = torch.ones(vocab)
+    bi = torch.ones(vocab, vocab)
+    loss_sum = 0.0
+    toks = val_tokens.long()
+    with torch.no_grad():
+        logp = torch.log_softmax(model.forward_logits(toks[None, :-1])[0], dim=-1)
+        for t in range(1, toks.numel() - 1):
+            y = toks[t + 1]
+            p_uni = uni[y] / uni.sum()
+            p_bi = bi[toks[t], y] / bi[toks[t]].sum()
+            p_best = torch.maximum(p_uni, p_bi)
+            loss_sum += -torch.logaddexp(logp[t, y] + math.log(0.9), torch.log(p_best) + math.log(0.1)).item()
+            uni[y] += 1
+            bi[toks[t], y] += 1
+    return loss_sum
+""" + _MAIN.replace("{call}", "eval_ngram_orders(args, model, val_tokens)")
+ILLEGAL_EXAMPLES.append({"name": "ngram_order_chosen_by_target_probability", "rules": ["PG403"],
+                         "files": {"train_gpt.py": _NGRAM_ORDER_ORACLE}})
+LEGAL_EXAMPLES.append({"name": "ngram_orders_mixed_with_fixed_weights", "rules": ["PG403", "PG404", "PG406"],
+                       "files": {"train_gpt.py": _NGRAM_ORDER_ORACLE.replace(
+                           "p_best = torch.maximum(p_uni, p_bi)", "p_best = 0.3 * p_uni + 0.7 * p_bi")}})
