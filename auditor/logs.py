@@ -214,6 +214,8 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
     in_hp = False
     calib_total = 0.0
     calib_seen = False
+    quant_total = 0.0
+    quant_seen = False
     for idx in range(start, len(lines)):
         raw = lines[idx]
         lineno = idx + 1
@@ -255,8 +257,13 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
         m = _RE_CALIB.match(line)
         if m:
             v = float(m.group("v")) / (1000.0 if m.group("u") == "ms" else 1.0)
-            calib_total += v
-            calib_seen = True
+            low = line.lower()
+            if "hessian" not in low and "calib" not in low and re.search(r"quantiz|compress|save|serializ", low):
+                quant_total += v  # quantize/compress/save: serialization, not calibration
+                quant_seen = True
+            else:
+                calib_total += v
+                calib_seen = True
             continue
         m = _RE_SEED.match(line)
         if m:
@@ -265,6 +272,8 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
         _parse_kv_line(info, stripped)
     if calib_seen:
         info.calibration_s = calib_total
+    if info.serialize_s is None and quant_seen:
+        info.serialize_s = quant_total
     _finish(info, name)
     return info
 
@@ -425,6 +434,10 @@ def _finish(info: LogInfo, name: str | None) -> None:
         vl = info.result.get("val_loss")
         info.scored_val_loss = float(vl) if isinstance(vl, (int, float)) else None
     r = info.result or {}
+    for key, attr in (("calibration_ms", "calibration_s"), ("serialize_ms", "serialize_s")):
+        v = r.get(key)
+        if getattr(info, attr) is None and isinstance(v, (int, float)) and not isinstance(v, bool):
+            setattr(info, attr, float(v) / 1000.0)
     if info.seed is None:
         for key in ("seed", "SEED"):
             if isinstance(r.get(key), int):

@@ -36,7 +36,7 @@ def test_family_b_timestamps_hparams_compressed_code():
     assert info.total_size_bytes == 15949701
     assert info.scored_label == "quantized_ttt_phased"
     assert info.steps[0][3] == pytest.approx(5.1 * 60000)
-    assert info.calibration_s == pytest.approx(3.5)
+    assert info.calibration_s is None and info.serialize_s == pytest.approx(3.5)  # quantization time, not calibration
     assert info.max_eval_time_ms == pytest.approx(519500.0)
 
 
@@ -72,3 +72,12 @@ def test_family_c_and_garbage_never_raise():
 def test_env_assignments_from_run_command():
     cmd = 'SEED=42 TTT_ENABLED=1 NGRAM_TILT="1" torchrun --standalone --nproc_per_node=8 train_gpt.py\nexport X_Y=3'
     assert env_assignments(cmd) == {"SEED": "42", "TTT_ENABLED": "1", "NGRAM_TILT": "1", "X_Y": "3"}
+
+
+def test_calibration_vs_serialization_timings():
+    text = ("stopping_early: wallclock_cap train_time: 592054ms step: 4600/20000\n"
+            "gptq:hessians collected in 3512ms\nGPTQ:quantized in 6.0s\nGPTQ:compressed+saved in 4.5s\n")
+    info = parse_log(text)
+    assert info.calibration_s == pytest.approx(3.512) and info.serialize_s == pytest.approx(10.5)
+    info = parse_log('RESULT {"calibration_ms": 2500.0, "serialize_ms": 1200}\n')
+    assert info.calibration_s == 2.5 and info.serialize_s == 1.2
