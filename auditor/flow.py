@@ -173,7 +173,11 @@ class Program:
                 if cls:
                     self.classes.setdefault(cls, []).append(f)
                 kid_owner, kid_cls = f, None
-            kids = list(children(node))
+            if type(node) is cst.SimpleStatementLine:
+                # definitions and imports are statements: only descend into imports here, never expressions
+                stack.extend((k, kid_owner, kid_cls) for k in node.body if type(k) in (cst.Import, cst.ImportFrom))
+                continue
+            kids = [k for k in children(node) if not _is_expr(type(k))]
             kids.reverse()
             stack.extend((k, kid_owner, kid_cls) for k in kids)
         self.aliases[id(unit)] = aliases
@@ -314,3 +318,13 @@ def _module_name(rel: str) -> str:
     p = rel[:-3] if rel.endswith(".py") else rel
     p = p.replace("\\", "/").replace("/", ".")
     return p[: -len(".__init__")] if p.endswith(".__init__") else p
+
+
+_EXPR_T: dict = {}
+
+
+def _is_expr(t) -> bool:
+    b = _EXPR_T.get(t)
+    if b is None:
+        b = _EXPR_T[t] = issubclass(t, cst.BaseExpression)
+    return b

@@ -192,7 +192,8 @@ class _Walker:
         loop.var_names = set(targets)
         is_range = isinstance(s.iter, cst.Call) and last_name(s.iter) == "range"
         self._assign_names(targets, it, s.target)
-        selects = self._rec and _loop_selects_data(s, targets, self, loop)
+        # computed on the last pass only (a loop always triggers a second pass)
+        selects = self._pass > 0 and _loop_selects_data(s, targets, self, loop)
         loop.is_data = (VAL in it and not is_range) or selects
         self.loops.append(loop)
         self.block(self._body(s.body))
@@ -204,9 +205,9 @@ class _Walker:
         self._seen_loop = True
         self.expr(s.test)
         loop = Loop(node=s)
-        assigned = _assigned_in(s.body) if self._rec else set()
+        assigned = _assigned_in(s.body) if self._pass > 0 else set()
         loop.var_names = assigned
-        loop.is_data = self._rec and _loop_selects_data(s, assigned, self, loop)
+        loop.is_data = self._pass > 0 and _loop_selects_data(s, assigned, self, loop)
         self.loops.append(loop)
         self.block(self._body(s.body))
         self.loops.pop()
