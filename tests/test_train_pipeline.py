@@ -235,3 +235,17 @@ def test_wallclock_cap_stops_early(tiny_data, tmp_path):
     assert metrics["stopped_early"] and metrics["steps"] == int(m.group(2)) < 100000
     assert 3000 <= int(m.group(1)) < 60000
     assert re.search(rf"^step:{m.group(2)}/100000 val_loss:", text, re.M)  # final validation at the stop step
+
+
+def test_code_form_reserves_the_shipped_wrapper_and_builds(tiny_data, tmp_path):
+    """`--code-form lzma` reserves the bytes of the minified+lzma train_gpt.py; pgolf build ships exactly that size."""
+    run = tmp_path / "run"
+    train(tiny_data, run, "--seed", "5", "--iterations", "2", "--warmdown-iters", "1", "--val-loss-every", "0",
+          "--code-form", "lzma")
+    metrics = json.loads((run / "metrics.json").read_text())
+    out = tmp_path / "records"
+    run_pgolf("build", run, "--name", "CodeForm", "--author", "t", "--github-id", "t", "--track", "non_record_16mb",
+              "--out", out, "--minify", "--wrap", "lzma", "--date", "2026-01-01")
+    shipped = (out / "track_non_record_16mb" / "2026-01-01_CodeForm" / "train_gpt.py").stat().st_size
+    assert metrics["code_bytes"] == shipped < 60_000
+    assert metrics["artifact_bytes"] == metrics["model_bytes"] + shipped

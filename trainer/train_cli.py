@@ -25,6 +25,11 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--data", dest="hp_data_path", metavar="DIR", help="dataset directory (DATA_PATH)")
     p.add_argument("--tokenizer", dest="hp_tokenizer_path", metavar="MODEL", help="SentencePiece model (TOKENIZER_PATH)")
     p.add_argument("--out", dest="hp_out_dir", metavar="RUN_DIR", help="run directory (OUT_DIR)")
+    p.add_argument(
+        "--code-form", choices=["plain", "minified", "lzma", "brotli"], default="plain",
+        help="which train_gpt.py you will ship: its bytes are reserved in the 16 MB budget (plain is the safe upper "
+        "bound; lzma/brotli are minified + wrapped as `pgolf build --minify --wrap` makes them)",
+    )
     p.add_argument("--list-presets", action="store_true", help="list presets and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration as JSON and exit")
     add_cli_flags(p)
@@ -42,17 +47,22 @@ def resolve_from_args(args) -> Hyperparameters:
     return h
 
 
-def trainer_code_bytes(h: Hyperparameters) -> int:
-    """Bytes of the plain single-file train_gpt.py this configuration would ship (what the budget fitter reserves).
-
-    The shipped file may be smaller (minified/wrapped); `pgolf build` re-checks the total with the real file.
+def trainer_code_bytes(h: Hyperparameters, form: str = "plain") -> int:
+    """Bytes of the single-file train_gpt.py this configuration would ship in `form` (what the budget fitter
+    reserves). `pgolf build` re-checks the total with the file it really ships.
     """
     try:
         from builder.inline import build_source
+        from builder.wrap import minify, wrap
     except ImportError:
         build_source = None
     if build_source is not None:
-        return len(build_source(config=h.to_dict()).encode("utf-8"))
+        source = build_source(config=h.to_dict())
+        if form != "plain":
+            source = minify(source)
+        if form in ("lzma", "brotli"):
+            source = wrap(source, form)
+        return len(source.encode("utf-8"))
     import trainer
 
     root = os.path.dirname(trainer.__file__)
@@ -73,7 +83,7 @@ def handle(args) -> int:
         return 0
     from trainer.train import run
 
-    metrics = run(h, code_bytes=trainer_code_bytes(h))
+    metrics = run(h, code_bytes=trainer_code_bytes(h, args.code_form))
     if int(os.environ.get("RANK", "0")) == 0:
         print(
             f"run_dir:{h.out_dir or os.path.join('runs', h.run_id)} val_bpb:{metrics['val_bpb']:.6f} "
