@@ -491,21 +491,23 @@ class InlineResult:
     source: str
     modules: list  # module paths in output order
     removed: list  # "trainer/x.py:name" removed as unreferenced
+    frozen: list = field(default_factory=list)  # fields a specialized build fixes (empty for a plain build)
 
 
 def inline_package(root, entry: str = "trainer.train", baked_config: dict | None = None, drop_unreferenced: bool = True,
-                   strip_help: bool = True) -> InlineResult:
+                   strip_help: bool = True, frozen: dict | None = None) -> InlineResult:
     """One module's source equivalent to running `entry` as a script, built from the package under `root`.
 
     drop_unreferenced: remove top-level defs/classes nothing references. strip_help: blank help strings of a
-    field factory when nothing reads them (only the CLI does, and it is not shipped)."""
+    field factory when nothing reads them (only the CLI does, and it is not shipped). frozen: field -> value to
+    specialize to (builder.specialize: branches other values would take are removed, overrides are refused)."""
     try:
-        return _inline(Path(root), entry, baked_config, drop_unreferenced, strip_help)
+        return _inline(Path(root), entry, baked_config, drop_unreferenced, strip_help, frozen)
     finally:
         _AST_TWINS.clear()
 
 
-def _inline(root: Path, entry: str, baked_config, drop_unreferenced: bool, strip_help: bool) -> InlineResult:
+def _inline(root: Path, entry: str, baked_config, drop_unreferenced: bool, strip_help: bool, frozen=None) -> InlineResult:
     infos = collect_modules(root, entry)
     check_name_collisions(infos)
     sections: list[tuple[str, list]] = []
@@ -532,6 +534,11 @@ def _inline(root: Path, entry: str, baked_config, drop_unreferenced: bool, strip
     tail = [entry_info.main_block] if entry_info.main_block is not None else []
     removed: list[str] = []
     cache: dict = {}
+    frozen_names: list[str] = []
+    if frozen:
+        from builder.specialize import specialize_sections
+
+        sections, tail, frozen_names = specialize_sections(sections, tail, frozen)
     if drop_unreferenced:
         sections, removed = remove_unreferenced(sections, tail, cache)
     if strip_help:
@@ -559,7 +566,7 @@ def _inline(root: Path, entry: str, baked_config, drop_unreferenced: bool, strip
     code = "\n".join(header) + "\n" + cst.Module(body=body_stmts).code
     code = re.sub(r"\n{4,}", "\n\n\n", code).rstrip("\n") + "\n"
     check_parses(code, "inlined source")
-    return InlineResult(source=code, modules=[i.rel for i in infos], removed=removed)
+    return InlineResult(source=code, modules=[i.rel for i in infos], removed=removed, frozen=frozen_names)
 
 
 def check_parses(source: str, what: str) -> None:
@@ -611,7 +618,16 @@ def baked_config_for(config: dict) -> dict:
     return out
 
 
-def build_source(config: dict | None = None, root=None, drop_unreferenced: bool = True) -> str:
-    """The plain single-file train_gpt.py of the trainer, with `config` (a run's resolved configuration) baked in."""
+def build_source(config: dict | None = None, root=None, drop_unreferenced: bool = True, specialize: bool = False) -> str:
+    """The plain single-file train_gpt.py of the trainer, with `config` (a run's resolved configuration) baked in;
+    `specialize` also freezes the run's feature switches and removes the code other values would need."""
     baked = baked_config_for(config) if config is not None else None
-    return inline_package(root or trainer_root(), ENTRY, baked_config=baked, drop_unreferenced=drop_unreferenced).source
+    frozen = None
+    if specialize:
+        if baked is None:
+            raise InlineError("specializing needs a run configuration")
+        from builder.specialize import frozen_values
+
+        frozen = frozen_values(baked)
+    return inline_package(root or trainer_root(), ENTRY, baked_config=baked, drop_unreferenced=drop_unreferenced,
+                          frozen=frozen).source

@@ -39,6 +39,7 @@ class BuildOptions:
     out: str = "records"
     wrap: str = "none"
     minify: bool = False
+    specialize: bool = False
     sota_bpb: list = field(default_factory=list)
     blurb: str | None = None
     force: bool = False
@@ -106,8 +107,13 @@ def make_code(opts: BuildOptions, runs: list[SeedRun]) -> tuple[str, dict, dict 
     plain = inline_package(trainer_root(), ENTRY, baked_config=baked).source
     sizes = {"plain": len(plain.encode())}
     text = plain
+    if opts.specialize:
+        from builder.specialize import frozen_values
+
+        text = inline_package(trainer_root(), ENTRY, baked_config=baked, frozen=frozen_values(baked)).source
+        sizes["specialized"] = len(text.encode())
     if opts.minify:
-        text = minify(plain)
+        text = minify(text)
         sizes["minified"] = len(text.encode())
     shipped = wrap(text, opts.wrap)
     sizes["shipped"] = len(shipped.encode())

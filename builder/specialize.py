@@ -1,0 +1,301 @@
+"""Specialize the inlined trainer to one run's feature switches (`pgolf build --specialize`).
+
+A plain built train_gpt.py carries every preset's code paths because any environment variable can switch them on.
+Specializing freezes the *feature switches* of the baked configuration: in the built file, setting the environment
+variable of a frozen field to another value stops the run with one line (`error: TTT_ENABLED=0: ...`), so the
+branches the frozen values can never reach are provably dead and are removed:
+
+1. `h.<field>` of a frozen field (``h`` being the Hyperparameters object every trainer function receives) becomes
+   its frozen literal;
+2. constant expressions fold (`not`, comparisons, `and`/`or` short-circuit, `x if c else y`), `if`/`elif`/`else`
+   with a constant test keep only the taken branch;
+3. the inliner then drops top-level defs/classes and imports nothing references any more.
+
+Genuinely free knobs (paths, seed, run id, iterations, wall clock, learning rates, sizes, ...) keep reading the
+environment. Numeric switches whose 0 means "off" (EVAL_STRIDE, LATE_QAT_THRESHOLD, ...) are frozen only when
+the run has them off; when on, their value stays free.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+
+import libcst as cst
+
+from trainer.errors import PgolfError
+
+# Fields that select code paths (booleans and choices): always frozen.
+SWITCHES = (
+    "mlp_activation", "tie_embeddings", "ln_scale", "smear_gate", "ve_enabled", "gated_attention", "value_residual",
+    "unet_skips", "ortho_init", "param_banks", "distributed_muon", "ema_enabled", "ema_warmup", "ema_reset_on_qat",
+    "swa_enabled", "qat_enabled", "bit_pack", "compressor", "gptq_enabled", "gptq_calib_source", "ttt_enabled",
+    "ttt_optimizer", "ttt_cosine", "ttt_freeze_embed",
+)
+# Numeric fields where 0 (or "") switches a feature off: frozen only when the run has them off.
+OFF_WHEN_ZERO = (
+    "late_qat_threshold", "qat_start_frac", "post_qat_seconds", "ttt_ema_decay", "grad_clip_norm",
+    "bigram_vocab_size", "xsa_last_n", "rope_dims", "byte_shuffle", "eval_stride", "logit_softcap",
+    "quant_clip_search", "gptq_reserve_seconds", "muon_wd", "adam_wd", "lr_warmup_steps", "ttt_freeze_blocks",
+)
+# The name trainer functions give the Hyperparameters object.
+HP_NAME = "h"
+
+
+class SpecializeError(PgolfError):
+    """The source cannot be specialized safely."""
+
+
+def frozen_values(baked: dict) -> dict:
+    """field -> value the specialized file fixes, from the baked configuration (values as the file resolves them)."""
+    from trainer.config import Hyperparameters
+
+    out = {}
+    for name, _t, default, _m in Hyperparameters.fields_meta():
+        value = type(default)(baked.get(name, default))
+        if name in SWITCHES or (name in OFF_WHEN_ZERO and not value):
+            out[name] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ constant folding
+
+_ATOMIC = (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.Integer, cst.Float, cst.SimpleString,
+           cst.ConcatenatedString, cst.FormattedString, cst.Tuple, cst.List, cst.Dict, cst.Set)
+_UNSET = object()
+
+
+def _literal_node(value) -> cst.BaseExpression | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        node = cst.parse_expression(repr(value))
+        return _paren(node)
+    return None
+
+
+def _paren(node: cst.BaseExpression) -> cst.BaseExpression:
+    """`node` safe to put where its parent expression was (a branch or operand may bind looser than its slot)."""
+    if isinstance(node, _ATOMIC) or node.lpar:
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+def _const(node) -> object:
+    """The value of a literal-only expression, or _UNSET."""
+    if isinstance(node, cst.Name) and node.value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[node.value]
+    if isinstance(node, (cst.Integer, cst.Float, cst.SimpleString, cst.ConcatenatedString, cst.UnaryOperation,
+                         cst.Comparison, cst.BooleanOperation, cst.Tuple, cst.BinaryOperation)):
+        code = cst.Module([]).code_for_node(node)
+        try:
+            tree = ast.parse(code.strip(), mode="eval")
+        except SyntaxError:
+            return _UNSET
+        allowed = (ast.Expression, ast.Constant, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.Tuple, ast.BinOp,
+                   ast.Load, ast.cmpop, ast.unaryop, ast.boolop, ast.operator)
+        if not all(isinstance(n, allowed) for n in ast.walk(tree)):
+            return _UNSET
+        if any(isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Pow, ast.LShift, ast.Mult)) for n in ast.walk(tree)):
+            return _UNSET  # no constant can blow up in size or time
+        try:
+            return eval(compile(tree, "<const>", "eval"), {"__builtins__": {}})  # literals and operators only
+        except Exception:
+            return _UNSET
+    return _UNSET
+
+
+class _Specializer(cst.CSTTransformer):
+    def __init__(self, frozen: dict):
+        self.frozen = frozen
+        self.substituted: set[str] = set()
+        self.folded = 0
+        self.in_fstring = 0
+        self.elifs: set[int] = set()
+
+    # An f-string keeps its expressions (a substituted string literal could clash with the f-string's quotes).
+    def visit_FormattedString(self, node):
+        self.in_fstring += 1
+
+    def leave_FormattedString(self, original, updated):
+        self.in_fstring -= 1
+        return updated
+
+    # h.<frozen field> -> literal (never as an assignment target; checked by the caller)
+    def leave_Attribute(self, original, updated):
+        if self.in_fstring:
+            return updated
+        if isinstance(updated.value, cst.Name) and updated.value.value == HP_NAME and updated.attr.value in self.frozen:
+            node = _literal_node(self.frozen[updated.attr.value])
+            if node is not None:
+                self.substituted.add(updated.attr.value)
+                return node
+        return updated
+
+    def _fold(self, updated):
+        v = _const(updated)
+        if v is _UNSET or not isinstance(v, (bool, int, float, str, type(None))):
+            return updated
+        node = _literal_node(v)
+        if node is None:
+            return updated
+        self.folded += 1
+        return node
+
+    def leave_UnaryOperation(self, original, updated):
+        if isinstance(updated.operator, cst.Minus) and isinstance(updated.expression, (cst.Integer, cst.Float)):
+            return updated  # a negative literal is already as small as it gets
+        return self._fold(updated)
+
+    def leave_Comparison(self, original, updated):
+        return self._fold(updated)
+
+    def leave_BooleanOperation(self, original, updated):
+        left = _const(updated.left)
+        if left is _UNSET:
+            return updated
+        self.folded += 1
+        is_and = isinstance(updated.operator, cst.And)
+        # `a and b` is a when a is falsy, else b; `a or b` is a when a is truthy, else b (value semantics).
+        if bool(left) != is_and:
+            return _paren(updated.left)
+        return _paren(updated.right)
+
+    def leave_IfExp(self, original, updated):
+        test = _const(updated.test)
+        if test is _UNSET:
+            return updated
+        self.folded += 1
+        return _paren(updated.body if test else updated.orelse)
+
+    def visit_If(self, node):
+        if isinstance(node.orelse, cst.If):
+            self.elifs.add(id(node.orelse))
+
+    def leave_If(self, original, updated):
+        if id(original) in self.elifs:
+            return updated  # an elif cannot become a sequence; the `if` that owns the chain folds it
+        # Fold constant elif tests first: a true one becomes the final `else`, a false one is skipped.
+        orelse = updated.orelse
+        while isinstance(orelse, cst.If):
+            t = _const(orelse.test)
+            if t is _UNSET:
+                break
+            self.folded += 1
+            orelse = cst.Else(body=orelse.body) if t else orelse.orelse
+        if orelse is not updated.orelse:
+            updated = updated.with_changes(orelse=orelse)
+        test = _const(updated.test)
+        if test is _UNSET:
+            return updated
+        self.folded += 1
+        if test:
+            return cst.FlattenSentinel(_block_statements(updated.body))
+        if updated.orelse is None:
+            return cst.RemoveFromParent()
+        if isinstance(updated.orelse, cst.If):  # elif: becomes a plain if in the parent block
+            return updated.orelse
+        return cst.FlattenSentinel(_block_statements(updated.orelse.body))
+
+    def leave_IndentedBlock(self, original, updated):
+        body = list(updated.body)
+        # Statements after a return/raise/continue/break in the same block never run (folding exposes these).
+        for i, st in enumerate(body):
+            if isinstance(st, cst.SimpleStatementLine) and any(
+                    isinstance(x, (cst.Return, cst.Raise, cst.Continue, cst.Break)) for x in st.body):
+                body = body[:i + 1]
+                break
+        if not body:
+            body = [cst.SimpleStatementLine([cst.Pass()])]
+        return updated.with_changes(body=body) if len(body) != len(updated.body) or not updated.body else updated
+
+
+def _block_statements(block) -> list:
+    if isinstance(block, cst.SimpleStatementSuite):
+        return [cst.SimpleStatementLine(body=list(block.body))]
+    return list(block.body)
+
+
+def _assigned_fields(stmts: list) -> set[str]:
+    """Fields of `h` assigned anywhere (h.x = ..., h.x += ..., setattr(h, "x", ...)): those cannot be frozen."""
+    out = set()
+    from builder.inline import _ast_of
+
+    for stmt in stmts:
+        for node in (n for top in _ast_of(stmt) for n in ast.walk(top)):
+            targets = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                targets = [node.target]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
+                if node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == HP_NAME and len(node.args) > 1 \
+                        and isinstance(node.args[1], ast.Constant):
+                    out.add(node.args[1].value)
+            for t in targets:
+                for sub in ast.walk(t):
+                    if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id == HP_NAME:
+                        out.add(sub.attr)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the frozen check
+
+def _guard_method(frozen_names: list[str]) -> cst.FunctionDef:
+    """`__post_init__` for the Hyperparameters dataclass: a frozen field resolved to another value stops the run."""
+    names = "{" + ",".join(repr(n) for n in frozen_names) + "}"
+    code = (
+        "def __post_init__(self):\n"
+        "    for n, _t, d, m in self.fields_meta():\n"
+        "        v = type(d)(BAKED_CONFIG.get(n, d))\n"
+        f"        if n in {names} and getattr(self, n) != v:\n"
+        "            raise SystemExit(f\"error: {m['env']}={getattr(self, n)!r}: this train_gpt.py was specialized to "
+        "{m['env']}={v!r} and the code for other values was removed (build without --specialize to change it)\")\n"
+    )
+    return cst.parse_statement(code)
+
+
+def _add_guard(stmt, frozen_names: list[str]):
+    if not (isinstance(stmt, cst.ClassDef) and stmt.name.value == "Hyperparameters"):
+        return stmt, False
+    body = list(stmt.body.body)
+    if any(isinstance(s, cst.FunctionDef) and s.name.value == "__post_init__" for s in body):
+        raise SpecializeError("Hyperparameters already defines __post_init__; cannot add the frozen-switch check")
+    return stmt.with_changes(body=stmt.body.with_changes(body=body + [_guard_method(frozen_names)])), True
+
+
+def specialize_sections(sections: list[tuple[str, list]], tail: list, frozen: dict) -> tuple[list, list, list[str]]:
+    """Substitute frozen fields and fold constant branches in every statement. Returns (sections, tail, frozen
+    field names actually substituted, which the added check enforces)."""
+    all_stmts = [s for _, ss in sections for s in ss] + list(tail)
+    assigned = _assigned_fields(all_stmts)
+    frozen = {k: v for k, v in frozen.items() if k not in assigned}
+    tr = _Specializer(frozen)
+
+    def visit_all(stmts):
+        new = []
+        for s in stmts:
+            r = s.visit(tr)
+            if isinstance(r, cst.FlattenSentinel):
+                new.extend(r.nodes)
+            elif not isinstance(r, cst.RemovalSentinel):
+                new.append(r)
+        return new
+
+    out_sections = [(label, visit_all(stmts)) for label, stmts in sections]
+    new_tail = visit_all(tail)
+    names = sorted(tr.substituted)
+    found = False
+    if names:
+        guarded = []
+        for label, stmts in out_sections:
+            ss = []
+            for s in stmts:
+                s, hit = _add_guard(s, names)
+                found = found or hit
+                ss.append(s)
+            guarded.append((label, ss))
+        out_sections = guarded
+        if not found:
+            raise SpecializeError("no top-level Hyperparameters class in the single-file set; cannot enforce frozen switches")
+    return out_sections, new_tail, names
