@@ -543,6 +543,8 @@ def _inline(root: Path, entry: str, baked_config, drop_unreferenced: bool, strip
         sections, removed = remove_unreferenced(sections, tail, cache)
     if strip_help:
         sections, _n = strip_unread_metadata(sections)
+        if frozen:  # a specialized build also blanks the CLI's option-group names (read only by the CLI)
+            sections, _n = strip_unread_metadata(sections, key="group")
         # The cache holds each statement it analysed, so ids stay unique; only rewritten statements are new.
         for _, stmts in sections:
             for st in [*stmts, *tail]:

@@ -63,6 +63,7 @@ def frozen_values(baked: dict) -> dict:
 _ATOMIC = (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.Integer, cst.Float, cst.SimpleString,
            cst.ConcatenatedString, cst.FormattedString, cst.Tuple, cst.List, cst.Dict, cst.Set)
 _UNSET = object()
+_CONVERSIONS = {"bool": bool, "int": int, "float": float}
 
 
 def _literal_node(value) -> cst.BaseExpression | None:
@@ -112,6 +113,10 @@ class _Specializer(cst.CSTTransformer):
         self.folded = 0
         self.in_fstring = 0
         self.elifs: set[int] = set()
+        self.fold_conversions = True
+        self.self_consts: dict = {}  # class name -> {attr: literal value}
+        self.class_stack: list[str] = []
+        self.in_target = 0
 
     # An f-string keeps its expressions (a substituted string literal could clash with the f-string's quotes).
     def visit_FormattedString(self, node):
@@ -125,6 +130,14 @@ class _Specializer(cst.CSTTransformer):
     def leave_Attribute(self, original, updated):
         if self.in_fstring:
             return updated
+        if (self.class_stack and not self.in_target and isinstance(updated.value, cst.Name)
+                and updated.value.value == "self"):
+            consts = self.self_consts.get(self.class_stack[-1], {})
+            if updated.attr.value in consts:
+                node = _literal_node(consts[updated.attr.value])
+                if node is not None:
+                    self.folded += 1
+                    return node
         if isinstance(updated.value, cst.Name) and updated.value.value == HP_NAME and updated.attr.value in self.frozen:
             node = _literal_node(self.frozen[updated.attr.value])
             if node is not None:
@@ -141,6 +154,33 @@ class _Specializer(cst.CSTTransformer):
             return updated
         self.folded += 1
         return node
+
+    def leave_Call(self, original, updated):
+        # bool(0), int(1.0), float(1): the conversions a substituted field often sits in (names never rebound).
+        if (isinstance(updated.func, cst.Name) and updated.func.value in _CONVERSIONS and self.fold_conversions
+                and len(updated.args) == 1 and updated.args[0].keyword is None and updated.args[0].star == ""):
+            v = _const(updated.args[0].value)
+            if v is not _UNSET and isinstance(v, (bool, int, float)):
+                node = _literal_node(_CONVERSIONS[updated.func.value](v))
+                if node is not None:
+                    self.folded += 1
+                    return node
+        return updated
+
+    # self.<attr> of a class whose only assignment of that attribute is `self.<attr> = <literal>` in __init__
+    def visit_ClassDef(self, node):
+        self.class_stack.append(node.name.value)
+
+    def leave_ClassDef(self, original, updated):
+        self.class_stack.pop()
+        return updated
+
+    def visit_AssignTarget(self, node):
+        self.in_target += 1
+
+    def leave_AssignTarget(self, original, updated):
+        self.in_target -= 1
+        return updated
 
     def leave_UnaryOperation(self, original, updated):
         if isinstance(updated.operator, cst.Minus) and isinstance(updated.expression, (cst.Integer, cst.Float)):
@@ -216,6 +256,12 @@ def _block_statements(block) -> list:
     return list(block.body)
 
 
+def _trees(stmts: list) -> list:
+    from builder.inline import _ast_of
+
+    return [t for s in stmts for t in _ast_of(s)]
+
+
 def _assigned_fields(stmts: list) -> set[str]:
     """Fields of `h` assigned anywhere (h.x = ..., h.x += ..., setattr(h, "x", ...)): those cannot be frozen."""
     out = set()
@@ -236,6 +282,75 @@ def _assigned_fields(stmts: list) -> set[str]:
                 for sub in ast.walk(t):
                     if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id == HP_NAME:
                         out.add(sub.attr)
+    return out
+
+
+def _rebound_names(trees: list) -> set[str]:
+    """Names bound anywhere (assignment, parameter, def, class, import, loop or with target)."""
+    out = set()
+    for t in trees:
+        for n in ast.walk(t):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+                out.add(n.id)
+            elif isinstance(n, ast.arg):
+                out.add(n.arg)
+            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                out.add(n.name)
+            elif isinstance(n, ast.alias):
+                out.add((n.asname or n.name).split(".")[0])
+    return out
+
+
+def _self_constants(trees: list) -> dict:
+    """{class: {attr: value}} for attributes whose only assignment in the whole file (to any object, in any class,
+    `del` and `setattr` included; no computed setattr and no `__dict__`/`vars` anywhere) is a direct
+    `self.attr = <literal>` statement of that class's __init__. Reading such an attribute in the class's own body
+    is then the literal (getattr reads stay valid: the assignment is kept)."""
+    nodes = [n for t in trees for n in ast.walk(t)]
+    count: dict[str, int] = {}
+    for n in nodes:
+        targets = []
+        if isinstance(n, ast.Assign):
+            targets = n.targets
+        elif isinstance(n, (ast.AugAssign, ast.AnnAssign)):
+            targets = [n.target]
+        elif isinstance(n, ast.Delete):
+            targets = n.targets
+        elif isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension)):
+            targets = [n.target]
+        elif isinstance(n, ast.withitem) and n.optional_vars is not None:
+            targets = [n.optional_vars]
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in ("setattr", "delattr"):
+            if len(n.args) < 2 or not isinstance(n.args[1], ast.Constant):
+                return {}  # a computed attribute name could be anything
+            count[str(n.args[1].value)] = count.get(str(n.args[1].value), 0) + 1
+        elif isinstance(n, ast.Attribute) and n.attr == "__dict__" or isinstance(n, ast.Name) and n.id == "vars":
+            return {}  # instance dictionaries written directly
+        elif isinstance(n, ast.ClassDef):
+            for st in n.body:  # class-level attributes also bind the name
+                for tn in ast.walk(st) if isinstance(st, (ast.Assign, ast.AnnAssign)) else ():
+                    if isinstance(tn, ast.Name) and isinstance(tn.ctx, ast.Store):
+                        count[tn.id] = count.get(tn.id, 0) + 2
+        for t in targets:
+            for sub in ast.walk(t):
+                if isinstance(sub, ast.Attribute):
+                    count[sub.attr] = count.get(sub.attr, 0) + 1
+    out: dict = {}
+    for t in trees:
+        for cls in (t if isinstance(t, list) else [t]):
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            for fn in cls.body:
+                if not (isinstance(fn, ast.FunctionDef) and fn.name == "__init__" and fn.args.args):
+                    continue
+                me = fn.args.args[0].arg
+                for st in fn.body:
+                    if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Attribute)
+                            and isinstance(st.targets[0].value, ast.Name) and st.targets[0].value.id == me
+                            and isinstance(st.value, ast.Constant) and isinstance(st.value.value, (bool, int, float, str, type(None)))):
+                        attr = st.targets[0].attr
+                        if count.get(attr) == 1 and not attr.startswith("__"):
+                            out.setdefault(cls.name, {})[attr] = st.value.value
     return out
 
 
@@ -282,8 +397,14 @@ def specialize_sections(sections: list[tuple[str, list]], tail: list, frozen: di
                 new.append(r)
         return new
 
+    tr.fold_conversions = not (set(_CONVERSIONS) & _rebound_names(_trees(all_stmts)))
     out_sections = [(label, visit_all(stmts)) for label, stmts in sections]
     new_tail = visit_all(tail)
+    # Second pass: attributes that folding made literal (self.banked = False) fold where their class reads them.
+    tr.self_consts = _self_constants(_trees([s for _, ss in out_sections for s in ss] + new_tail))
+    if tr.self_consts:
+        out_sections = [(label, visit_all(stmts)) for label, stmts in out_sections]
+        new_tail = visit_all(new_tail)
     names = sorted(tr.substituted)
     found = False
     if names:

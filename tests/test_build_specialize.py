@@ -136,3 +136,44 @@ def test_specialized_build_refuses_override_of_frozen_switch(tiny_run, tiny_data
     assert len(err) == 1, proc.stderr
     assert err[0].startswith("error: TTT_ENABLED=1: this train_gpt.py was specialized to TTT_ENABLED=0")
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_specialized_record_stack_reproduces_pgolf_train(tiny_data, tmp_path):
+    """The record preset at tiny scale (EMA, int6 export, sliding eval, legal TTT), specialized, minified and
+    LZMA-wrapped: identical losses, scores and artifact."""
+    run_dir = tmp_path / "record_tiny"
+    run_pgolf("train", "--preset", "record", "--scale", "tiny", "--iterations", "4", "--val-max-tokens", "8192",
+              "--data", tiny_data["data"], "--tokenizer", tiny_data["tokenizer"], "--out", run_dir, "--seed", 5)
+    code, sizes, run = _specialized_code(run_dir)
+    assert run.config["ttt_enabled"] == 1 and sizes["specialized"] < sizes["plain"]
+    got, blob, _ = _run_built(code, tiny_data, tmp_path / "built", 5)
+    want = json.loads((run_dir / "metrics.json").read_text())
+    assert [r[:2] for r in got["history"]["train"]] == [r[:2] for r in want["history"]["train"]]
+    for key in ("pre_quant_val_loss", "post_quant_val_loss", "sliding_val_bpb", "ttt_val_loss", "ttt_val_bpb", "val_bpb", "model_bytes"):
+        assert got[key] == want[key], key
+    assert blob == (run_dir / "final_model.ptz").read_bytes()
+
+
+def test_literal_self_attributes_and_conversions_fold_within_their_class():
+    src = HP + (
+        "class M:\n"
+        "    def __init__(self, h):\n"
+        "        self.banked = bool(h.param_banks)\n"
+        "        self.n = 3\n"
+        "    def f(self):\n"
+        "        return 'bank' if self.banked else 'flat', self.n\n"
+        "class N:\n"
+        "    def __init__(self):\n"
+        "        self.k = 1\n"
+        "    def g(self):\n"
+        "        self.k += 1\n"
+        "        return self.k\n"
+    )
+    out, _names = _spec(src, {"param_banks": 0})
+    assert "'bank'" not in out and "self.banked = False" in out  # read folded, assignment kept
+    assert "return 'flat', 3" in out
+    assert "return self.k" in out  # assigned twice: not a constant
+    ns = {}
+    exec(out, ns)
+    assert ns["M"](None).f() == ("flat", 3) and ns["N"]().g() == 2
