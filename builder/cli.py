@@ -25,9 +25,9 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default="records", help="records root directory")
     p.add_argument("--wrap", choices=WRAPS, default="none", help="ship train_gpt.py as a self-extracting lzma/brotli wrapper")
     p.add_argument("--minify", action="store_true", help="minify the source with python-minifier (global names kept)")
-    p.add_argument("--specialize", action="store_true",
+    p.add_argument("--specialize", action=argparse.BooleanOptionalAction, default=None,
                    help="freeze the runs' feature switches and drop the code other values need (overriding a frozen "
-                   "switch's environment variable then stops the built file with an error)")
+                   "switch's environment variable then stops the built file with an error); default: on with --wrap")
     p.add_argument("--sota-bpb", type=float, nargs="+", default=[], metavar="X",
                    help="reference SOTA val_bpb (one mean, or its per-seed values) for the Welch significance test")
     p.add_argument("--blurb", default=None, help="one-paragraph description (default: generated from the configuration)")

@@ -39,7 +39,7 @@ class BuildOptions:
     out: str = "records"
     wrap: str = "none"
     minify: bool = False
-    specialize: bool = False
+    specialize: bool | None = None  # None: specialize wrapped builds only (builder.specialize)
     sota_bpb: list = field(default_factory=list)
     blurb: str | None = None
     force: bool = False
@@ -107,7 +107,7 @@ def make_code(opts: BuildOptions, runs: list[SeedRun]) -> tuple[str, dict, dict 
     plain = inline_package(trainer_root(), ENTRY, baked_config=baked).source
     sizes = {"plain": len(plain.encode())}
     text = plain
-    if opts.specialize:
+    if opts.specialize or (opts.specialize is None and opts.wrap != "none"):
         from builder.specialize import frozen_values
 
         text = inline_package(trainer_root(), ENTRY, baked_config=baked, frozen=frozen_values(baked)).source

@@ -57,7 +57,8 @@ def trainer_code_bytes(h: Hyperparameters, form: str = "plain") -> int:
     except ImportError:
         build_source = None
     if build_source is not None:
-        source = build_source(config=h.to_dict())
+        # Wrapped forms are specialized, as `pgolf build --wrap` does by default (builder.specialize).
+        source = build_source(config=h.to_dict(), specialize=form in ("lzma", "brotli"))
         if form != "plain":
             source = minify(source)
         if form in ("lzma", "brotli"):
