@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Code bytes of the built train_gpt.py for a preset (default `record`): plain, minified, lzma- and brotli-wrapped.
+"""Code bytes of the built train_gpt.py for a preset (default `record`): plain, minified, lzma- and brotli-wrapped,
+each also specialized to the preset's feature switches (what `pgolf build --wrap` ships by default).
 
     python bench/code_size.py [--preset record] [--runs RUN_DIR RUN_DIR RUN_DIR]
 
@@ -39,6 +40,13 @@ def main() -> int:
     t0 = time.perf_counter()
     mini = minify(plain)
     t_min = time.perf_counter() - t0
+    from builder.specialize import frozen_values
+
+    t0 = time.perf_counter()
+    spec = inline_package(trainer_root(), ENTRY, baked_config=baked_config_for(config),
+                          frozen=frozen_values(baked_config_for(config)))
+    t_spec = time.perf_counter() - t0
+    smini = minify(spec.source)
     rows = [
         ("plain (inlined, config baked)", plain),
         ("minified", mini),
@@ -46,9 +54,15 @@ def main() -> int:
         ("lzma-wrapped minified", wrap(mini, "lzma")),
         ("brotli-wrapped plain", wrap(plain, "brotli")),
         ("brotli-wrapped minified", wrap(mini, "brotli")),
+        ("specialized", spec.source),
+        ("specialized minified", smini),
+        ("specialized lzma-wrapped minified", wrap(smini, "lzma")),
+        ("specialized brotli-wrapped minified", wrap(smini, "brotli")),
     ]
     print(f"preset {args.preset}: {len(res.modules)} modules inlined, {len(res.removed)} unreferenced defs removed; "
           f"inline {t_inline:.2f} s, minify {t_min:.2f} s (python {platform.python_version()}, {platform.machine()})")
+    print(f"specialized: {len(spec.frozen)} switches frozen, {len(spec.removed)} unreferenced defs removed, "
+          f"inline+specialize {t_spec:.2f} s")
     print()
     print("| form | bytes | lines |")
     print("|---|---:|---:|")

@@ -15,7 +15,9 @@ from builder.inline import InlineError, check_parses
 WRAPS = ("none", "lzma", "brotli")
 # The decoded source's file name in tracebacks and linecache (no such file exists on disk).
 DECODED_NAME_SUFFIX = "::decoded.py"
-_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+# pb=0 (no position-alignment context) suits text: ~0.2 % smaller than the default pb=2. The decoder needs no
+# settings: raw LZMA2 chunks carry lc/lp/pb, and the default dictionary exceeds any train_gpt.py.
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "pb": 0}]
 
 
 def minify(source: str) -> str:
