@@ -82,12 +82,25 @@ def _paren(node: cst.BaseExpression) -> cst.BaseExpression:
     return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
+_NON_LITERAL = (cst.Attribute, cst.Call, cst.Subscript, cst.FormattedString, cst.Lambda, cst.ListComp,
+                cst.GeneratorExp, cst.DictComp, cst.SetComp, cst.Await, cst.Yield, cst.NamedExpr)
+
+
+def _literal_only(node) -> bool:
+    """Cheap pre-check before generating code: no names (other than True/False/None), calls or attributes."""
+    if isinstance(node, _NON_LITERAL) or (isinstance(node, cst.Name) and node.value not in ("True", "False", "None")):
+        return False
+    return all(_literal_only(c) for c in node.children)
+
+
 def _const(node) -> object:
     """The value of a literal-only expression, or _UNSET."""
     if isinstance(node, cst.Name) and node.value in ("True", "False", "None"):
         return {"True": True, "False": False, "None": None}[node.value]
     if isinstance(node, (cst.Integer, cst.Float, cst.SimpleString, cst.ConcatenatedString, cst.UnaryOperation,
                          cst.Comparison, cst.BooleanOperation, cst.Tuple, cst.BinaryOperation)):
+        if not _literal_only(node):
+            return _UNSET
         code = cst.Module([]).code_for_node(node)
         try:
             tree = ast.parse(code.strip(), mode="eval")
@@ -382,14 +395,32 @@ def _add_guard(stmt, frozen_names: list[str]):
 def specialize_sections(sections: list[tuple[str, list]], tail: list, frozen: dict) -> tuple[list, list, list[str]]:
     """Substitute frozen fields and fold constant branches in every statement. Returns (sections, tail, frozen
     field names actually substituted, which the added check enforces)."""
+    from builder.inline import _ast_of
+
     all_stmts = [s for _, ss in sections for s in ss] + list(tail)
     assigned = _assigned_fields(all_stmts)
     frozen = {k: v for k, v in frozen.items() if k not in assigned}
     tr = _Specializer(frozen)
 
+    def may_change(stmt) -> bool:
+        # Untouched statements keep their identity (and the inliner's cached analysis of them); only those that
+        # read a frozen field, convert a constant, or belong to a class with literal attributes are rewritten.
+        for n in (n for top in _ast_of(stmt) for n in ast.walk(top)):
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == HP_NAME and n.attr in frozen:
+                return True
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _CONVERSIONS \
+                    and n.args and isinstance(n.args[0], ast.Constant):
+                return True
+            if isinstance(n, ast.ClassDef) and n.name in tr.self_consts:
+                return True
+        return False
+
     def visit_all(stmts):
         new = []
         for s in stmts:
+            if not may_change(s):
+                new.append(s)
+                continue
             r = s.visit(tr)
             if isinstance(r, cst.FlattenSentinel):
                 new.extend(r.nodes)
