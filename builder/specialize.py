@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 
 import libcst as cst
 
@@ -130,6 +131,10 @@ class _Specializer(cst.CSTTransformer):
         self.self_consts: dict = {}  # class name -> {attr: literal value}
         self.class_stack: list[str] = []
         self.in_target = 0
+        self.scope: list[str] = []
+        self.skip_names: set[int] = set()
+        self.param_consts: dict = {}  # top-level function/class -> {param: literal}
+        self.class_names: set[str] = set()
 
     # An f-string keeps its expressions (a substituted string literal could clash with the f-string's quotes).
     def visit_FormattedString(self, node):
@@ -183,9 +188,50 @@ class _Specializer(cst.CSTTransformer):
     # self.<attr> of a class whose only assignment of that attribute is `self.<attr> = <literal>` in __init__
     def visit_ClassDef(self, node):
         self.class_stack.append(node.name.value)
+        self.scope.append(node.name.value)
+        self.skip_names.add(id(node.name))
 
     def leave_ClassDef(self, original, updated):
         self.class_stack.pop()
+        self.scope.pop()
+        return updated
+
+    # parameters every call passes the same literal (top-level functions and class __init__)
+    def visit_FunctionDef(self, node):
+        self.scope.append(node.name.value)
+        self.skip_names.add(id(node.name))
+
+    def leave_FunctionDef(self, original, updated):
+        self.scope.pop()
+        return updated
+
+    def visit_Param(self, node):
+        self.skip_names.add(id(node.name))
+
+    def visit_Arg(self, node):
+        if node.keyword is not None:
+            self.skip_names.add(id(node.keyword))
+
+    def visit_Attribute(self, node):
+        self.skip_names.add(id(node.attr))
+
+    def _param_map(self) -> dict:
+        if not self.param_consts or not self.scope:
+            return {}
+        m = self.param_consts.get(self.scope[0], {})
+        if m and self.scope[0] in self.class_names:  # a class: only its __init__ reads the parameters
+            return m if len(self.scope) >= 2 and self.scope[1] == "__init__" else {}
+        return m
+
+    def leave_Name(self, original, updated):
+        if self.in_fstring or id(original) in self.skip_names:
+            return updated
+        m = self._param_map()
+        if updated.value in m:
+            node = _literal_node(m[updated.value])
+            if node is not None:
+                self.folded += 1
+                return node
         return updated
 
     def visit_AssignTarget(self, node):
@@ -367,6 +413,77 @@ def _self_constants(trees: list) -> dict:
     return out
 
 
+def _constant_params(trees: list) -> dict:
+    """{top-level function or class: {param: literal}} for parameters every call in the file passes the same
+    literal (or leaves at the same literal default). Only names that are never used except as the callee of a
+    plain call (no *args/**kwargs at the call, none in the signature), never rebound, never subclassed or
+    decorated, and whose parameter is never reassigned or shadowed inside the body."""
+    tops: dict = {}
+    for t in trees:
+        if isinstance(t, ast.FunctionDef) and not t.decorator_list:
+            tops[t.name] = (t, 0)
+        elif isinstance(t, ast.ClassDef) and not t.decorator_list:
+            init = [f for f in t.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
+            if len(init) == 1 and not init[0].decorator_list:
+                tops[t.name] = (init[0], 1)
+    nodes = [n for t in trees for n in ast.walk(t)]
+    loads: dict[str, int] = {}
+    calls: dict[str, list] = {}
+    for n in nodes:
+        if isinstance(n, ast.Name) and n.id in tops:
+            if isinstance(n.ctx, ast.Load):
+                loads[n.id] = loads.get(n.id, 0) + 1
+            else:
+                tops.pop(n.id)  # rebound somewhere
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            calls.setdefault(n.func.id, []).append(n)
+        elif isinstance(n, ast.ClassDef):
+            for b in n.bases:
+                if isinstance(b, ast.Name):
+                    tops.pop(b.id, None)
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+            for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", n.value):
+                tops.pop(word, None)  # globals()["name"] and friends
+        elif isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in tops and tops[n.name][0] is not n:
+            if not (isinstance(n, ast.ClassDef) and tops[n.name][1] == 1):
+                tops.pop(n.name)  # defined twice
+    out: dict = {}
+    for name, (fn, skip) in tops.items():
+        sites = calls.get(name, [])
+        if not sites or loads.get(name, 0) != len(sites):
+            continue
+        a = fn.args
+        if a.vararg or a.kwarg or a.posonlyargs or a.kwonlyargs:
+            continue
+        params = [x.arg for x in a.args][skip:]
+        defaults = dict(zip([x.arg for x in a.args][len(a.args) - len(a.defaults):], a.defaults))
+        values: dict = {}
+        ok = True
+        for c in sites:
+            if any(isinstance(x, ast.Starred) for x in c.args) or any(k.arg is None for k in c.keywords):
+                ok = False
+                break
+            given = dict(zip(params, c.args))
+            given.update((k.arg, k.value) for k in c.keywords)
+            for p in params:
+                v = given.get(p, defaults.get(p))
+                key = (type(v.value), v.value) if isinstance(v, ast.Constant) and isinstance(
+                    v.value, (bool, int, float, str, type(None))) else None
+                values.setdefault(p, []).append(key)
+        if not ok:
+            continue
+        inner = [n for st in fn.body for n in ast.walk(st)]
+        bound = {n.id for n in inner if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+        bound |= {n.arg for n in inner if isinstance(n, ast.arg)}
+        bound |= {n.name for n in inner if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
+        bound |= {x for n in inner if isinstance(n, (ast.Global, ast.Nonlocal)) for x in n.names}
+        bound |= {(n.asname or n.name).split(".")[0] for n in inner if isinstance(n, ast.alias)}
+        for p, keys in values.items():
+            if keys[0] is not None and all(k == keys[0] for k in keys) and p not in bound:
+                out.setdefault(name, {})[p] = keys[0][1]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ the frozen check
 
 def _guard_method(frozen_names: list[str]) -> cst.FunctionDef:
@@ -413,6 +530,8 @@ def specialize_sections(sections: list[tuple[str, list]], tail: list, frozen: di
                 return True
             if isinstance(n, ast.ClassDef) and n.name in tr.self_consts:
                 return True
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in tr.param_consts:
+                return True
         return False
 
     def visit_all(stmts):
@@ -431,11 +550,19 @@ def specialize_sections(sections: list[tuple[str, list]], tail: list, frozen: di
     tr.fold_conversions = not (set(_CONVERSIONS) & _rebound_names(_trees(all_stmts)))
     out_sections = [(label, visit_all(stmts)) for label, stmts in sections]
     new_tail = visit_all(tail)
-    # Second pass: attributes that folding made literal (self.banked = False) fold where their class reads them.
-    tr.self_consts = _self_constants(_trees([s for _, ss in out_sections for s in ss] + new_tail))
-    if tr.self_consts:
+    # Further passes: attributes that folding made literal (self.banked = False) fold where their class reads them;
+    # parameters every call now passes as the same literal fold inside their function. Repeat while that helps.
+    for _round in range(4):
+        trees = _trees([s for _, ss in out_sections for s in ss] + new_tail)
+        tr.class_names = {t.name for t in trees if isinstance(t, ast.ClassDef)}
+        tr.self_consts, tr.param_consts = _self_constants(trees), _constant_params(trees)
+        if not tr.self_consts and not tr.param_consts:
+            break
+        before = tr.folded
         out_sections = [(label, visit_all(stmts)) for label, stmts in out_sections]
         new_tail = visit_all(new_tail)
+        if tr.folded == before:
+            break
     names = sorted(tr.substituted)
     found = False
     if names:

@@ -177,3 +177,31 @@ def test_literal_self_attributes_and_conversions_fold_within_their_class():
     ns = {}
     exec(out, ns)
     assert ns["M"](None).f() == ("flat", 3) and ns["N"]().g() == 2
+
+
+def test_parameters_every_call_passes_as_the_same_literal_fold_inside_the_callee():
+    src = HP + (
+        "class Attn:\n"
+        "    def __init__(self, dim, gated):\n"
+        "        self.gated = gated\n"
+        "        self.dim = dim\n"
+        "    def f(self, x):\n"
+        "        return x * 2 if self.gated else x + self.dim\n"
+        "def mk(h, d, flag=False):\n"
+        "    return Attn(d, bool(h.gated_attention)), (1 if flag else 0)\n"
+        "def use(h):\n"
+        "    return mk(h, 3), mk(h, 4)\n"
+        "def passed_around(v):\n"
+        "    return v\n"
+        "cb = passed_around\n"
+        "def both():\n"
+        "    return passed_around(True), passed_around(True)\n"
+    )
+    out, _names = _spec(src, {"gated_attention": 0})
+    assert "x * 2" not in out and "self.gated = False" in out
+    assert "return Attn(d, False), 0\n" in out  # flag: the same literal default at every call
+    assert "return v" in out  # a function that is also used as a value keeps its parameter
+    ns = {}
+    exec(out, ns)
+    (a, z), (b, _z) = ns["use"](None)
+    assert a.f(5) == 8 and b.f(5) == 9 and z == 0 and ns["both"]() == (True, True)
