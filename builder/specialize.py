@@ -494,7 +494,7 @@ def _guard_method(frozen_names: list[str]) -> cst.FunctionDef:
         "    for n, _t, d, m in self.fields_meta():\n"
         "        v = type(d)(BAKED_CONFIG.get(n, d))\n"
         f"        if n in {names} and getattr(self, n) != v:\n"
-        "            raise SystemExit(f\"error: {m['env']}={getattr(self, n)!r}: this train_gpt.py was specialized to "
+        "            raise ConfigError(f\"{m['env']}={getattr(self, n)!r}: this train_gpt.py was specialized to "
         "{m['env']}={v!r} and the code for other values was removed (build without --specialize to change it)\")\n"
     )
     return cst.parse_statement(code)

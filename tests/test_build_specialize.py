@@ -131,7 +131,7 @@ def test_specialized_build_refuses_override_of_frozen_switch(tiny_run, tiny_data
                TTT_ENABLED="1", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "train_gpt.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1, proc.stderr
     assert err[0].startswith("error: TTT_ENABLED=1: this train_gpt.py was specialized to TTT_ENABLED=0")

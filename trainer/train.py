@@ -385,10 +385,9 @@ def _progress(step: int, elapsed_ms: float, h: Hyperparameters, max_ms: float) -
 
 def main() -> None:
     """Entry point of a built train_gpt.py: configured by environment variables (and BAKED_CONFIG)."""
-    h = Hyperparameters.resolve()
     code_bytes = len(open(os.path.abspath(sys.argv[0]), "rb").read()) if sys.argv and sys.argv[0].endswith(".py") else 0
     try:
-        run(h, code_bytes=code_bytes)
+        run(Hyperparameters.resolve(), code_bytes=code_bytes)
     except PgolfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
