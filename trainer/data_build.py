@@ -23,7 +23,7 @@ import numpy as np
 from trainer.bpb import build_byte_lut, load_tokenizer
 from trainer.corpus import CORPUS_VAL_DOCS, corpus_path
 from trainer.errors import PgolfError
-from trainer.shards import SHARD_MAX_TOKENS, write_shard
+from trainer.shards import SHARD_MAX_TOKENS, write_bytes_atomic, write_shard
 
 # The challenge's SentencePiece trainer settings (download_hf_docs_and_tokenize.py).
 SP_TRAINER_SETTINGS = dict(
@@ -166,12 +166,6 @@ def train_tokenizer(sentences, vocab_size: int, threads: int = DEFAULT_THREADS) 
     return model.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------- shard writing
 class _SplitWriter:
     """Concatenates documents of one split and writes fineweb_{split}_%06d.bin shards of exactly shard_tokens."""
@@ -299,7 +293,7 @@ def build_dataset(
     bos = sp.bos_id()
     if bos < 0:
         raise PgolfError(f"tokenizer {tokenizer}: has no BOS piece; documents must start with BOS")
-    _write_atomic(out_dir / tok_name, proto)
+    write_bytes_atomic(out_dir / tok_name, proto)
 
     lut = build_byte_lut(sp, sp.vocab_size())
     base = lut.base_bytes.numpy().astype(np.int64)
@@ -364,7 +358,7 @@ def build_dataset(
             "tokens_train": splits["train"]["tokens"],
         },
     }
-    _write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     for name in ("val", "train"):
         s = splits[name]
         log(f"build: {name}: {s['documents']:,} documents, {s['tokens']:,} tokens, {s['bytes']:,} bytes "

@@ -78,6 +78,19 @@ def read_shard(path) -> np.ndarray:
     return tokens.astype(np.uint16, copy=False)
 
 
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write `data` to a temporary sibling, then rename it over `path`: readers never see a half-written file."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_shard(path, tokens) -> None:
     """Write token ids (any integer array-like, each in [0, 65535]) as a shard, atomically."""
     path = os.fspath(path)

@@ -27,23 +27,12 @@ from trainer.optim import build_optimizers, lr_scale
 from trainer.qat import qat_clip_settings
 from trainer.quantize import qat_bits_by_name
 from trainer.runlog import RunLog, versions_info
-from trainer.shards import shard_paths
+from trainer.shards import shard_paths, write_bytes_atomic
 from trainer.ttt import eval_ttt
 
 
 def write_json_atomic(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def seed_everything(seed: int) -> None:
