@@ -102,5 +102,14 @@ def index(module) -> dict:
     return out
 
 
+def dotted(node) -> str:
+    """`a.b.c` for a Name/Attribute chain; "" for anything else (calls, subscripts)."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        return f"{dotted(node.value)}.{node.attr.value}"
+    return ""
+
+
 def find(node, types):
     return [n for n in walk(node) if isinstance(n, types)]

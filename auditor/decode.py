@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from auditor.cstwalk import walk
+from auditor.cstwalk import dotted, walk
 
 MAX_DECODED_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 6
@@ -103,7 +103,7 @@ class _Env:
             for small in stmt.body:
                 if isinstance(small, cst.Import):
                     for alias in small.names:
-                        full = _dotted(alias.name)
+                        full = dotted(alias.name)
                         local = (
                             alias.asname.name.value
                             if alias.asname and isinstance(alias.asname.name, cst.Name)
@@ -115,9 +115,9 @@ class _Env:
                     and small.module is not None
                     and not isinstance(small.names, cst.ImportStar)
                 ):
-                    mod = _dotted(small.module)
+                    mod = dotted(small.module)
                     for alias in small.names:
-                        name = _dotted(alias.name)
+                        name = dotted(alias.name)
                         local = (
                             alias.asname.name.value
                             if alias.asname and isinstance(alias.asname.name, cst.Name)
@@ -139,14 +139,6 @@ class _Env:
             base = self.resolve(node.value)
             return f"{base}.{node.attr.value}" if base else None
         return None
-
-
-def _dotted(node) -> str:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        return f"{_dotted(node.value)}.{node.attr.value}"
-    return ""
 
 
 _LZMA_CONSTS = {
@@ -185,16 +177,16 @@ def _eval(node: cst.BaseExpression, env: _Env, layers: list, depth: int = 0):
             raise DecodeError(f"string exceeds the {env.max_bytes}-byte cap")
         return left + right
     if isinstance(node, (cst.Name, cst.Attribute)):
-        dotted = env.resolve(node)
-        if dotted in _LZMA_CONSTS:
-            return _LZMA_CONSTS[dotted]
+        resolved = env.resolve(node)
+        if resolved in _LZMA_CONSTS:
+            return _LZMA_CONSTS[resolved]
         if isinstance(node, cst.Name) and node.value in env.consts:
             value = env.consts.pop(node.value)  # pop: no self-referential loops
             try:
                 return _eval(value, env, layers, depth + 1)
             finally:
                 env.consts[node.value] = value
-        raise DecodeError(f"unknown name {_dotted(node) or '?'}")
+        raise DecodeError(f"unknown name {dotted(node) or '?'}")
     if isinstance(node, cst.List):
         return [_eval(e.value, env, layers, depth + 1) for e in node.elements]
     if isinstance(node, cst.Tuple):

@@ -16,7 +16,7 @@ from pathlib import Path
 import libcst as cst
 import libcst.metadata as md
 
-from auditor.cstwalk import children, index, walk
+from auditor.cstwalk import children, dotted, index, walk
 from auditor.decode import MAX_DECODED_BYTES, MAX_DEPTH, find_wrapped_sources
 from auditor.findings import Finding
 from auditor.logs import LogInfo, parse_log
@@ -488,18 +488,10 @@ def _helper_refs(unit: SourceUnit) -> list:
                     refs.append((py[-1], node))
         elif type(node) is cst.Import:
             for alias in node.names:
-                refs.append((_dotted(alias.name), node))
+                refs.append((dotted(alias.name), node))
         elif not node.relative and node.module is not None:
-            refs.append((_dotted(node.module), node))
+            refs.append((dotted(node.module), node))
     return refs
-
-
-def _dotted(node) -> str:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        return f"{_dotted(node.value)}.{node.attr.value}"
-    return ""
 
 
 def _code_file_literals(unit: SourceUnit) -> list:
