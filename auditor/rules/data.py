@@ -85,25 +85,9 @@ def check(ctx) -> list:
                 gs = [g for g in gs if reads[g] or (train_args and any_read[g])]
                 if not gs:
                     continue
-                off = c.off or f.reach == "off"
-                lvl = "note" if (off or has_reserve) else "error"
-                why = (
-                    " (inside the reserved budget: the code reserves time for it)"
-                    if has_reserve and not off
-                    else (f" (switched off in this run: `{c.guards[0]}` is false)" if off and c.guards else "")
-                )
-                out.append(
-                    _f(
-                        f.unit,
-                        c.node,
-                        "PG501",
-                        lvl,
-                        f"{gs[0].qualname} reads training shards after the "
-                        f"training phase has returned in {f.qualname} (e.g. GPTQ/Hessian calibration); "
-                        f"training-data access outside the 600 s training budget is not allowed. Reserve the "
-                        f"calibration time inside the budget or calibrate on self-generated data.{why}",
-                    )
-                )
+                out.append(_late_train_read(f, c, gs[0], has_reserve,
+                                            f"training phase has returned in {f.qualname}",
+                                            "Reserve the calibration time inside the budget"))
                 break
         # an evaluation function: scores validation tokens itself and does no training on training data
         scores = any(s.kind == "score" for s in f.sites) and not any(
@@ -175,27 +159,31 @@ def check(ctx) -> list:
             gs = [g for g in prog.targets(c) if g is not f and (reads[g] or (train_args and any_read[g]))]
             if not gs:
                 continue
-            off = c.off or f.reach == "off"
-            lvl = "note" if (off or has_reserve) else "error"
-            why = (
-                " (inside the reserved budget: the code reserves time for it)"
-                if has_reserve and not off
-                else (f" (switched off in this run: `{c.guards[0]}` is false)" if off and c.guards else "")
-            )
-            out.append(
-                _f(
-                    f.unit,
-                    c.node,
-                    "PG501",
-                    lvl,
-                    f"{gs[0].qualname} reads training shards after the "
-                    f"training loop in {f.qualname} has stopped (e.g. GPTQ/Hessian calibration); training-data "
-                    f"access outside the 600 s training budget is not allowed. Reserve the calibration time "
-                    f"inside the budget (stop training early) or calibrate on self-generated data.{why}",
-                )
-            )
+            out.append(_late_train_read(f, c, gs[0], has_reserve, f"training loop in {f.qualname} has stopped",
+                                        "Reserve the calibration time inside the budget (stop training early)"))
             break
     return out
+
+
+def _late_train_read(f, c, reader, has_reserve: bool, after: str, fix: str):
+    """PG501 at call `c`: `reader` opens training shards after `after`. A note when the run switches the path off
+    or the code reserves budget time for it, an error otherwise."""
+    off = c.off or f.reach == "off"
+    lvl = "note" if (off or has_reserve) else "error"
+    why = (
+        " (inside the reserved budget: the code reserves time for it)"
+        if has_reserve and not off
+        else (f" (switched off in this run: `{c.guards[0]}` is false)" if off and c.guards else "")
+    )
+    return _f(
+        f.unit,
+        c.node,
+        "PG501",
+        lvl,
+        f"{reader.qualname} reads training shards after the {after} (e.g. GPTQ/Hessian calibration); "
+        f"training-data access outside the 600 s training budget is not allowed. {fix} or calibrate on "
+        f"self-generated data.{why}",
+    )
 
 
 _HP = """import os, glob, numpy as np, torch
