@@ -20,13 +20,8 @@ from trainer.presets import PRESETS, scale_tiny
 from trainer.qat import fake_quantize, qat_clip_settings
 from trainer.quantize import dequantize_rows, qat_bits_by_name, quantize_rows
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many small tensor ops; on 2 shared cores intra-op threads only add spin-wait overhead."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny tensors: one intra-op thread avoids OpenMP spin-waits on the shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 

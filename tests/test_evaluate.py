@@ -28,13 +28,8 @@ VOCAB = 1024
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and OpenMP spin-waits are very slow on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny tensors: one intra-op thread avoids OpenMP spin-waits on the shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------------------------

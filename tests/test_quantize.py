@@ -10,13 +10,8 @@ from trainer.quantize import (
     quant_mse, quantize_rows, quantize_rows_search, row_clip_values, scheme_matches,
 )
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many small tensor ops; on 2 shared cores intra-op threads only add spin-wait overhead."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny tensors: one intra-op thread avoids OpenMP spin-waits on the shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 

@@ -35,13 +35,8 @@ from trainer.evaluate import eval_full, eval_sliding
 from trainer.ttt import eval_ttt, ttt_chunk_lr
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and OpenMP spin-waits are very slow on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny tensors: one intra-op thread avoids OpenMP spin-waits on the shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 CHUNK = 256
