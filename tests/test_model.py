@@ -15,13 +15,8 @@ V = 1024
 BOS = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on 2 shared cores: one intra-op thread avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny tensors: one intra-op thread avoids OpenMP spin-waits on the shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def make_h(preset="tiny", **over):

@@ -14,46 +14,11 @@ from trainer.layers import BIGRAM_HASH_A, BIGRAM_HASH_B, SmearGate, bigram_hash,
 from trainer.model import GPT
 from trainer.rotary import Rotary, apply_rotary, rope_base_for, rope_tables
 
-from trainer.config import Hyperparameters
-from trainer.presets import get_preset, scale_tiny
 
-V = 1024
-BOS = 1
+from test_model import BOS, V, build, everything_on, make_h  # the model tests' builders
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on 2 shared cores: one intra-op thread avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def make_h(preset="tiny", **over):
-    p = get_preset(preset)
-    if preset != "tiny":
-        p = scale_tiny(p)
-    p.update(over)
-    return Hyperparameters.resolve(preset=p, env={})
-
-
-def everything_on(**over):
-    base = dict(gated_attention=1, value_residual=1, tie_embeddings=0, param_banks=1, mlp_hidden=80,
-                sdpa_backend="math")
-    base.update(over)
-    return make_h("seed347", **base)
-
-
-def build(h, seed=0, perturb=0.05):
-    torch.manual_seed(seed)
-    m = GPT(h, bos_id=BOS)
-    if perturb:
-        g = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for p in m.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * perturb)
-    return m
+# Tiny tensors: one intra-op thread avoids OpenMP spin-waits on the shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def rand_ids(b, t, seed=0):
