@@ -5,6 +5,7 @@ score it (full, sliding-window, legal score-first TTT). This module is the entry
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import sys
@@ -270,9 +271,9 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
         log.log("ema:applying EMA weights")
     if h.save_raw_model:
         raw_name = "final_model.pt" if ctx.world_size == 1 else f"final_model.rank{ctx.rank}.pt"
-        raw_tmp = os.path.join(out_dir, f"{raw_name}.tmp-{os.getpid()}")
-        torch.save({k: v.detach().cpu() for k, v in base_model.export_state_dict().items()}, raw_tmp)
-        os.replace(raw_tmp, os.path.join(out_dir, raw_name))
+        raw = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in base_model.export_state_dict().items()}, raw)
+        write_bytes_atomic(os.path.join(out_dir, raw_name), raw.getvalue())
     t_pre = time.perf_counter()
     pre_loss, pre_bpb = eval_full(base_model, val_tokens, lut, h, ctx)
     log.log(f"DIAGNOSTIC post_ema val_loss:{pre_loss:.4f} val_bpb:{pre_bpb:.4f} eval_time:{1000 * (time.perf_counter() - t_pre):.0f}ms")
