@@ -84,8 +84,10 @@ def handle(args) -> int:
         return 0
     from trainer.train import run
 
-    metrics = run(h, code_bytes=trainer_code_bytes(h, args.code_form))
-    if int(os.environ.get("RANK", "0")) == 0:
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    # Only rank 0 logs sizes and exports the artifact, so only it builds the single file to measure it.
+    metrics = run(h, code_bytes=trainer_code_bytes(h, args.code_form) if is_main else 0)
+    if is_main:
         print(
             f"run_dir:{h.out_dir or os.path.join('runs', h.run_id)} val_bpb:{metrics['val_bpb']:.6f} "
             f"artifact_bytes:{metrics['artifact_bytes']} steps:{metrics['steps']}",
