@@ -89,23 +89,14 @@ def _progress(i, n, label, enabled):
 def run(args) -> int:
     from auditor.rules import all_rules
 
-    rules = all_rules()
-    dynamic_rules = {}
-    try:
-        from auditor.dynamic import RULES as DRULES
-
-        dynamic_rules = {k: v for k, v in DRULES.items() if k not in rules}
-    except Exception:  # the dynamic audit is optional
-        pass
+    registry = all_rules()
     if args.list_rules:
-        for rid, (level, title) in rules.items():
-            print(f"{rid}  {level:<7}  {title}")
-        for rid, title in dynamic_rules.items():
-            print(f"{rid}  dynamic  {title}")
+        for rid, cls in registry.items():
+            level = "dynamic " + cls.level if cls.kind == "dynamic" else cls.level
+            print(f"{rid}  {level:<15}  {cls.title}")
         return 0
-    if args.dynamic or args.dynamic_only:
-        # SARIF descriptors for the dynamic findings too (their level is set per result)
-        rules = dict(rules, **{k: ("warning", v) for k, v in dynamic_rules.items()})
+    # SARIF descriptors: the static rules, and the dynamic ones when the dynamic audit runs
+    rules = {rid: cls for rid, cls in registry.items() if cls.kind == "static" or args.dynamic or args.dynamic_only}
     if not args.paths:
         raise PgolfError("audit: no PATH given; expected a record folder, a train_gpt.py or a tree")
     if args.jobs < 1:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from auditor.config import build_config
 from auditor.findings import Finding
 from auditor.flow import Program
-from auditor.rules import AuditContext, rule_modules
+from auditor.rules import AuditContext, run_rules
 from auditor.source import discover, load_submission
 from auditor.suppress import apply as apply_suppressions
 from auditor.suppress import collect as collect_suppressions
@@ -62,8 +62,7 @@ def analyse(root, entry, display, is_folder, opts: Options) -> Result:
             sub.analysable = False
     ctx = AuditContext(sub=sub, cfg=cfg, prog=prog, max_bytes=opts.max_bytes)
     findings = list(sub.findings)
-    for mod in rule_modules():
-        findings += mod.check(ctx)
+    findings += run_rules(ctx)
     findings = apply_suppressions(findings, collect_suppressions(sub.units))
     findings.sort(key=lambda f: (f.file, f.line, f.col, f.rule))
     if not sub.analysable or (entry is None and not is_folder):

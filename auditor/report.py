@@ -68,7 +68,9 @@ def render_sarif(results, rules: dict, exit_code: int | None = None) -> str:
     index = {rid: i for i, rid in enumerate(ids)}
     descriptors = []
     for rid in ids:
-        level, title = rules[rid]
+        spec = rules[rid]
+        level, title = spec if isinstance(spec, tuple) else (spec.level, spec.title)
+        why, fix = ("", "") if isinstance(spec, tuple) else (spec.why, spec.fix)
         descriptors.append(
             {
                 "id": rid,
@@ -88,6 +90,9 @@ def render_sarif(results, rules: dict, exit_code: int | None = None) -> str:
                 "helpUri": "https://github.com/openai/parameter-golf#rules",
             }
         )
+        if why or fix:
+            descriptors[-1]["fullDescription"] = {"text": why or title}
+            descriptors[-1]["help"] = {"text": f"{why}\nFix: {fix}".strip()}
     out_results = []
     for r in results:
         for f in r.findings:

@@ -10,19 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.findings import Finding
+from auditor.rules.dynamic_rules import DYNAMIC_RULES
 
-RULES = {
-    "PG4D1": "score-after-update: a reported validation position was scored by weights already trained on it",
-    "PG4D2": "causality: a recorded score changed when only later validation tokens changed",
-    "PG4D3": "normalization: the scored probabilities over the vocabulary do not sum to 1",
-    "PG5D1": "training data read after the training phase",
-    "PG5D2": "validation data read during training",
-    "PG5D3": "network access attempted",
-    "PG5D4": "sandbox violation (secret read, write outside the work dir, process creation, auditor tampering)",
-    "PG5D5": "resource limit hit (wall clock, memory)",
-    "PG900": "the dynamic audit could not run the script (the static verdict stands)",
-    "PG9D0": "dynamic audit summary (phase timings)",
-}
+# rule ids and titles come from the one registry (auditor/rules/dynamic_rules.py)
+RULES = {rid: cls.title for rid, cls in DYNAMIC_RULES.items()}
 
 
 @dataclass

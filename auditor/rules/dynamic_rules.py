@@ -1,0 +1,91 @@
+"""The dynamic audit's rule ids (PG4D*, PG5D*, PG9xx) as registered classes with kind = "dynamic".
+
+They are emitted by the sandboxed run (auditor.dynamic.analyze), never by check(); registering them gives
+--list-rules, --explain, SARIF descriptors and auditor.dynamic.RULES one source. Their executable examples are the
+dynamic fixtures (tests/fixtures, docs/dynamic-audit.md), which need torch, so LEGAL/ILLEGAL stay empty here.
+This module imports nothing heavy: the sandboxed child imports auditor.dynamic, which reads this registry."""
+
+from __future__ import annotations
+
+from auditor.rules.base import Rule, register
+
+
+class _Dynamic(Rule):
+    kind = "dynamic"
+
+
+def _rule(rid: str, level: str, title: str, why: str, fix: str):
+    return register(type(rid, (_Dynamic,), {"id": rid, "level": level, "title": title, "why": why, "fix": fix,
+                                            "__module__": __name__, "__doc__": title}))
+
+
+_SCORE = ("Each validation token must be scored once, by a model that has not been trained on it, from a "
+          "distribution that depends only on the artifact and the strict prefix (challenge rules).")
+
+PG4D1 = _rule(
+    "PG4D1", "error",
+    "score-after-update: a reported validation position was scored by weights already trained on it",
+    _SCORE + " The provenance ledger saw an optimizer step on a loss over a validation position before that "
+    "position's score was accumulated into the reported metric.",
+    "Score each chunk under no_grad/inference_mode first, then train on it (score-first TTT); never fine-tune on "
+    "validation tokens before scoring them.",
+)
+PG4D2 = _rule(
+    "PG4D2", "error",
+    "causality: a recorded score changed when only later validation tokens changed",
+    _SCORE + " Changing only tokens after position j changed the score of a position before j, so the score used "
+    "future tokens (two-pass caches, per-window fitting on the scored region).",
+    "Build caches and per-window parameters from already scored tokens only.",
+)
+PG4D3 = _rule(
+    "PG4D3", "error",
+    "normalization: the scored probabilities over the vocabulary do not sum to 1",
+    _SCORE + " The probabilities the scoring path assigns to the possible targets of one position must sum to 1.",
+    "Renormalize over the whole vocabulary (softmax over all tokens); do not gate or key on the realized target.",
+)
+PG5D1 = _rule(
+    "PG5D1", "error",
+    "training data read after the training phase",
+    "Training data may be used only within the 600 s training budget; reading it at evaluation time uses data "
+    "outside the artifact.",
+    "Finish calibration (GPTQ) inside the training budget, or reserve time for it and show it in the logs.",
+)
+PG5D2 = _rule(
+    "PG5D2", "error",
+    "validation data read during training",
+    "Validation tokens may not be used for training or stored in the artifact.",
+    "Read validation shards only in the evaluation phase.",
+)
+PG5D3 = _rule(
+    "PG5D3", "error",
+    "network access attempted",
+    "The artifact must be self-contained: no downloads or hub access during training or evaluation.",
+    "Ship everything the run needs in the artifact; remove network calls.",
+)
+PG5D4 = _rule(
+    "PG5D4", "error",
+    "sandbox violation (secret read, write outside the work dir, process creation, auditor tampering)",
+    "A submission may not read secrets, write outside its working directory, spawn processes or tamper with the "
+    "auditor's instrumentation.",
+    "Remove the offending access (the message names it).",
+)
+PG5D5 = _rule(
+    "PG5D5", "warning",
+    "resource limit hit (wall clock, memory)",
+    "The tiny dynamic run has a wall-clock and memory limit; a run that hits it was not fully observed.",
+    "Check that the script honours the size environment the audit sets (tiny model, few steps), or raise --timeout.",
+)
+PG900 = _rule(
+    "PG900", "warning",
+    "the dynamic audit could not run the script (the static verdict stands)",
+    "The dynamic audit is evidence in addition to the static one; a script it cannot run on CPU is not judged by it.",
+    "Read the message (missing dependency, CUDA-only code path) and rerun with a fix if the script should run.",
+)
+PG9D0 = _rule(
+    "PG9D0", "note",
+    "dynamic audit summary (phase timings)",
+    "Phase timings of the tiny run next to the times the submission's logs report, for a reviewer.",
+    "Nothing to fix: informational.",
+)
+
+DYNAMIC_RULES = {c.id: c for c in (PG4D1, PG4D2, PG4D3, PG5D1, PG5D2, PG5D3, PG5D4, PG5D5, PG900, PG9D0)}
