@@ -26,8 +26,8 @@ class PG002(Rule):
     why = "Code that does not parse cannot be analysed (and would not run)."
     fix = "Fix the syntax error the message names (the audit parses Python 3.12 syntax)."
     LEGAL = (Example("parses", {"train_gpt.py": _OK}),)
-    ILLEGAL = (Example("syntax_error", {"train_gpt.py": "import os\n\n\ndef main(:\n    pass\n"},
-                       points_at=(("train_gpt.py", 4),), note="the unclosed parameter list on line 4"),)
+    ILLEGAL = (Example("syntax_error", {"train_gpt.py": "import os\n\n\nprint(1 +)\n"},
+                       points_at=(("train_gpt.py", 4),), note="the incomplete expression on line 4"),)
 
 
 @register
