@@ -4,21 +4,18 @@ in the artifact, network/hub access reachable from the run."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from auditor.findings import Finding
 from auditor.flow import TRAIN, VAL
+from auditor.rules.base import Example, Rule, register
 
-RULES = {
-    "PG501": ("error", "training shards read after the training phase"),
-    "PG502": ("error", "validation tokens used for training or stored in the artifact"),
-    "PG503": ("error", "network or hub access reachable from the run"),
-}
 _RESERVE = re.compile(r"(?i)reserve")
 
 
-def _f(unit, node, rule, level, msg):
+def _f(rule, unit, node, level, msg):
     file, line, col, note = unit.location(node)
-    return Finding(rule, level, note + msg, file, line, col)
+    return Finding(rule.id, level, note + msg, file, line, col)
 
 
 def _off(site):
@@ -33,15 +30,21 @@ def _note(site):
     )
 
 
-def check(ctx) -> list:
-    prog = ctx.prog
-    if prog is None:
-        return []
-    out = []
-    has_reserve = any(_RESERVE.search(k) for k in ctx.cfg.attr_env) or any(
-        i.gptq_reserve_s for i in ctx.sub.logs.values()
+@dataclass
+class _Reads:
+    """Which functions read training data (transitively) and which train on it (the training phase)."""
+
+    any_read: dict
+    reads: dict
+    trains: dict
+    has_reserve: bool
+
+
+def _reads(facts) -> _Reads:
+    prog = facts.prog
+    has_reserve = any(_RESERVE.search(k) for k in facts.cfg.attr_env) or any(
+        i.gptq_reserve_s for i in facts.sub.logs.values()
     )
-    # transitive "reads training data"
     # transitive "reads training data", context-sensitive at one level: a helper that reads whatever file it is
     # given (load_data_shard) reads training data only where a caller passes training files
     any_read = {f: any(s.kind == "read_train" for s in f.sites) for f in prog.funcs}
@@ -71,119 +74,13 @@ def check(ctx) -> list:
                 trains[f] = ch = True
         if not ch:
             break
-    for f in prog.funcs:
-        if f.reach == "dead":
-            continue
-        calls = sorted((c for c in f.calls if not c.is_ref), key=lambda c: c.order)
-        trained_at = next((c.order for c in calls if any(trains[g] for g in prog.targets(c) if g is not f)), None)
-        if trained_at is not None and not any(s.kind == "train" and TRAIN in s.labels for s in f.sites):
-            for c in calls:
-                if c.order <= trained_at:
-                    continue
-                gs = [g for g in prog.targets(c) if g is not f and not trains[g]]
-                train_args = any(TRAIN in lab for _k, lab, _c in c.arg_labels)
-                gs = [g for g in gs if reads[g] or (train_args and any_read[g])]
-                if not gs:
-                    continue
-                out.append(_late_train_read(f, c, gs[0], has_reserve,
-                                            f"training phase has returned in {f.qualname}",
-                                            "Reserve the calibration time inside the budget"))
-                break
-        # an evaluation function: scores validation tokens itself and does no training on training data
-        scores = any(s.kind == "score" for s in f.sites) and not any(
-            s.kind == "train" and TRAIN in s.labels for s in f.sites
-        )
-        for s in f.sites:
-            lvl = "note" if _off(s) else "error"
-            tail = _note(s) if lvl == "note" else ""
-            if s.kind == "read_train" and scores and s.detail.get("intrinsic"):
-                out.append(
-                    _f(
-                        f.unit,
-                        s.node,
-                        "PG501",
-                        lvl,
-                        f"{f.qualname} evaluates on validation data and also "
-                        f"reads training shards; evaluation may not access training data. Move any use of "
-                        f"training data into the timed training phase.{tail}",
-                    )
-                )
-            elif s.kind == "net":
-                out.append(
-                    _f(
-                        f.unit,
-                        s.node,
-                        "PG503",
-                        lvl,
-                        f"network/hub access `{s.detail.get('what')}` in "
-                        f"{f.qualname} is reachable from the entry point; the artifact must be self-contained "
-                        f"(no downloads, hub or network calls during the run). Ship what you need inside the "
-                        f"16 MB artifact.{tail}",
-                    )
-                )
-            elif s.kind == "save_val":
-                out.append(
-                    _f(
-                        f.unit,
-                        s.node,
-                        "PG502",
-                        lvl,
-                        f"validation tokens flow into `{s.detail.get('what', 'the state dict')}` "
-                        f"in {f.qualname}; storing validation data in the artifact ('paid prefix') is forbidden. "
-                        f"Serialize only model weights and code.{tail}",
-                    )
-                )
-            elif s.kind == "train" and VAL in s.labels and TRAIN in s.labels:
-                out.append(
-                    _f(
-                        f.unit,
-                        s.node,
-                        "PG502",
-                        lvl,
-                        f"the training loss in {f.qualname} mixes validation "
-                        f"tokens into training batches; validation data may not be used for training. Train "
-                        f"only on fineweb_train shards.{tail}",
-                    )
-                )
-        # training loop: train sites on TRAIN data; calls after it that read training data
-        tsites = [s for s in f.sites if s.kind == "train" and TRAIN in s.labels and VAL not in s.labels and s.loops]
-        if not tsites:
-            continue
-        loop = tsites[0].loops[0]
-        in_loop = [x.order for x in f.sites + f.calls if x.loops and x.loops[0] is loop]
-        end = max(in_loop) if in_loop else tsites[0].order
-        for c in f.calls:
-            if c.is_ref or c.order <= end or (c.loops and c.loops[0] is loop):
-                continue
-            train_args = any(TRAIN in lab for _k, lab, _c in c.arg_labels)
-            gs = [g for g in prog.targets(c) if g is not f and (reads[g] or (train_args and any_read[g]))]
-            if not gs:
-                continue
-            out.append(_late_train_read(f, c, gs[0], has_reserve, f"training loop in {f.qualname} has stopped",
-                                        "Reserve the calibration time inside the budget (stop training early)"))
-            break
-    return out
+    return _Reads(any_read, reads, trains, has_reserve)
 
 
-def _late_train_read(f, c, reader, has_reserve: bool, after: str, fix: str):
-    """PG501 at call `c`: `reader` opens training shards after `after`. A note when the run switches the path off
-    or the code reserves budget time for it, an error otherwise."""
-    off = c.off or f.reach == "off"
-    lvl = "note" if (off or has_reserve) else "error"
-    why = (
-        " (inside the reserved budget: the code reserves time for it)"
-        if has_reserve and not off
-        else (f" (switched off in this run: `{c.guards[0]}` is false)" if off and c.guards else "")
-    )
-    return _f(
-        f.unit,
-        c.node,
-        "PG501",
-        lvl,
-        f"{reader.qualname} reads training shards after the {after} (e.g. GPTQ/Hessian calibration); "
-        f"training-data access outside the 600 s training budget is not allowed. {fix} or calibrate on "
-        f"self-generated data.{why}",
-    )
+def _readers(prog, r: _Reads, f, c) -> list:
+    """Functions called at `c` (from `f`) that read training data there."""
+    train_args = any(TRAIN in lab for _k, lab, _c in c.arg_labels)
+    return [g for g in prog.targets(c) if g is not f and (r.reads[g] or (train_args and r.any_read[g]))]
 
 
 _HP = """import os, glob, numpy as np, torch
@@ -226,25 +123,6 @@ def main():
 main()
 """
 
-LEGAL_EXAMPLES = [
-    {
-        "name": "gptq_calibration_with_reserve",
-        "files": {
-            "train_gpt.py": _HP.replace("{reserve}", "12").replace(
-                "{save}", "torch.save(model.state_dict(), 'final_model.pt')"
-            )
-        },
-        "rules": ["PG501", "PG502", "PG503"],
-    },
-    {
-        "name": "download_in_separate_script",
-        "files": {
-            "train_gpt.py": _HP.replace("{reserve}", "12").replace("{save}", "pass"),
-            "cached_challenge_fineweb.py": "from huggingface_hub import hf_hub_download\nhf_hub_download('willdepueoai/parameter-golf', 'x')\n",
-        },
-        "rules": ["PG503"],
-    },
-]
 _SPLIT = (
     _HP.replace('    gptq_reserve_ms = float(os.environ.get("GPTQ_RESERVE_SECONDS", {reserve})) * 1000\n', "")
     .replace(
@@ -271,35 +149,159 @@ main()""",
     )
 )
 
-ILLEGAL_EXAMPLES = [
-    {"name": "calibration_after_train_model_returns", "files": {"train_gpt.py": _SPLIT}, "rules": ["PG501"]},
-    {
-        "name": "val_tokens_saved_in_artifact",
-        "files": {
-            "train_gpt.py": _HP.replace("{reserve}", "12").replace(
-                "{save}",
-                "val_tokens = load_data_shard(sorted(glob.glob(args.val_files))[0])\n    torch.save({'model': model.state_dict(), 'prefix': val_tokens[:100000]}, 'final_model.pt')",
-            )
-        },
-        "rules": ["PG502"],
-    },
-    {
-        "name": "hub_download_at_eval",
-        "files": {
-            "train_gpt.py": _HP.replace("{reserve}", "12").replace(
-                "{save}",
-                "from huggingface_hub import hf_hub_download\n    hf_hub_download(repo_id='someone/cache', filename='ngram.bin')",
-            )
-        },
-        "rules": ["PG503"],
-    },
-    {
-        "name": "gptq_on_train_after_loop_no_reserve",
-        "files": {
-            "train_gpt.py": _HP.replace(
-                '    gptq_reserve_ms = float(os.environ.get("GPTQ_RESERVE_SECONDS", {reserve})) * 1000\n', ""
-            ).replace("{save}", "pass")
-        },
-        "rules": ["PG501"],
-    },
-]
+_NORESERVE = _HP.replace(
+    '    gptq_reserve_ms = float(os.environ.get("GPTQ_RESERVE_SECONDS", {reserve})) * 1000\n', ""
+)
+
+
+@register
+class PG501(Rule):
+    id, level, title = "PG501", "error", "training shards read after the training phase"
+    why = ("Training data may be used only inside the 600 s training budget; GPTQ/Hessian calibration on training "
+           "shards after the training loop, or any training-data read during evaluation, is outside it.")
+    fix = ("Reserve the calibration time inside the training budget (stop training early), or calibrate on "
+           "self-generated data.")
+    LEGAL = (
+        Example("gptq_calibration_with_reserve", {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
+            "{save}", "torch.save(model.state_dict(), 'final_model.pt')")}),
+    )
+    ILLEGAL = (
+        Example("calibration_after_train_model_returns", {"train_gpt.py": _SPLIT}, points_at=(("train_gpt.py", 37),)),
+        Example("gptq_on_train_after_loop_no_reserve", {"train_gpt.py": _NORESERVE.replace("{save}", "pass")},
+                points_at=(("train_gpt.py", 34),)),
+    )
+
+    def check(self, facts):
+        prog = facts.prog
+        if prog is None:
+            return
+        r = facts.memo("data.reads", lambda: _reads(facts))
+        for f in prog.funcs:
+            if f.reach == "dead":
+                continue
+            calls = sorted((c for c in f.calls if not c.is_ref), key=lambda c: c.order)
+            trained_at = next((c.order for c in calls if any(r.trains[g] for g in prog.targets(c) if g is not f)),
+                              None)
+            if trained_at is not None and not any(s.kind == "train" and TRAIN in s.labels for s in f.sites):
+                for c in calls:
+                    if c.order <= trained_at:
+                        continue
+                    gs = [g for g in _readers(prog, r, f, c) if not r.trains[g]]
+                    if gs:
+                        yield self._late(f, c, gs[0], r.has_reserve, f"training phase has returned in {f.qualname}",
+                                         "Reserve the calibration time inside the budget")
+                        break
+            # an evaluation function: scores validation tokens itself and does no training on training data
+            scores = any(s.kind == "score" for s in f.sites) and not any(
+                s.kind == "train" and TRAIN in s.labels for s in f.sites)
+            if scores:
+                for s in f.sites:
+                    if s.kind == "read_train" and s.detail.get("intrinsic"):
+                        lvl = "note" if _off(s) else "error"
+                        yield _f(self, f.unit, s.node, lvl,
+                                 f"{f.qualname} evaluates on validation data and also reads training shards; "
+                                 f"evaluation may not access training data. Move any use of training data into "
+                                 f"the timed training phase.{_note(s) if lvl == 'note' else ''}")
+            # training loop: train sites on TRAIN data; calls after it that read training data
+            tsites = [s for s in f.sites
+                      if s.kind == "train" and TRAIN in s.labels and VAL not in s.labels and s.loops]
+            if not tsites:
+                continue
+            loop = tsites[0].loops[0]
+            in_loop = [x.order for x in f.sites + f.calls if x.loops and x.loops[0] is loop]
+            end = max(in_loop) if in_loop else tsites[0].order
+            for c in f.calls:
+                if c.is_ref or c.order <= end or (c.loops and c.loops[0] is loop):
+                    continue
+                gs = _readers(prog, r, f, c)
+                if gs:
+                    yield self._late(f, c, gs[0], r.has_reserve, f"training loop in {f.qualname} has stopped",
+                                     "Reserve the calibration time inside the budget (stop training early)")
+                    break
+
+    def _late(self, f, c, reader, has_reserve: bool, after: str, fix: str):
+        """At call `c`: `reader` opens training shards after `after`. A note when the run switches the path off or
+        the code reserves budget time for it, an error otherwise."""
+        off = c.off or f.reach == "off"
+        lvl = "note" if (off or has_reserve) else "error"
+        why = (
+            " (inside the reserved budget: the code reserves time for it)"
+            if has_reserve and not off
+            else (f" (switched off in this run: `{c.guards[0]}` is false)" if off and c.guards else "")
+        )
+        return _f(self, f.unit, c.node, lvl,
+                  f"{reader.qualname} reads training shards after the {after} (e.g. GPTQ/Hessian calibration); "
+                  f"training-data access outside the 600 s training budget is not allowed. {fix} or calibrate on "
+                  f"self-generated data.{why}")
+
+
+@register
+class PG502(Rule):
+    id, level, title = "PG502", "error", "validation tokens used for training or stored in the artifact"
+    why = "Validation data may be used only for scoring: never for training, never stored in the artifact."
+    fix = "Train only on fineweb_train shards; serialize only model weights and code."
+    LEGAL = (
+        Example("gptq_calibration_with_reserve", {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
+            "{save}", "torch.save(model.state_dict(), 'final_model.pt')")}),
+    )
+    ILLEGAL = (
+        Example("val_tokens_saved_in_artifact", {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
+            "{save}",
+            "val_tokens = load_data_shard(sorted(glob.glob(args.val_files))[0])\n"
+            "    torch.save({'model': model.state_dict(), 'prefix': val_tokens[:100000]}, 'final_model.pt')")},
+            points_at=(("train_gpt.py", 37),)),
+    )
+
+    def check(self, facts):
+        if facts.prog is None:
+            return
+        for f in facts.prog.funcs:
+            if f.reach == "dead":
+                continue
+            for s in f.sites:
+                lvl = "note" if _off(s) else "error"
+                tail = _note(s) if lvl == "note" else ""
+                if s.kind == "save_val":
+                    yield _f(self, f.unit, s.node, lvl,
+                             f"validation tokens flow into `{s.detail.get('what', 'the state dict')}` in "
+                             f"{f.qualname}; storing validation data in the artifact ('paid prefix') is forbidden. "
+                             f"Serialize only model weights and code.{tail}")
+                elif s.kind == "train" and VAL in s.labels and TRAIN in s.labels:
+                    yield _f(self, f.unit, s.node, lvl,
+                             f"the training loss in {f.qualname} mixes validation tokens into training batches; "
+                             f"validation data may not be used for training. Train only on fineweb_train "
+                             f"shards.{tail}")
+
+
+@register
+class PG503(Rule):
+    id, level, title = "PG503", "error", "network or hub access reachable from the run"
+    why = "The artifact must be self-contained: no downloads, hub or network calls during the run."
+    fix = "Ship what the run needs inside the 16 MB artifact."
+    LEGAL = (
+        Example("download_in_separate_script", {
+            "train_gpt.py": _HP.replace("{reserve}", "12").replace("{save}", "pass"),
+            "cached_challenge_fineweb.py": "from huggingface_hub import hf_hub_download\n"
+                                           "hf_hub_download('willdepueoai/parameter-golf', 'x')\n"}),
+    )
+    ILLEGAL = (
+        Example("hub_download_at_eval", {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
+            "{save}", "from huggingface_hub import hf_hub_download\n"
+                      "    hf_hub_download(repo_id='someone/cache', filename='ngram.bin')")},
+            points_at=(("train_gpt.py", 37),)),
+    )
+
+    def check(self, facts):
+        if facts.prog is None:
+            return
+        for f in facts.prog.funcs:
+            if f.reach == "dead":
+                continue
+            for s in f.sites:
+                if s.kind == "net":
+                    lvl = "note" if _off(s) else "error"
+                    yield _f(self, f.unit, s.node, lvl,
+                             f"network/hub access `{s.detail.get('what')}` in {f.qualname} is reachable from the "
+                             f"entry point; the artifact must be self-contained (no downloads, hub or network calls "
+                             f"during the run). Ship what you need inside the 16 MB artifact."
+                             f"{_note(s) if lvl == 'note' else ''}")

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from auditor.findings import Finding
+from auditor.rules.base import Example, Rule, register
 
-RULES = {
-    "PG301": ("error", "training longer than 600 s"),
-    "PG302": ("error", "training + calibration + serialization longer than 600 s"),
-    "PG303": ("error", "evaluation longer than 600 s"),
-}
 LIMIT_S = 600.0
 
 
@@ -18,58 +13,9 @@ def _non_record(sub) -> bool:
     return "non_record" in str(sub.root).replace("-", "_") or "non" in track.lower()
 
 
-def check(ctx) -> list:
-    sub = ctx.sub
-    out = []
-    level = "note" if _non_record(sub) else "error"
-    tail = " (non-record track: informational)" if level == "note" else ""
-    for rel, info in sorted(sub.logs.items()):
-        tt = info.train_time_ms
-        step_avg = info.steps[-1][4] if info.steps and info.steps[-1][4] else 0.0
-        if tt is not None and tt > LIMIT_S * 1000 + max(step_avg or 0.0, 500.0):
-            out.append(
-                Finding(
-                    "PG301",
-                    level,
-                    f"{rel}: training took {tt / 1000:.1f} s (seed {info.seed}), over the "
-                    f"{LIMIT_S:.0f} s limit; set MAX_WALLCLOCK_SECONDS=600 so the loop stops in time.{tail}",
-                    rel,
-                    info.lines.get("stop", info.lines.get("last_step", 1)),
-                    1,
-                )
-            )
-            continue
-        extra = (info.calibration_s or 0.0) + (info.serialize_s or 0.0)
-        if tt is not None and extra > 0 and tt / 1000 + extra > LIMIT_S + 0.5:
-            reserve = info.gptq_reserve_s
-            out.append(
-                Finding(
-                    "PG302",
-                    level,
-                    f"{rel}: training {tt / 1000:.1f} s + calibration/serialization "
-                    f"{extra:.1f} s = {tt / 1000 + extra:.1f} s, over {LIMIT_S:.0f} s"
-                    f"{f' (reserved only {reserve:.1f} s)' if reserve else ''}; calibration on training data "
-                    f"counts against the training budget. Reserve its time (e.g. GPTQ_RESERVE_SECONDS).{tail}",
-                    rel,
-                    info.lines.get("stop", 1),
-                    1,
-                )
-            )
-        ev = info.max_eval_time_ms
-        if ev is not None and ev > LIMIT_S * 1000:
-            out.append(
-                Finding(
-                    "PG303",
-                    level,
-                    f"{rel}: evaluation took {ev / 1000:.1f} s (sum of the timed evals"
-                    f"{', incl. TTT' if info.ttt_elapsed_s or info.total_eval_time_s else ''}), over the "
-                    f"{LIMIT_S:.0f} s evaluation limit. Drop passes or shorten TTT.{tail}",
-                    rel,
-                    info.final_lines.get(info.scored_label, 1) if info.scored_label else 1,
-                    1,
-                )
-            )
-    return out
+def _level(rule, sub):
+    """Non-record submissions have no time limit: their timings are informational notes."""
+    return ("note", " (non-record track: informational)") if _non_record(sub) else (rule.level, "")
 
 
 def _log(train_ms, evals, calib=None):
@@ -85,33 +31,86 @@ def _log(train_ms, evals, calib=None):
 
 
 _PY = "import torch\nprint('train')\n"
-LEGAL_EXAMPLES = [
-    {
-        "name": "within_limits",
-        "files": {
-            "train_gpt.py": _PY,
-            "train_seed1.log": _log(600040, [("final_int6_sliding_window", 74000), ("legal_ttt", 410000)], 0.0),
-        },
-        "rules": ["PG301", "PG302", "PG303"],
-    },
-]
-ILLEGAL_EXAMPLES = [
-    {
-        "name": "train_too_long",
-        "files": {"train_gpt.py": _PY, "train_seed1.log": _log(640000, [("final_int6_roundtrip", 6000)])},
-        "rules": ["PG301"],
-    },
-    {
-        "name": "calibration_outside_budget",
-        "files": {"train_gpt.py": _PY, "train_seed1.log": _log(599500, [("final_int6_roundtrip", 6000)], 12.5)},
-        "rules": ["PG302"],
-    },
-    {
-        "name": "eval_too_long",
-        "files": {
+_WITHIN = Example("within_limits", {
+    "train_gpt.py": _PY,
+    "train_seed1.log": _log(600040, [("final_int6_sliding_window", 74000), ("legal_ttt", 410000)], 0.0),
+})
+
+
+@register
+class PG301(Rule):
+    id, level, title = "PG301", "error", "training longer than 600 s"
+    why = "Record-track training must finish within 600 s on 8xH100 (the run's wallclock cap)."
+    fix = "Set MAX_WALLCLOCK_SECONDS=600 so the training loop stops in time."
+    LEGAL = (_WITHIN,)
+    ILLEGAL = (
+        Example("train_too_long",
+                {"train_gpt.py": _PY, "train_seed1.log": _log(640000, [("final_int6_roundtrip", 6000)])},
+                points_at=(("train_seed1.log", 2),)),
+    )
+
+    def check(self, facts):
+        lvl, tail = _level(self, facts.sub)
+        for rel, info in sorted(facts.sub.logs.items()):
+            tt = info.train_time_ms
+            step_avg = info.steps[-1][4] if info.steps and info.steps[-1][4] else 0.0
+            if tt is not None and tt > LIMIT_S * 1000 + max(step_avg or 0.0, 500.0):
+                yield self.finding(
+                    f"{rel}: training took {tt / 1000:.1f} s (seed {info.seed}), over the {LIMIT_S:.0f} s limit; "
+                    f"set MAX_WALLCLOCK_SECONDS=600 so the loop stops in time.{tail}",
+                    rel, info.lines.get("stop", info.lines.get("last_step", 1)), level=lvl)
+
+
+@register
+class PG302(Rule):
+    id, level, title = "PG302", "error", "training + calibration + serialization longer than 600 s"
+    why = "Calibration on training data (GPTQ Hessians) is training-data access and counts against the 600 s budget."
+    fix = "Reserve the calibration time inside the budget (e.g. GPTQ_RESERVE_SECONDS) or calibrate faster."
+    LEGAL = (_WITHIN,)
+    ILLEGAL = (
+        Example("calibration_outside_budget",
+                {"train_gpt.py": _PY, "train_seed1.log": _log(599500, [("final_int6_roundtrip", 6000)], 12.5)},
+                points_at=(("train_seed1.log", 2),)),
+    )
+
+    def check(self, facts):
+        lvl, tail = _level(self, facts.sub)
+        for rel, info in sorted(facts.sub.logs.items()):
+            tt = info.train_time_ms
+            step_avg = info.steps[-1][4] if info.steps and info.steps[-1][4] else 0.0
+            if tt is None or tt > LIMIT_S * 1000 + max(step_avg or 0.0, 500.0):
+                continue  # PG301's case
+            extra = (info.calibration_s or 0.0) + (info.serialize_s or 0.0)
+            if extra > 0 and tt / 1000 + extra > LIMIT_S + 0.5:
+                reserve = info.gptq_reserve_s
+                yield self.finding(
+                    f"{rel}: training {tt / 1000:.1f} s + calibration/serialization {extra:.1f} s = "
+                    f"{tt / 1000 + extra:.1f} s, over {LIMIT_S:.0f} s"
+                    f"{f' (reserved only {reserve:.1f} s)' if reserve else ''}; calibration on training data "
+                    f"counts against the training budget. Reserve its time (e.g. GPTQ_RESERVE_SECONDS).{tail}",
+                    rel, info.lines.get("stop", 1), level=lvl)
+
+
+@register
+class PG303(Rule):
+    id, level, title = "PG303", "error", "evaluation longer than 600 s"
+    why = "Evaluation (all scoring passes, including test-time training) must finish within 600 s."
+    fix = "Drop evaluation passes or shorten test-time training."
+    LEGAL = (_WITHIN,)
+    ILLEGAL = (
+        Example("eval_too_long", {
             "train_gpt.py": _PY,
             "train_seed1.log": _log(590000, [("final_int6_sliding_window", 120000), ("legal_ttt", 530000)]),
-        },
-        "rules": ["PG303"],
-    },
-]
+        }, points_at=(("train_seed1.log", 4),)),
+    )
+
+    def check(self, facts):
+        lvl, tail = _level(self, facts.sub)
+        for rel, info in sorted(facts.sub.logs.items()):
+            ev = info.max_eval_time_ms
+            if ev is not None and ev > LIMIT_S * 1000:
+                yield self.finding(
+                    f"{rel}: evaluation took {ev / 1000:.1f} s (sum of the timed evals"
+                    f"{', incl. TTT' if info.ttt_elapsed_s or info.total_eval_time_s else ''}), over the "
+                    f"{LIMIT_S:.0f} s evaluation limit. Drop passes or shorten TTT.{tail}",
+                    rel, info.final_lines.get(info.scored_label, 1) if info.scored_label else 1, level=lvl)
