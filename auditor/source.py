@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import libcst.metadata as md
 from auditor.cstwalk import children, dotted, index, walk
 from auditor.decode import MAX_DECODED_BYTES, MAX_DEPTH, find_wrapped_sources
 from auditor.findings import Finding
+from auditor.fsread import FolderReader, Refused
 from auditor.logs import LogInfo, parse_log
 
 MAX_SOURCE_BYTES = 4 * 1024 * 1024
@@ -98,6 +100,10 @@ class SourceUnit:
         idx = text.find(first, start)
         if idx < 0:
             return None
+        # the same text twice in the scope (`eval_val(...)` before and after TTT): the search cannot tell which
+        end = start + len(self.code(chain[0])) if chain else len(text)
+        if 0 <= text.find(first, idx + 1) < end:
+            return None  # -> exact position from the metadata pass
         line = text.count("\n", 0, idx) + 1
         col = idx - (text.rfind("\n", 0, idx) + 1) + 1
         return line, col
@@ -154,6 +160,11 @@ class Submission:
     analysable: bool = True
     entry_bytes: int | None = None
     entry_lines: int | None = None
+    reader: FolderReader | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.reader is None:
+            self.reader = FolderReader(Path(self.root))
 
     @property
     def entry_unit(self) -> SourceUnit | None:
@@ -201,7 +212,11 @@ def discover(paths) -> list:
 
 def _entry_candidates(d: Path) -> list:
     try:
-        return sorted(f for f in d.iterdir() if f.is_file() and f.name.startswith("train_gpt") and f.suffix == ".py")
+        # lstat, not is_file(): a symlinked train_gpt.py is still this folder's entry (reported, never followed)
+        return sorted(
+            f for f in d.iterdir()
+            if f.name.startswith("train_gpt") and f.suffix == ".py" and not stat.S_ISDIR(f.lstat().st_mode)
+        )
     except OSError:
         return []
 
@@ -215,28 +230,21 @@ def _pick_entry(d: Path) -> Path | None:
     return (plain or cands or [None])[0]
 
 
-def _read_text(path: Path, rel: str, findings: list, limit: int = MAX_SOURCE_BYTES, what: str = "source") -> str | None:
+def _read_source(sub: "Submission", rel: str, limit: int = MAX_SOURCE_BYTES, what: str = "source") -> bytes | None:
+    """The bytes of a code file through the no-follow reader; every refusal becomes a finding."""
     try:
-        size = path.stat().st_size
-        if size > limit:
-            findings.append(
-                Finding(
-                    "PG001",
-                    "error",
-                    f"{rel}: {what} file is {size} bytes, over the {limit}-byte limit "
-                    f"the auditor reads; it was not analysed. Ship a normal-sized script.",
-                    rel,
-                    1,
-                    1,
-                )
-            )
-            return None
-        data = path.read_bytes()
-    except OSError as exc:
-        findings.append(
-            Finding("PG001", "error", f"{rel}: cannot read {what} file ({exc.strerror or exc}).", rel, 1, 1)
-        )
+        return sub.reader.read_bytes(rel, limit)
+    except Refused as exc:
+        if exc.kind in ("symlink", "special"):
+            return None  # reported once for the whole folder (PG006)
+        rule = "PG007" if exc.kind == "budget" else "PG001"
+        detail = f"{what} file is {exc.detail}; it was not analysed. Ship a normal-sized script." if exc.kind in (
+            "too_large", "budget") else f"cannot read {what} file ({exc.detail})."
+        sub.findings.append(Finding(rule, "error", f"{rel}: {detail}", rel, 1, 1))
         return None
+
+
+def _decode_text(data: bytes, rel: str, findings: list, what: str = "source") -> str | None:
     if b"\x00" in data:
         findings.append(
             Finding(
@@ -320,13 +328,12 @@ def load_submission(root: Path, entry: Path | None, display: str, is_folder: boo
     sub = Submission(root=root, entry=entry, display=display, is_folder=is_folder)
     if entry is not None:
         rel = entry.name
-        text = _read_text(entry, rel, sub.findings)
-        try:
-            raw = entry.read_bytes()
+        raw = _read_source(sub, rel)
+        text = None
+        if raw is not None:
             sub.entry_bytes = len(raw)
             sub.entry_lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") or not raw else 1)
-        except OSError:
-            pass
+            text = _decode_text(raw, rel, sub.findings)
         if text is None:
             sub.analysable = False
         else:
@@ -343,9 +350,10 @@ def load_submission(root: Path, entry: Path | None, display: str, is_folder: boo
                 _expand(sub, unit, depth=0)
             else:
                 sub.analysable = False
-    if is_folder or _looks_like_record(root):
+    if is_folder or _looks_like_record(sub):
         # a single train_gpt.py inside a record folder: its README, run scripts and logs still tell how it ran
         _load_folder_files(sub)
+    _report_refused(sub)
     return sub
 
 
@@ -408,34 +416,42 @@ def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
         _add_helper(sub, unit, target, node, depth)
     if sub.is_folder:
         for lit in _code_file_literals(unit):
-            p = sub.root / lit
-            try:
-                if p.is_file() and p.resolve().is_relative_to(sub.root.resolve()) and lit not in sub.referenced_code:
-                    sub.referenced_code[str(Path(lit))] = p.stat().st_size
-            except (OSError, ValueError):
-                pass
+            rel = _inside(lit)
+            if rel is None or rel in sub.referenced_code:
+                continue
+            st = sub.reader.lstat(rel)
+            if st is not None and stat.S_ISREG(st.st_mode):
+                sub.referenced_code[rel] = st.st_size
+
+
+def _inside(target: str) -> str | None:
+    """`target` as a normalized POSIX path inside the submission folder, or None when it leaves it."""
+    norm = os.path.normpath(target).replace(os.sep, "/")
+    if not norm or norm.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
+        return None
+    return norm
 
 
 def _add_helper(sub: Submission, parent: SourceUnit, target: str, node, depth: int) -> None:
-    root = sub.root
-    candidates = [root / target]
+    candidates = [target]
     if not target.endswith(".py"):
-        candidates = [root / (target.replace(".", "/") + ".py"), root / target.replace(".", "/") / "__init__.py"]
-    for path in candidates:
-        try:
-            if not path.is_file():
-                continue
-            rel = str(path.resolve().relative_to(root.resolve()))
-        except (OSError, ValueError):
+        candidates = [target.replace(".", "/") + ".py", target.replace(".", "/") + "/__init__.py"]
+    entry_rel = sub.entry.name if sub.entry is not None else None
+    for cand in candidates:
+        rel = _inside(cand)
+        if rel is None:
             continue
-        if sub.entry is not None and path.resolve() == sub.entry.resolve():
+        st = sub.reader.lstat(rel)
+        if st is None or stat.S_ISDIR(st.st_mode):
+            continue
+        if rel == entry_rel:
             return
         if any(u.rel == rel and u.kind == "helper" for u in sub.units):
             return
-        text = _read_text(path, rel, sub.findings)
+        raw = _read_source(sub, rel)  # a symlinked or special helper is refused here (and reported as PG006)
+        text = _decode_text(raw, rel, sub.findings) if raw is not None else None
         if text is None:
             return
-        raw = path.read_bytes()
         unit = SourceUnit(
             rel=rel,
             text=text,
@@ -508,36 +524,30 @@ def _code_file_literals(unit: SourceUnit) -> list:
     return out
 
 
-def _looks_like_record(root: Path) -> bool:
+def _looks_like_record(sub: Submission) -> bool:
     try:
-        return (root / "README.md").is_file() or any(root.glob("submission*.json"))
+        names = os.listdir(sub.root)
     except OSError:
         return False
+    return any(
+        (n == "README.md" or (n.startswith("submission") and n.endswith(".json"))) and sub.reader.is_regular(n)
+        for n in names
+    )
 
 
 def _load_folder_files(sub: Submission) -> None:
-    root = sub.root
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
-        depth = len(Path(dirpath).relative_to(root).parts)
-        if depth > 3:
-            dirnames[:] = []
-            continue
-        for f in sorted(filenames):
-            files.append(Path(dirpath) / f)
-    for path in files:
-        rel = str(path.relative_to(root))
-        name = path.name
+    for ent in sub.reader.walk(max_depth=3, skip_dirs=_SKIP_DIRS):
+        rel = ent.rel
+        name = rel.rsplit("/", 1)[-1]
         low = name.lower()
-        parent_is_root = path.parent == root
+        parent_is_root = "/" not in rel
         if parent_is_root and low == "readme.md":
             sub.readme_rel = rel
-            sub.readme_text = _read_plain(path) or ""
+            sub.readme_text = _read_plain(sub, rel) or ""
         elif parent_is_root and low.startswith("submission") and low.endswith(".json"):
             if sub.submission_json_rel is None or low == "submission.json":
                 sub.submission_json_rel = rel
-                text = _read_plain(path)
+                text = _read_plain(sub, rel)
                 sub.submission_json, sub.submission_json_error = None, None
                 if text is None:
                     sub.submission_json_error = "cannot be read as UTF-8 text"
@@ -547,9 +557,9 @@ def _load_folder_files(sub: Submission) -> None:
                     except ValueError as exc:
                         sub.submission_json_error = f"is not valid JSON ({exc})"
         elif low.endswith(".sh"):
-            sub.scripts[rel] = _read_plain(path) or ""
-        elif path.suffix.lower() in _LOG_SUFFIXES and not _NON_LOG_NAMES.match(low):
-            text = _read_plain(path, MAX_LOG_BYTES)
+            sub.scripts[rel] = _read_plain(sub, rel) or ""
+        elif Path(low).suffix in _LOG_SUFFIXES and not _NON_LOG_NAMES.match(low):
+            text = _read_plain(sub, rel, MAX_LOG_BYTES)
             if text is None:
                 continue
             info: LogInfo = parse_log(text, name)
@@ -557,14 +567,28 @@ def _load_folder_files(sub: Submission) -> None:
                 sub.logs[rel] = info
             else:
                 sub.other_logs.append(rel)
+    _report_refused(sub)
 
 
-def _read_plain(path: Path, limit: int = MAX_SOURCE_BYTES) -> str | None:
+def _report_refused(sub: Submission) -> None:
+    """PG006 for every symlink / special file met (once each), PG007 when a folder budget cut the listing."""
+    for rel, (_kind, detail) in sorted(sub.reader.refused.items()):
+        if any(f.rule == "PG006" and f.file == rel for f in sub.findings):
+            continue
+        sub.findings.append(Finding(
+            "PG006", "error", f"{rel}: {detail}. A submission must consist of regular files; the audit reads none "
+            "through links or devices. Replace it with the file itself.", rel, 1, 1))
+    for msg in sub.reader.truncated[:1]:
+        sub.findings.append(Finding("PG007", "error", f"submission folder has {msg}; the audit is incomplete. "
+                                    "Ship only the record's files.", "", 1, 1))
+
+
+def _read_plain(sub: Submission, rel: str, limit: int = MAX_SOURCE_BYTES) -> str | None:
     try:
-        if path.stat().st_size > limit:
-            return None
-        data = path.read_bytes()
-    except OSError:
+        data = sub.reader.read_bytes(rel, limit)
+    except Refused as exc:
+        if exc.kind == "budget":
+            sub.reader.truncated.append(f"files over the {sub.reader.max_total_bytes}-byte total the audit reads")
         return None
     if b"\x00" in data[:4096]:
         return None

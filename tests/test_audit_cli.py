@@ -187,7 +187,7 @@ def test_internal_crash_is_exit_2_never_0(tree, capsys, monkeypatch):
     def boom(ctx):
         raise RuntimeError("synthetic rule bug")
 
-    monkeypatch.setattr(legality, "check", boom)
+    monkeypatch.setattr(legality, "analyse", boom)
     _root, good, _bad = tree
     assert main(["audit", "--format", "json", str(good)]) == 2
     captured = capsys.readouterr()

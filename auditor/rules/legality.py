@@ -3,7 +3,8 @@ full normalized distribution, each token is scored before any update that used i
 
 Works on the flow model (auditor.flow): `train` sites (backward on a loss computed from validation tokens), `score`
 sites (a validation loss accumulated into the reported sum), loops (chunk/window/doc loops select data; epoch loops
-repeat), and calls to functions that train/score (followed transitively).
+repeat), and calls to functions that train/score (followed transitively). One shared pass (`analyse`, memoized on
+the AuditContext) computes the findings of every PG4xx rule; each rule class reports its own.
 """
 
 from __future__ import annotations
@@ -13,15 +14,8 @@ import re
 from auditor.findings import Finding
 from auditor.flow import GATE, GRAD, LOSS, STATS, VAL
 from auditor.flow import _root_names as _roots
-
-RULES = {
-    "PG401": ("error", "weights updated on validation tokens before those tokens are scored"),
-    "PG402": ("error", "reported score computed after adapting on the same tokens (multi-epoch scoring)"),
-    "PG403": ("error", "more than one scoring pass over tokens that feed the report"),
-    "PG404": ("error", "scoring reads the realized target (target in a cache key / gate)"),
-    "PG405": ("error", "per-window parameters optimized on the positions that are then scored"),
-    "PG406": ("error", "cache/statistics built from the whole validation stream, then used to score it"),
-}
+from auditor.rules.base import Rule, register
+from auditor.rules.legality_examples import ILLEGAL_EXAMPLES, LEGAL_EXAMPLES, examples  # noqa: F401
 
 _CALIB_NAME = re.compile(r"(?i)(hessian|calib|gptq)")
 _PREV = re.compile(r"(?i)(-\s*1\b|\bprev|\blast_)")
@@ -207,7 +201,8 @@ def _context_only(f, t) -> bool:
     return bool(_CTX_ONLY.search(joined)) and not re.search(r"\[\s*(?:[^\[\]]*,\s*)?[A-Za-z_][\w.]*\s*:\s*\]", joined)
 
 
-def check(ctx) -> list:
+def analyse(ctx) -> list:
+    """Findings of all PG4xx rules for one submission (call through `_findings`, which shares one run)."""
     prog = ctx.prog
     if prog is None:
         return []
@@ -470,5 +465,90 @@ def _finding(e, rule, level, msg) -> Finding:
     return Finding(rule, level, note + msg, file, line, col)
 
 
-# Examples live in their own module to keep this one readable; they are part of this rule's interface.
-from auditor.rules.legality_examples import ILLEGAL_EXAMPLES, LEGAL_EXAMPLES  # noqa: E402,F401
+
+def _findings(facts) -> list:
+    return facts.memo("legality.findings", lambda: analyse(facts))
+
+
+class _Legality(Rule):
+    """A PG4xx rule: its findings come from the one shared legality pass."""
+
+    def check(self, facts):
+        return [f for f in _findings(facts) if f.rule == self.id]
+
+
+@register
+class PG401(_Legality):
+    id, level = "PG401", "error"
+    title = "weights updated on validation tokens before those tokens are scored"
+    why = (
+        "Each token must be scored before any update that used it: test-time training, fine-tuning before "
+        "quantization, or calibration (GPTQ Hessians) on validation tokens that are scored afterwards puts their "
+        "targets into the weights (maintainer rulings on pre-evaluation and pre-quantization TTT)."
+    )
+    fix = (
+        "Train only on training shards; at evaluation time adapt only on tokens already scored (score each chunk "
+        "under no_grad first, then train on it, never on the last one)."
+    )
+    LEGAL, ILLEGAL = examples("PG401")
+
+
+@register
+class PG402(_Legality):
+    id, level = "PG402", "error"
+    title = "reported score computed after adapting on the same tokens (multi-epoch scoring)"
+    why = (
+        "A repetition (epoch) loop around both the adaptation and the accumulation of the reported loss scores "
+        "every token after the model has already trained on it in an earlier epoch."
+    )
+    fix = "Score each chunk exactly once, before any epoch of training on it, and accumulate outside the epoch loop."
+    LEGAL, ILLEGAL = examples("PG402")
+
+
+@register
+class PG403(_Legality):
+    id, level = "PG403", "error"
+    title = "more than one scoring pass over tokens that feed the report"
+    why = (
+        "The report must come from one left-to-right pass: rescoring tokens after adapting on them, or keeping the "
+        "best of several predictions of the same token (min over passes / orders), is an oracle."
+    )
+    fix = "Report the single score-first pass; commit to one prediction per token, chosen from the context only."
+    LEGAL, ILLEGAL = examples("PG403")
+
+
+@register
+class PG404(_Legality):
+    id, level = "PG404", "error"
+    title = "scoring reads the realized target (target in a cache key / gate)"
+    why = (
+        "The predicted distribution may depend only on the artifact and the strict prefix and must be a full "
+        "normalized distribution over the vocabulary; a cache key, gate or mixing weight that uses the realized "
+        "target scores a probability that was chosen knowing the answer."
+    )
+    fix = "Key caches and compute gates from context tokens only, and mix full next-token distributions."
+    LEGAL, ILLEGAL = examples("PG404")
+
+
+@register
+class PG405(_Legality):
+    id, level = "PG405", "error"
+    title = "per-window parameters optimized on the positions that are then scored"
+    why = (
+        "Per-window deltas / logit biases (SLOT-style) optimized against the targets of the positions that are "
+        "then scored leak those targets into their own predictions."
+    )
+    fix = "Optimize per-window parameters only on context positions strictly before the scored ones (`y[:, :s]`)."
+    LEGAL, ILLEGAL = examples("PG405")
+
+
+@register
+class PG406(_Legality):
+    id, level = "PG406", "error"
+    title = "cache/statistics built from the whole validation stream, then used to score it"
+    why = (
+        "Counts or caches built over validation tokens before those tokens are scored (two-pass n-gram caches, "
+        "priors over the whole stream, a cache updated with the token before it is scored) use future tokens."
+    )
+    fix = "Update caches online, only with tokens already scored, inside the scoring loop."
+    LEGAL, ILLEGAL = examples("PG406")

@@ -1,6 +1,10 @@
-"""LEGAL_EXAMPLES / ILLEGAL_EXAMPLES of the PG4xx rules (re-exported by auditor.rules.legality; run by
-tests/test_audit_rules.py as plain files, lzma+base85 wrappers and helper-module variants). Small excerpts in the
-challenge's style: Hyperparameters from os.environ, eval_val, sliding windows, TTT loops, n-gram caches."""
+"""Examples of the PG4xx rules: small excerpts in the challenge's style (Hyperparameters from os.environ, eval_val,
+sliding windows, TTT loops, n-gram caches). Each is a dict {name, files, rules, at}: `rules` lists the rules a legal
+example must pass, or the one rule an illegal example belongs to; `at` gives, per finding, (file, start of the
+evidence line[, which occurrence]). `examples(rule_id)` turns them into the rule classes' located `Example`s (auditor.rules.legality);
+tests/test_audit_rules.py runs those as plain files, lzma+base85 wrappers and helper-module variants."""
+
+from auditor.rules.base import Example
 
 _HP = """import os, math, torch
 import torch.nn.functional as F
@@ -322,29 +326,29 @@ LEGAL_EXAMPLES = [
     {"name": "prequant_ft_flag_off", "files": {"train_gpt.py": _PREQUANT_FT}, "rules": ["PG401"]},
 ]
 ILLEGAL_EXAMPLES = [
-    {"name": "train_then_score_chunk", "files": {"train_gpt.py": _TRAIN_THEN_SCORE}, "rules": ["PG401"]},
-    {"name": "epoch_loop_around_chunk_scoring", "files": {"train_gpt.py": _EPOCH_AROUND}, "rules": ["PG402"]},
+    {"name": "train_then_score_chunk", "files": {"train_gpt.py": _TRAIN_THEN_SCORE}, "rules": ["PG401"], "at": (("train_gpt.py", "loss.backward()"),)},
+    {"name": "epoch_loop_around_chunk_scoring", "files": {"train_gpt.py": _EPOCH_AROUND}, "rules": ["PG402"], "at": (("train_gpt.py", "loss_sum += nll.double() * y.numel()"),)},
     {
         "name": "prequant_ft_on_val_env_switched",
         "files": {
             "train_gpt.py": _PREQUANT_FT,
             "README.md": "## Run\n```\nPREQUANT_TTT=1 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n",
         },
-        "rules": ["PG401"],
+        "rules": ["PG401"], "at": (("train_gpt.py", "prequant_finetune(args, model, val_tokens)"),),
     },
-    {"name": "rescore_after_ttt", "files": {"train_gpt.py": _RESCORE}, "rules": ["PG403"]},
-    {"name": "oracle_min_of_two_passes", "files": {"train_gpt.py": _ORACLE_MIN}, "rules": ["PG403"]},
-    {"name": "ngram_cache_key_has_target", "files": {"train_gpt.py": _NGRAM_TGT_KEY}, "rules": ["PG404"]},
-    {"name": "two_pass_unigram_prior", "files": {"train_gpt.py": _TWO_PASS}, "rules": ["PG406"]},
+    {"name": "rescore_after_ttt", "files": {"train_gpt.py": _RESCORE}, "rules": ["PG403"], "at": (("train_gpt.py", "final = eval_val("),)},
+    {"name": "oracle_min_of_two_passes", "files": {"train_gpt.py": _ORACLE_MIN}, "rules": ["PG403"], "at": (("train_gpt.py", "loss_sum += torch.minimum(nll_a, nll_b)"),)},
+    {"name": "ngram_cache_key_has_target", "files": {"train_gpt.py": _NGRAM_TGT_KEY}, "rules": ["PG404"], "at": (("train_gpt.py", "hit = cache.get(key, 0)"),)},
+    {"name": "two_pass_unigram_prior", "files": {"train_gpt.py": _TWO_PASS}, "rules": ["PG406"], "at": (("train_gpt.py", "prior = torch.bincount("),)},
     {
         "name": "window_delta_on_scored_positions",
         "files": {"train_gpt.py": _WINDOW_DELTA.replace("{sl}", "s:")},
-        "rules": ["PG405"],
+        "rules": ["PG405"], "at": (("train_gpt.py", "loss.backward()"),),
     },
     {
         "name": "lora_ttt_helper_train_first",
         "files": {"train_gpt.py": _LORA_HELPER_MAIN, "ttt_lora.py": _LORA_TRAIN_FIRST},
-        "rules": ["PG401"],
+        "rules": ["PG401"], "at": (("ttt_lora.py", "_lora_step(lora, opt, model, x, y)"),),
     },
 ]
 
@@ -489,7 +493,7 @@ LEGAL_EXAMPLES.append(
 ILLEGAL_EXAMPLES.append(
     {
         "name": "prequant_ttt_then_quantized_eval",
-        "rules": ["PG403", "PG401"],
+        "rules": ["PG403"], "at": (("train_gpt.py", "print(eval_val_sliding(args, eval_model, device, val_tokens))"),),
         "files": {
             "train_gpt.py": _PREQUANT_TTT,
             "README.md": "```\nTTT_ENABLED=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n",
@@ -567,11 +571,11 @@ ILLEGAL_EXAMPLES.append(
     {
         "name": "per_document_multi_epoch_last_epoch_scored",
         "files": {"train_gpt.py": _PER_DOC_RESCORE},
-        "rules": ["PG402"],
+        "rules": ["PG402"], "at": (("train_gpt.py", "nll_total += nll.detach().double()"),),
     }
 )
 ILLEGAL_EXAMPLES.append(
-    {"name": "oracle_max_logprob_of_two_models", "files": {"train_gpt.py": _ORACLE_MAX}, "rules": ["PG403"]}
+    {"name": "oracle_max_logprob_of_two_models", "files": {"train_gpt.py": _ORACLE_MAX}, "rules": ["PG403"], "at": (("train_gpt.py", "loss_sum += -torch.maximum("),)}
 )
 LEGAL_EXAMPLES.append(
     {
@@ -594,7 +598,7 @@ ILLEGAL_EXAMPLES.append(
     {
         "name": "cache_updated_with_token_before_scoring_it",
         "files": {"train_gpt.py": _UPDATE_BEFORE_SCORE},
-        "rules": ["PG406"],
+        "rules": ["PG406"], "at": (("train_gpt.py", "row[toks[t]] += 1.0", 1),),
     }
 )
 
@@ -630,7 +634,7 @@ if __name__ == "__main__":
 ILLEGAL_EXAMPLES.append(
     {
         "name": "gptq_hessians_on_validation_tokens",
-        "rules": ["PG401"],
+        "rules": ["PG401"], "at": (("train_gpt.py", "H = collect_hessians(model, calib)"),),
         "files": {
             "train_gpt.py": _GPTQ_ON.replace("{source}", "val_tokens[:32768]").replace("{{", "{").replace("}}", "}")
         },
@@ -679,7 +683,7 @@ LEGAL_EXAMPLES.append(
 ILLEGAL_EXAMPLES.append(
     {
         "name": "iterator_fed_ttt_inside_epoch_loop",
-        "rules": ["PG402"],
+        "rules": ["PG402"], "at": (("train_gpt.py", "loss_sum += model(x, y).double() * y.numel()"),),
         "files": {
             "train_gpt.py": _ITER_TTT.replace(
                 """    loss_sum = torch.zeros((), dtype=torch.float64)
@@ -728,7 +732,7 @@ ILLEGAL_EXAMPLES.append(
     {
         "name": "two_pass_rescoring_after_ttt_loop",
         "files": {"train_gpt.py": _TWO_PASS_RESCORE},
-        "rules": ["PG401", "PG403"],
+        "rules": ["PG403"], "at": (("train_gpt.py", "rescored += model("),),
     }
 )
 
@@ -750,8 +754,29 @@ def eval_ngram_orders(args, model, val_tokens, vocab=1024):
             bi[toks[t], y] += 1
     return loss_sum
 """ + _MAIN.replace("{call}", "eval_ngram_orders(args, model, val_tokens)")
-ILLEGAL_EXAMPLES.append({"name": "ngram_order_chosen_by_target_probability", "rules": ["PG403"],
+ILLEGAL_EXAMPLES.append({"name": "ngram_order_chosen_by_target_probability", "rules": ["PG403"], "at": (("train_gpt.py", "p_best = torch.maximum(p_uni, p_bi)"),),
                          "files": {"train_gpt.py": _NGRAM_ORDER_ORACLE}})
 LEGAL_EXAMPLES.append({"name": "ngram_orders_mixed_with_fixed_weights", "rules": ["PG403", "PG404", "PG406"],
                        "files": {"train_gpt.py": _NGRAM_ORDER_ORACLE.replace(
                            "p_best = torch.maximum(p_uni, p_bi)", "p_best = 0.3 * p_uni + 0.7 * p_bi")}})
+
+
+def _line_of(text: str, needle: str, nth: int = 0) -> int:
+    """1-based line of the statement line starting with `needle` (the example's evidence line): the only one, or
+    the nth (1-based) when the example repeats it."""
+    hits = [i for i, ln in enumerate(text.splitlines(), 1) if ln.strip().startswith(needle)]
+    if (len(hits) != 1 and not nth) or len(hits) < max(nth, 1):
+        raise ValueError(f"example evidence {needle!r}: expected one line starting with it, found {len(hits)}")
+    return hits[max(nth, 1) - 1]
+
+
+def _example(d: dict) -> Example:
+    at = tuple((loc[0], _line_of(d["files"][loc[0]], *loc[1:])) for loc in d.get("at", ()))
+    return Example(d["name"], dict(d["files"]), points_at=at, env=dict(d.get("env", {})), note=d.get("note", ""))
+
+
+def examples(rule_id: str) -> tuple:
+    """(LEGAL, ILLEGAL) Examples of one rule: the legal ones that list it, the illegal ones that are its own."""
+    legal = tuple(_example(d) for d in LEGAL_EXAMPLES if rule_id in d["rules"])
+    illegal = tuple(_example(d) for d in ILLEGAL_EXAMPLES if d["rules"] == [rule_id])
+    return legal, illegal
