@@ -1,8 +1,9 @@
 """Examples of the PG4xx rules: small excerpts in the challenge's style (Hyperparameters from os.environ, eval_val,
 sliding windows, TTT loops, n-gram caches). Each is a dict {name, files, rules, at}: `rules` lists the rules a legal
 example must pass, or the one rule an illegal example belongs to; `at` gives, per finding, (file, start of the
-evidence line[, which occurrence]). `examples(rule_id)` turns them into the rule classes' located `Example`s (auditor.rules.legality);
-tests/test_audit_rules.py runs those as plain files, lzma+base85 wrappers and helper-module variants."""
+evidence line[, which occurrence]). `examples(rule_id)` turns them into the located `Example`s of the rule classes
+(auditor.rules.legality); tests/test_audit_rules.py runs those as plain files, lzma+base85 wrappers and
+helper-module variants."""
 
 from auditor.rules.base import Example
 
@@ -326,8 +327,10 @@ LEGAL_EXAMPLES = [
     {"name": "prequant_ft_flag_off", "files": {"train_gpt.py": _PREQUANT_FT}, "rules": ["PG401"]},
 ]
 ILLEGAL_EXAMPLES = [
-    {"name": "train_then_score_chunk", "files": {"train_gpt.py": _TRAIN_THEN_SCORE}, "rules": ["PG401"], "at": (("train_gpt.py", "loss.backward()"),)},
-    {"name": "epoch_loop_around_chunk_scoring", "files": {"train_gpt.py": _EPOCH_AROUND}, "rules": ["PG402"], "at": (("train_gpt.py", "loss_sum += nll.double() * y.numel()"),)},
+    {"name": "train_then_score_chunk", "files": {"train_gpt.py": _TRAIN_THEN_SCORE}, "rules": ["PG401"],
+     "at": (("train_gpt.py", "loss.backward()"),)},
+    {"name": "epoch_loop_around_chunk_scoring", "files": {"train_gpt.py": _EPOCH_AROUND}, "rules": ["PG402"],
+     "at": (("train_gpt.py", "loss_sum += nll.double() * y.numel()"),)},
     {
         "name": "prequant_ft_on_val_env_switched",
         "files": {
@@ -336,10 +339,14 @@ ILLEGAL_EXAMPLES = [
         },
         "rules": ["PG401"], "at": (("train_gpt.py", "prequant_finetune(args, model, val_tokens)"),),
     },
-    {"name": "rescore_after_ttt", "files": {"train_gpt.py": _RESCORE}, "rules": ["PG403"], "at": (("train_gpt.py", "final = eval_val("),)},
-    {"name": "oracle_min_of_two_passes", "files": {"train_gpt.py": _ORACLE_MIN}, "rules": ["PG403"], "at": (("train_gpt.py", "loss_sum += torch.minimum(nll_a, nll_b)"),)},
-    {"name": "ngram_cache_key_has_target", "files": {"train_gpt.py": _NGRAM_TGT_KEY}, "rules": ["PG404"], "at": (("train_gpt.py", "hit = cache.get(key, 0)"),)},
-    {"name": "two_pass_unigram_prior", "files": {"train_gpt.py": _TWO_PASS}, "rules": ["PG406"], "at": (("train_gpt.py", "prior = torch.bincount("),)},
+    {"name": "rescore_after_ttt", "files": {"train_gpt.py": _RESCORE}, "rules": ["PG403"],
+     "at": (("train_gpt.py", "final = eval_val("),)},
+    {"name": "oracle_min_of_two_passes", "files": {"train_gpt.py": _ORACLE_MIN}, "rules": ["PG403"],
+     "at": (("train_gpt.py", "loss_sum += torch.minimum(nll_a, nll_b)"),)},
+    {"name": "ngram_cache_key_has_target", "files": {"train_gpt.py": _NGRAM_TGT_KEY}, "rules": ["PG404"],
+     "at": (("train_gpt.py", "hit = cache.get(key, 0)"),)},
+    {"name": "two_pass_unigram_prior", "files": {"train_gpt.py": _TWO_PASS}, "rules": ["PG406"],
+     "at": (("train_gpt.py", "prior = torch.bincount("),)},
     {
         "name": "window_delta_on_scored_positions",
         "files": {"train_gpt.py": _WINDOW_DELTA.replace("{sl}", "s:")},
@@ -575,7 +582,8 @@ ILLEGAL_EXAMPLES.append(
     }
 )
 ILLEGAL_EXAMPLES.append(
-    {"name": "oracle_max_logprob_of_two_models", "files": {"train_gpt.py": _ORACLE_MAX}, "rules": ["PG403"], "at": (("train_gpt.py", "loss_sum += -torch.maximum("),)}
+    {"name": "oracle_max_logprob_of_two_models", "files": {"train_gpt.py": _ORACLE_MAX}, "rules": ["PG403"],
+     "at": (("train_gpt.py", "loss_sum += -torch.maximum("),)}
 )
 LEGAL_EXAMPLES.append(
     {
@@ -754,7 +762,8 @@ def eval_ngram_orders(args, model, val_tokens, vocab=1024):
             bi[toks[t], y] += 1
     return loss_sum
 """ + _MAIN.replace("{call}", "eval_ngram_orders(args, model, val_tokens)")
-ILLEGAL_EXAMPLES.append({"name": "ngram_order_chosen_by_target_probability", "rules": ["PG403"], "at": (("train_gpt.py", "p_best = torch.maximum(p_uni, p_bi)"),),
+ILLEGAL_EXAMPLES.append({"name": "ngram_order_chosen_by_target_probability", "rules": ["PG403"],
+                         "at": (("train_gpt.py", "p_best = torch.maximum(p_uni, p_bi)"),),
                          "files": {"train_gpt.py": _NGRAM_ORDER_ORACLE}})
 LEGAL_EXAMPLES.append({"name": "ngram_orders_mixed_with_fixed_weights", "rules": ["PG403", "PG404", "PG406"],
                        "files": {"train_gpt.py": _NGRAM_ORDER_ORACLE.replace(
