@@ -115,3 +115,94 @@ def static_context(path):
         return None
     r = analyse(*found[0], Options(keep_context=True))
     return r.context
+
+
+# -- isolated runs ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _SubFacts:
+    """What the dynamic audit reads from the Submission, picklable (the child's libcst trees stay in the child)."""
+
+    sources: dict
+
+    def decoded_sources(self) -> dict:
+        return self.sources
+
+
+@dataclass
+class _CfgFacts:
+    env: dict
+    env_with_defaults: dict
+
+    def effective(self, with_defaults: bool = False) -> dict:
+        return self.env_with_defaults if with_defaults else self.env
+
+
+@dataclass
+class DynamicFacts:
+    """Stand-in for AuditContext in results that came back from an isolated child (`.sub`, `.cfg` as used by the
+    dynamic audit's static context)."""
+
+    sub: _SubFacts
+    cfg: _CfgFacts
+
+
+def _analyse_item(item, opts: Options) -> Result:
+    root, entry, display, is_folder = item
+    r = analyse(Path(root), Path(entry) if entry else None, display, is_folder, opts)
+    if opts.keep_context and r.context is not None:
+        sub, cfg = r.context.sub, r.context.cfg
+        r.context = DynamicFacts(_SubFacts(sub.decoded_sources()), _CfgFacts(cfg.effective(), cfg.effective(True)))
+    return r
+
+
+def _stopped(item, why: str) -> Result:
+    """Verdict error for a submission whose analysis hit a resource limit or crashed the parser (PG002)."""
+    _root, entry, display, is_folder = item
+    file = Path(entry).name if entry else ""
+    f = Finding("PG002", "error", f"{file or display}: the static analysis was stopped: {why}. Code that crashes or "
+                "exhausts the parser (e.g. thousands of nested brackets) cannot be audited; simplify it.", file, 1, 1)
+    return Result(path=display, verdict="error", root=display if is_folder else str(Path(display).parent),
+                  findings=[f], metrics={})
+
+
+def _internal(item, error: str) -> Result:
+    _root, _entry, display, is_folder = item
+    f = Finding("PG000", "error", f"internal auditor error while analysing this submission: {error}; please report "
+                "it.", "", 1, 1)
+    return Result(path=display, verdict="error", root=display if is_folder else str(Path(display).parent),
+                  findings=[f], metrics={})
+
+
+def audit_items(items, opts: Options | None = None, jobs: int = 1, progress=None, limits=None) -> tuple:
+    """(results in item order, one-line internal-error messages) for discovered items (root, entry, display,
+    is_folder), each analysed in a forked child under `limits` (auditor.isolate.Limits), `jobs` at a time.
+    A parser crash or resource limit is a PG002 finding with verdict error; an auditor exception is a PG000 finding
+    plus a message line (the caller exits 2). progress(done, total, display) after each submission."""
+    import os
+
+    from auditor.isolate import map_isolated
+
+    opts = opts or Options()
+    items = list(items)
+    results, crashed, done = [None] * len(items), [], [0]
+
+    def finished(i, outcome):
+        item = items[i]
+        if outcome.ok:
+            results[i] = outcome.value
+        elif outcome.limit is not None:
+            results[i] = _stopped(item, outcome.limit)
+        else:
+            results[i] = _internal(item, outcome.error)
+            line = f"pgolf audit: internal error while analysing {item[2]}: {outcome.error}\n"
+            if os.environ.get("PGOLF_DEBUG"):
+                line += outcome.traceback
+            crashed.append(line)
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], len(items), item[2])
+
+    map_isolated(lambda it: _analyse_item(it, opts), items, jobs=jobs, limits=limits, on_done=finished)
+    return results, crashed
