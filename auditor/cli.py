@@ -12,7 +12,7 @@ from pathlib import Path
 
 from trainer.errors import PgolfError
 
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = ("text", "json", "sarif", "github", "markdown", "triage")
 
 
 def add_parser(sub, name: str, help: str):
@@ -25,18 +25,31 @@ def add_parser(sub, name: str, help: str):
             "PATH is a record folder, a train_gpt.py, or a tree (every folder holding a train_gpt*.py is audited)."
         ),
     )
-    p.add_argument("paths", nargs="*", metavar="PATH", help="record folder, train_gpt.py, or a tree of records")
-    p.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="record folder, train_gpt.py, or a tree of records (with --git: REF or REF:PATH)")
+    p.add_argument("--format", choices=FORMATS, default="text",
+                   help="output format (default: text; markdown = a review comment, triage = one row per submission)")
     p.add_argument("--output", "-o", metavar="FILE", help="write the report here instead of stdout")
     p.add_argument(
         "--fail-on",
         choices=("error", "warning"),
-        default="error",
-        help="lowest finding level that fails a submission (default: error)",
+        default=None,
+        help="lowest finding level that fails a submission (default: error, or fail-on in [tool.pgolf.audit])",
     )
-    p.add_argument(
-        "--max-bytes", type=int, default=16_000_000, metavar="N", help="artifact cap in bytes (default: 16000000)"
-    )
+    p.add_argument("--max-bytes", type=int, default=None, metavar="N", help="artifact cap in bytes (default: 16000000)")
+    p.add_argument("--select", action="append", default=[], metavar="IDS",
+                   help="report only these rule ids or prefixes (comma-separated, e.g. PG4,PG501)")
+    p.add_argument("--ignore", action="append", default=[], metavar="IDS",
+                   help="do not report these rule ids or prefixes (the longer matching prefix wins over --select)")
+    p.add_argument("--config", metavar="PYPROJECT",
+                   help="read [tool.pgolf.audit] from this file (default: nearest pyproject.toml above PATH or cwd)")
+    p.add_argument("--isolated", action="store_true", help="ignore every pyproject.toml")
+    p.add_argument("--git", metavar="REPO",
+                   help="read the submissions from this git repository's objects (no checkout); PATHs are REF or "
+                        "REF:PATH (a commit, branch, tag or refs/pull/N/head)")
+    p.add_argument("--changed", metavar="BASE...HEAD",
+                   help="audit only the record folders the change BASE...HEAD touches, as of HEAD "
+                        "(in --git REPO, or the repository at the current directory)")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N", help="audit N submissions in parallel")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr even when it is not a terminal")
     p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
@@ -44,6 +57,7 @@ def add_parser(sub, name: str, help: str):
     p.add_argument("--dynamic-only", action="store_true", help="run only the dynamic audit")
     p.add_argument("--timeout", type=float, default=180.0, metavar="S", help="dynamic audit time limit per submission")
     p.add_argument("--list-rules", action="store_true", help="print the rule ids, levels and titles and exit")
+    p.add_argument("--explain", metavar="RULE", help="what a rule checks, why, how to fix it, with examples; then exit")
     p.set_defaults(handler=run)
     return p
 
@@ -95,52 +109,105 @@ def run(args) -> int:
             level = "dynamic " + cls.level if cls.kind == "dynamic" else cls.level
             print(f"{rid}  {level:<15}  {cls.title}")
         return 0
+    if args.explain:
+        from auditor.report import render_explain
+
+        rid = args.explain.strip().upper()
+        if rid not in registry:
+            raise PgolfError(f"audit --explain: unknown rule {args.explain!r}; `pgolf audit --list-rules` lists them")
+        sys.stdout.write(render_explain(registry[rid]))
+        return 0
+    settings = _settings(args, registry)
     # SARIF descriptors: the static rules, and the dynamic ones when the dynamic audit runs
     rules = {rid: cls for rid, cls in registry.items() if cls.kind == "static" or args.dynamic or args.dynamic_only}
-    if not args.paths:
-        raise PgolfError("audit: no PATH given; expected a record folder, a train_gpt.py or a tree")
     if args.jobs < 1:
         raise PgolfError(f"audit: --jobs must be >= 1, got {args.jobs}")
-    if args.max_bytes <= 0:
-        raise PgolfError(f"audit: --max-bytes must be positive, got {args.max_bytes}")
+    if args.git or args.changed:
+        from auditor.gitsource import GitError, materialize
+
+        if args.dynamic or args.dynamic_only:
+            raise PgolfError("audit: --dynamic cannot be combined with --git/--changed; check the folder out first")
+        try:
+            with materialize(args.git or ".", args.paths, args.changed) as items:
+                if not items:
+                    raise PgolfError("audit: the git refs/change contain no folder with a train_gpt*.py")
+                return _audit(items, args, settings, rules, registry)
+        except GitError as exc:
+            raise PgolfError(f"audit: {exc}") from None
+    if not args.paths:
+        raise PgolfError("audit: no PATH given; expected a record folder, a train_gpt.py or a tree")
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         raise PgolfError(f"audit: path not found: {missing[0]}")
-    from auditor.engine import Result
     from auditor.source import discover
 
     items = [(str(r), str(e) if e else None, d, f) for r, e, d, f in discover(args.paths)]
     if not items:
         raise PgolfError(f"audit: nothing to audit under {', '.join(args.paths)} (no train_gpt*.py)")
+    return _audit(items, args, settings, rules, registry)
+
+
+def _settings(args, registry):
+    """[tool.pgolf.audit] of the nearest pyproject.toml (or --config), overridden by the command line."""
+    from auditor.suppress import Settings, find_pyproject, load_settings, parse_ids
+
+    known = set(registry) | {"PG000"}
+    settings = Settings()
+    try:
+        if args.config:
+            cfg = Path(args.config)
+            if not cfg.is_file():
+                raise PgolfError(f"audit --config: file not found: {args.config}")
+            from auditor.suppress import _toml
+
+            try:
+                doc = _toml().loads(cfg.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, _toml().TOMLDecodeError) as exc:
+                raise PgolfError(f"audit --config: {cfg} is not valid TOML ({exc})") from None
+            table = doc.get("tool", {}).get("pgolf", {}).get("audit")
+            if table is None:
+                raise PgolfError(f"audit --config: {cfg} has no [tool.pgolf.audit] table")
+            settings = load_settings(cfg, table, known)
+        elif not args.isolated and not args.git:
+            found, table = find_pyproject(args.paths)
+            if found is not None:
+                settings = load_settings(found, table, known)
+        if args.select:
+            settings.select = parse_ids(args.select, known, "--select")
+        settings.ignore = tuple(settings.ignore) + parse_ids(args.ignore, known, "--ignore")
+    except ValueError as exc:
+        raise PgolfError(f"audit: {exc}") from None
+    settings.fail_on = args.fail_on or settings.fail_on or "error"
+    settings.max_bytes = args.max_bytes if args.max_bytes is not None else (settings.max_bytes or 16_000_000)
+    if settings.max_bytes <= 0:
+        raise PgolfError(f"audit: --max-bytes must be positive, got {settings.max_bytes}")
+    return settings
+
+
+def _analyse_items(items, opts, args) -> tuple:
+    """(results, one-line internal-error messages) for the items, in order. Each submission is analysed in a forked
+    child with memory/CPU/wall limits (auditor.engine.audit_items), in every --jobs mode."""
+    from auditor.engine import Options, Result, audit_items
+
+    show = not args.no_progress and len(items) > 1 and (args.progress or sys.stderr.isatty())
+    if args.dynamic_only:
+        return [Result(path=d, verdict="pass", root=d if f else str(Path(d).parent)) for _r, _e, d, f in items], []
+    return audit_items(items, Options(**opts), jobs=args.jobs,
+                       progress=lambda n, total, label: _progress(n, total, label, show))
+
+
+def _audit(items, args, settings, rules, registry) -> int:
     opts = {
-        "max_bytes": args.max_bytes,
-        "fail_on": args.fail_on,
+        "max_bytes": settings.max_bytes,
+        "fail_on": settings.fail_on,
         "keep_context": bool(args.dynamic or args.dynamic_only),
     }
-    show = not args.no_progress and len(items) > 1 and (args.progress or sys.stderr.isatty())
-    results, crashed = [None] * len(items), []
-    if args.dynamic_only:
-        results = [Result(path=d, verdict="pass", root=d if f else str(Path(d).parent)) for _r, _e, d, f in items]
-    elif args.jobs > 1 and len(items) > 1:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        opts_nc = dict(opts, keep_context=False)
-        with ProcessPoolExecutor(max_workers=min(args.jobs, len(items))) as ex:
-            futs = {ex.submit(_analyse_one, it, opts_nc): i for i, it in enumerate(items)}
-            for n, fut in enumerate(as_completed(futs), 1):
-                i = futs[fut]
-                results[i], tb = fut.result()
-                if tb:
-                    crashed.append(tb)
-                _progress(n, len(items), items[i][2], show)
-    else:
-        for i, it in enumerate(items):
-            results[i], tb = _analyse_one(it, opts)
-            if tb:
-                crashed.append(tb)
-            _progress(i + 1, len(items), it[2], show)
+    results, crashed = _analyse_items(items, opts, args)
     if args.dynamic or args.dynamic_only:
         _run_dynamic(items, results, args, crashed)
+    from auditor.postprocess import finish
+
+    finish(results, items, settings, registry)
     for tb in crashed:
         sys.stderr.write(tb)
     from auditor import report
@@ -153,6 +220,10 @@ def run(args) -> int:
         text = report.render_json(results)
     elif args.format == "sarif":
         text = report.render_sarif(results, rules, exit_code)
+    elif args.format == "markdown":
+        text = report.render_markdown(results, registry)
+    elif args.format == "triage":
+        text = report.render_triage(results)
     else:
         text = report.render_github(results)
     if args.output:
@@ -193,7 +264,7 @@ def _run_dynamic(items, results, args, crashed) -> None:
         except Exception:
             static_context = None
         try:
-            out = run_dynamic(Path(display), static_context, args.timeout)
+            out = run_dynamic(Path(root if is_folder else entry), static_context, args.timeout)
         except PgolfError:
             raise
         except Exception:

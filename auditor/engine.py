@@ -71,6 +71,8 @@ def analyse(root, entry, display, is_folder, opts: Options) -> Result:
         threshold = LEVEL_RANK.get(opts.fail_on, 2)
         verdict = "fail" if any(LEVEL_RANK[f.level] >= threshold for f in findings) else "pass"
     metrics = _metrics(sub, prog)
+    if ctx.checked:  # what clean rules verified, for the review comment (--format markdown)
+        metrics["checked"] = ctx.checked
     metrics["seconds"] = round(time.perf_counter() - t0, 4)
     return Result(
         path=display,

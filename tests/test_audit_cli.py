@@ -9,9 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from auditor.rules.folder import LEGAL_EXAMPLES as FOLDER_OK
-from auditor.rules.legality import ILLEGAL_EXAMPLES, LEGAL_EXAMPLES
-from trainer.cli import main
+from auditor.rules import all_rules
+from pgolf.cli import main
 
 SCHEMA = Path(__file__).resolve().parents[1] / "auditor" / "sarif_schema_2.1.0_subset.json"
 
@@ -23,14 +22,19 @@ def _write(root: Path, files: dict) -> Path:
     return root
 
 
-def _ex(examples, name):
-    return next(e for e in examples if e["name"] == name)["files"]
+def _ex(name):
+    """Files of the rule example called `name` (from the registry)."""
+    for cls in all_rules().values():
+        for ex in (*cls.LEGAL, *cls.ILLEGAL):
+            if ex.name == name:
+                return dict(ex.files)
+    raise KeyError(name)
 
 
 @pytest.fixture
 def tree(tmp_path):
-    good = _write(tmp_path / "records" / "good", dict(FOLDER_OK[0]["files"]))
-    bad = _write(tmp_path / "records" / "bad", dict(_ex(ILLEGAL_EXAMPLES, "train_then_score_chunk")))
+    good = _write(tmp_path / "records" / "good", _ex("complete_record_folder"))
+    bad = _write(tmp_path / "records" / "bad", dict(_ex("train_then_score_chunk")))
     return tmp_path / "records", good, bad
 
 
@@ -91,7 +95,7 @@ def test_github_annotations(tree, capsys):
 
 
 def test_fail_on_warning_and_max_bytes(tmp_path, capsys):
-    files = dict(FOLDER_OK[0]["files"])
+    files = _ex("complete_record_folder")
     files["train_gpt.py"] = "x = 1\n" * 1600
     root = _write(tmp_path / "r", files)
     assert main(["audit", str(root)]) == 0
@@ -101,7 +105,7 @@ def test_fail_on_warning_and_max_bytes(tmp_path, capsys):
 
 
 def test_suppressions_need_reason_and_unused_are_reported(tmp_path, capsys):
-    files = dict(_ex(ILLEGAL_EXAMPLES, "train_then_score_chunk"))
+    files = dict(_ex("train_then_score_chunk"))
     code = files["train_gpt.py"].replace(
         "            loss.backward()\n",
         "            loss.backward()  # pgolf: ignore[PG401] reviewed: synthetic example\n",
@@ -121,9 +125,9 @@ def test_suppressions_need_reason_and_unused_are_reported(tmp_path, capsys):
 def test_jobs_tree_and_progress_subprocess(tree):
     root, _good, _bad = tree
     for i in range(3):
-        _write(root / f"extra{i}", dict(_ex(LEGAL_EXAMPLES, "score_first_chunked_ttt")))
+        _write(root / f"extra{i}", dict(_ex("score_first_chunked_ttt")))
     p = subprocess.run(
-        [sys.executable, "-m", "trainer.cli", "audit", "--jobs", "2", "--progress", "--format", "json", str(root)],
+        [sys.executable, "-m", "pgolf", "audit", "--jobs", "2", "--progress", "--format", "json", str(root)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -138,7 +142,7 @@ def test_jobs_tree_and_progress_subprocess(tree):
 
 def test_no_torch_import_and_usage_errors(capsys):
     code = (
-        "import sys; from trainer.cli import main; rc = main(['audit', '--list-rules']); "
+        "import sys; from pgolf.cli import main; rc = main(['audit', '--list-rules']); "
         "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', rc)"
     )
     p = subprocess.run(

@@ -4,7 +4,7 @@ Registered static rule classes: each ILLEGAL example must get a finding of that 
 and no error/warning of that rule anywhere else; each LEGAL example no error/warning of that rule. Code rules
 (PG4xx/PG5xx) also run as a 2-line lzma+base85 wrapper (the finding moves to the exec line and its message names
 the payload line) and with the code moved into a helper module imported by train_gpt.py (same line numbers, in
-submission_impl.py). Modules not yet converted to classes keep their RULES / *_EXAMPLES dicts and are run as before.
+submission_impl.py).
 """
 
 import base64
@@ -16,8 +16,8 @@ import pytest
 from auditor.engine import audit_paths
 from auditor.rules import all_rules, rule_modules
 from auditor.rules.base import Example
+from auditor.rules.inputs import Link
 
-LEGACY_CODE_MODULES = ("legality", "data")
 ENTRY, HELPER = "train_gpt.py", "submission_impl.py"
 
 
@@ -42,15 +42,6 @@ def _class_cases():
             for ex in examples:
                 for v in _variants(ex.files, _is_code_rule(cls.id)):
                     yield pytest.param(cls.id, legal, ex, v, id=f"{cls.id}-{ex.name}-{v}")
-
-
-def _legacy_cases():
-    for mod in rule_modules():
-        short = mod.__name__.rsplit(".", 1)[-1]
-        for kind in ("LEGAL_EXAMPLES", "ILLEGAL_EXAMPLES"):
-            for ex in getattr(mod, kind, ()):
-                for v in _variants(ex["files"], short in LEGACY_CODE_MODULES):
-                    yield pytest.param(short, kind == "LEGAL_EXAMPLES", ex, v, id=f"{short}-{ex['name']}-{v}")
 
 
 def _wrap(code: str) -> str:
@@ -85,6 +76,9 @@ def _materialize(tmp_path, name, files, variant, env=None):
         files[ENTRY], files[HELPER] = _helperize(files[ENTRY])
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, Link):  # PG006 examples: a symlink, not a file
+            (root / rel).symlink_to(text)
+            continue
         (root / rel).write_text(text, encoding="utf-8")
     return root
 
@@ -125,25 +119,6 @@ def test_rule_class_examples(tmp_path, rid, legal, example, variant):
     assert not missed, f"{rid} missed {missed} ({variant}); got:\n" + _show(hits)
     for f in hits:
         assert f.col >= 1 and len(f.message) > 40, f.message
-    if variant == "helper":
-        assert any(f.rule == "PG103" and f.file == HELPER for f in result.findings)
-
-
-@pytest.mark.parametrize("module,legal,example,variant", list(_legacy_cases()))
-def test_legacy_module_examples(tmp_path, module, legal, example, variant):
-    root = _materialize(tmp_path, example["name"], example["files"], variant, example.get("env"))
-    result = audit_paths([root])[0]
-    assert result.verdict != "error", [f.message for f in result.findings]
-    wanted = set(example["rules"])
-    hits = [f for f in result.findings if f.rule in wanted and f.level in ("error", "warning")]
-    if legal:
-        assert not hits, _show(hits)
-        return
-    assert hits, f"expected one of {sorted(wanted)}; got " + "; ".join(f"{f.rule}:{f.level}" for f in result.findings)
-    for f in hits:
-        assert f.line >= 1 and f.col >= 1 and len(f.message) > 40
-        if variant == "wrapped" and f.file == ENTRY:
-            assert f.line == 2 and "decoded payload" in f.message
     if variant == "helper":
         assert any(f.rule == "PG103" and f.file == HELPER for f in result.findings)
 

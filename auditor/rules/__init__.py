@@ -30,6 +30,7 @@ class AuditContext:
     prog: object  # auditor.flow.Program | None
     max_bytes: int = 16_000_000
     summaries: dict = field(default_factory=dict)
+    checked: dict = field(default_factory=dict)  # rule id -> what a clean rule verified (see run_rules)
     _memo: dict = field(default_factory=dict, repr=False)
 
     def memo(self, key, fn):
@@ -67,11 +68,21 @@ def static_rule_classes() -> list:
 
 
 def run_rules(ctx) -> list:
+    """Findings of every static rule. A class that reports no error/warning may say what it verified through an
+    optional `clean(facts)` -> iterable of short statements ("score-first TTT: scored at line 210 before the step at
+    line 230"); they land in ctx.checked[id] for the review comment."""
     classes = static_rule_classes()
     by_class = {cls.id for cls in classes}
     out = []
     for cls in classes:
-        out.extend(cls().check(ctx) or ())
+        rule = cls()
+        got = list(rule.check(ctx) or ())
+        out.extend(got)
+        clean = getattr(rule, "clean", None)
+        if callable(clean) and not any(f.rule == cls.id and f.level != "note" for f in got):
+            statements = [str(x) for x in clean(ctx) or ()]
+            if statements:
+                ctx.checked[cls.id] = statements
     for mod in rule_modules():
         out.extend(f for f in mod.check(ctx) if f.rule not in by_class)
     return out
