@@ -202,16 +202,17 @@ class PG501(Rule):
                                  f"{f.qualname} evaluates on validation data and also reads training shards; "
                                  f"evaluation may not access training data. Move any use of training data into "
                                  f"the timed training phase.{_note(s) if lvl == 'note' else ''}")
-            # training loop: train sites on TRAIN data; calls after it that read training data
-            tsites = [s for s in f.sites
-                      if s.kind == "train" and TRAIN in s.labels and VAL not in s.labels and s.loops]
+            # training loops: train sites on TRAIN data that run. Training ends with the last of them (warm-up loops
+            # and a re-created loader before the main loop are training); calls after it that read training data
+            tsites = [s for s in f.sites if s.kind == "train" and TRAIN in s.labels and VAL not in s.labels
+                      and s.loops and not _off(s)]
             if not tsites:
                 continue
-            loop = tsites[0].loops[0]
-            in_loop = [x.order for x in f.sites + f.calls if x.loops and x.loops[0] is loop]
-            end = max(in_loop) if in_loop else tsites[0].order
-            for c in f.calls:
-                if c.is_ref or c.order <= end or (c.loops and c.loops[0] is loop):
+            loops = {id(s.loops[0].node) for s in tsites}
+            in_loop = [x.order for x in f.sites + f.calls if x.loops and id(x.loops[0].node) in loops]
+            end = max(in_loop + [s.order for s in tsites])
+            for c in sorted(f.calls, key=lambda c: c.order):
+                if c.is_ref or c.order <= end:
                     continue
                 gs = _readers(prog, r, f, c)
                 if gs:
