@@ -204,6 +204,7 @@ def discover(paths) -> list:
             if any(f.startswith("train_gpt") and f.endswith(".py") for f in filenames):
                 d = Path(dirpath)
                 found.append((d, _pick_entry(d), str(d), True))
+                dirnames[:] = []  # a record folder's subfolders (a readable copy, a variant) belong to it
         if not found:
             out.append((p, None, str(p), True))
         out.extend(sorted(found, key=lambda t: str(t[0])))
