@@ -281,4 +281,6 @@ def _run_dynamic(items, results, args, crashed) -> None:
             r.metrics["dynamic"] = metrics
         if r.verdict != "error":
             r.verdict = "fail" if any(LEVEL_RANK.get(f.level, 0) >= threshold for f in r.findings) else "pass"
+        if any(f.rule == "PG9D1" for f in findings):  # unusable sandbox results: not analysed, never a pass
+            r.verdict = "error"
         r.context = None

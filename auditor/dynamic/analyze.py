@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -19,15 +18,6 @@ _SANDBOX_TEXT = {
     "process": "tried to start a process",
     "tamper": "tried to overwrite the auditor's own files",
 }
-
-
-def _load_caps(path: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    p = Path(path)
-    if not p.exists():
-        return []
-    z = np.load(p)
-    offs, kinds = z["offs"], z["kinds"]
-    return [(int(kinds[i]), z["pos"][offs[i]:offs[i + 1]], z["val"][offs[i]:offs[i + 1]]) for i in range(len(kinds))]
 
 
 def flip_check(main_caps, flip_caps, j: int) -> dict:
@@ -118,10 +108,9 @@ def _phase_times(rec: dict) -> dict:
 def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission: Path, script: Path):
     rel = script.name
     findings: list[Finding] = []
-    res_path = Path(plan["out"])
-    results = json.loads(res_path.read_text()) if res_path.exists() else {"runs": []}
+    results = child.results or {"runs": []}  # validated by channel.decode (never read from a file the child wrote)
     runs = {r["name"]: r for r in results.get("runs", [])}
-    tail = child.stdout_path.read_text(encoding="utf-8", errors="replace")[-3000:] if child.stdout_path.exists() else ""
+    tail = child.output_tail[-3000:]
     metrics = {"child_wall_s": round(child.wall_s, 3), "isolation": child.isolation, "vocab_size": prep["vocab"],
                "env": prep["env"], "runs": {n: {"ok": r["ok"], "wall_s": round(r["wall_s"], 3)} for n, r in runs.items()},
                "log_times": _log_times(submission)}
@@ -212,12 +201,11 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
                                     f"({during[0]['how']}); validation data must not be accessed while training",
                                     rel, evidence={"reads": during[:5]}))
     # --- flip ------------------------------------------------------------------------------------------------
-    main_caps = _load_caps(plan["runs"][0]["captures"])
+    main_caps = child.captures.get("main", [])
     metrics["captures"] = len(main_caps)
     flip = runs.get("flip")
     if flip and flip["ok"] and main_caps:
-        fc = flip_check(main_caps, _load_caps(next(r for r in plan["runs"] if r["name"] == "flip")["captures"]),
-                        meta["flip_j"])
+        fc = flip_check(main_caps, child.captures.get("flip", []), meta["flip_j"])
         metrics["flip"] = fc
         if fc["leaks"]:
             findings.append(Finding(
@@ -234,7 +222,7 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
         by = {meta["norm_candidates"][0]: main_caps}
         for r in plan["runs"]:
             if r["name"].startswith("norm_") and runs.get(r["name"], {}).get("ok"):
-                by[int(r["name"][5:])] = _load_caps(r["captures"])
+                by[int(r["name"][5:])] = child.captures.get(r["name"], [])
         nc = norm_check(by, meta["norm_pos"], prep["vocab"])
         metrics["normalization"] = nc
         if nc["violation"]:

@@ -8,13 +8,14 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from auditor.dynamic import analyze, datagen, envscan, sandbox
+from auditor.dynamic import analyze, channel, datagen, envscan, sandbox
 from auditor.findings import Finding
 from trainer.errors import PgolfError
 
@@ -136,56 +137,103 @@ def plan_runs(prep: dict, workdir: Path, norm: bool = True) -> tuple[list[dict],
     return runs, meta
 
 
-def cache_key(script: Path, static_context, timeout: float) -> str:
-    """Content hash of what decides the result: the submission folder's files (code, README, logs), the static
-    context's configuration, the auditor's dynamic code and the timeout. Computed before any parsing."""
+def cache_key(sub: Path, copied: list[str], skipped: list, static_context, timeout: float, python: str) -> str:
+    """Content hash of what decides the result: the staged copy of the submission (every file copied, and what was
+    refused), the static context's configuration, the auditor's dynamic code, the interpreter and the timeout."""
     h = hashlib.sha256()
     h.update(HARNESS_VERSION.encode())
-    for p in sorted(script.parent.iterdir()):
-        if p.is_file() and p.stat().st_size < 20_000_000 and p.suffix not in (".bin", ".pt", ".ptz"):
-            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    for rel in copied:
+        h.update(rel.encode() + b"\0" + hashlib.sha256((sub / rel).read_bytes()).digest())
+    h.update(json.dumps(skipped).encode())
     env = (static_context.get("env") or static_context) if isinstance(static_context, dict) else None
     h.update(json.dumps(env, sort_keys=True, default=str).encode())
     for p in sorted(Path(__file__).parent.rglob("*.py")):
         h.update(p.read_bytes())
-    h.update(str(float(timeout)).encode())
+    h.update(f"{float(timeout)}\0{python}".encode())
     return h.hexdigest()
 
 
-def execute(submission: Path, timeout: float, cache_dir: Path, static_context, keep: bool = False) -> tuple[list[Finding], dict]:
-    script = envscan.find_script(submission)
-    workdir = Path(tempfile.mkdtemp(prefix="pgolf-dyn-"))
+def _refused(skipped: list[tuple[str, str]]) -> list[Finding]:
+    """Symlinks and special files are never followed (a finding); files over the copy caps are a note."""
+    out = []
+    bad = [(r, w) for r, w in skipped if "cap" not in w]
+    if bad:
+        out.append(Finding("PG5D6", "warning", f"submission: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} not "
+                           f"copied into the sandbox, first {bad[0][0]} ({bad[0][1]})", bad[0][0],
+                           evidence={"refused": [{"path": r, "why": w} for r, w in bad[:20]]}))
+    big = [(r, w) for r, w in skipped if "cap" in w]
+    if big:
+        out.append(Finding("PG5D6", "note", f"submission: {len(big)} file(s) over the sandbox copy caps were not "
+                           f"copied, first {big[0][0]} ({big[0][1]})", big[0][0],
+                           evidence={"refused": [{"path": r, "why": w} for r, w in big[:20]]}))
+    return out
+
+
+def _load_cached(path: Path):
     try:
-        (workdir / ".pgolf").mkdir()
+        data = json.loads(path.read_text())
+        findings = [Finding(**f) for f in data["findings"]]
+        metrics = dict(data["metrics"], cached=True)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # unreadable or stale entry: audit again
+    return findings, metrics
+
+
+def _store_cached(path: Path, findings: list[Finding], metrics: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"findings": [f.to_dict() for f in findings], "metrics": metrics}))
+    os.replace(tmp, path)
+
+
+def execute(submission: Path, timeout: float, cache_dir: Path, static_context, keep: bool = False,
+            python: str | os.PathLike | None = None) -> tuple[list[Finding], dict]:
+    script = envscan.find_script(submission)
+    python = os.fspath(python or sys.executable)
+    sandbox.bwrap_path()  # no bubblewrap: one line saying how to install it, before any work
+    # the sandbox's writable tmpfs is /tmp and the work dir keeps its host path inside it
+    workdir = Path(tempfile.mkdtemp(prefix="pgolf-dyn-", dir="/tmp"))
+    try:
         t_prep = time.time()
-        cached = cache_dir / "results" / f"{cache_key(script, static_context, timeout)}.json"
-        if cached.exists():
-            data = json.loads(cached.read_text())
-            data["metrics"]["cached"] = True
-            return [Finding(**f) for f in data["findings"]], data["metrics"]
-        prep = prepare(configure(submission, script, static_context), workdir, cache_dir)
-        runs, meta = plan_runs(prep, workdir)
-        # the script runs from a copy of its folder inside the sandbox (helper modules next to it keep working)
+        # everything below reads the staged copy: regular files only, never through a symlink, capped
         sub = workdir / "submission"
-        sub.mkdir()
-        for p in script.parent.iterdir():
-            if p.is_file() and (p.suffix in (".py", ".model", ".json") or p == script) and p.stat().st_size < 20_000_000:
-                shutil.copyfile(p, sub / p.name)
-        plan = {"script": str(sub / script.name), "out": str(workdir / ".pgolf" / "results.json"),
-                "vocab_size": prep["vocab"], "runs": runs, "norm_pos": meta["norm_pos"], "timeout": timeout}
+        copied, skipped = sandbox.copy_submission(script.parent, sub)
+        pre = _refused(skipped)
+        local = sub / script.name
+        if script.name not in copied:
+            why = dict(skipped).get(script.name, "not copied")
+            return pre + [Finding("PG900", "warning", f"dynamic audit: {script.name} was not run ({why}); the static "
+                                  "verdict stands", script.name)], {"cached": False}
+        cached = cache_dir / "results" / f"{cache_key(sub, copied, skipped, static_context, timeout, python)}.json"
+        hit = _load_cached(cached) if cached.exists() else None
+        if hit:
+            return hit
+        (workdir / ".pgolf").mkdir()
+        prep = prepare(configure(sub, local, static_context), workdir, cache_dir)
+        runs, meta = plan_runs(prep, workdir)
+        plan = {"script": str(local), "out": "results-channel", "vocab_size": prep["vocab"], "runs": runs, "norm_pos": meta["norm_pos"],
+                "timeout": timeout}
         (workdir / ".pgolf" / "plan.json").write_text(json.dumps(plan))
         prep_s = time.time() - t_prep
         child = sandbox.run_child([str(sandbox.SHIMS / "pgolf_runner.py"), str(workdir / ".pgolf" / "plan.json")],
-                                  workdir, {}, sandbox.Limits(timeout=timeout))
-        findings, metrics = analyze.analyze(workdir, plan, meta, prep, child, submission, script)
-        metrics["prepare_s"] = round(prep_s, 3)
-        metrics["workdir"] = str(workdir)  # removed after the audit; lets callers check nothing of it survives
-        metrics["cached"] = False
-        if not any(f.rule == "PG900" for f in findings) or child.timed_out:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".tmp-{os.getpid()}")
-            tmp.write_text(json.dumps({"findings": [f.to_dict() for f in findings], "metrics": metrics}))
-            os.replace(tmp, cached)
+                                  workdir, {}, sandbox.Limits(timeout=timeout), python=python)
+        channel.decode(child, [r["name"] for r in runs])
+        if child.channel_error is None:
+            try:
+                findings, metrics = analyze.analyze(workdir, plan, meta, prep, child, sub, local)
+            except Exception as exc:  # noqa: BLE001 - child-provided data must never crash the auditor
+                child.channel_error = f"its results could not be analysed ({type(exc).__name__}: {str(exc)[:200]})"
+        if child.channel_error is not None:
+            findings = [Finding("PG9D1", "error", f"dynamic audit: the sandboxed run's results are unusable: "
+                                f"{child.channel_error}; no dynamic verdict", script.name,
+                                evidence={"output_tail": child.output_tail[-1500:]})]
+            metrics = {"child_wall_s": round(child.wall_s, 3), "isolation": child.isolation}
+        findings = pre + findings
+        metrics.update(prepare_s=round(prep_s, 3), cached=False, output_bytes=child.output_bytes,
+                       workdir=str(workdir))  # removed after the audit; lets callers check nothing of it survives
+        # the cache is written by the parent only, after validation; unusable results are never cached
+        if child.channel_error is None and (not any(f.rule == "PG900" for f in findings) or child.timed_out):
+            _store_cached(cached, findings, metrics)
         return findings, metrics
     finally:
         if not keep:

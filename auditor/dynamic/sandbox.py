@@ -1,33 +1,61 @@
-"""Run the child under containment: own session and process group, temp working dir, scrubbed environment
-(HOME = the temp dir), a network namespace (`unshare -n`) and, as root, an unprivileged uid (`setpriv`) so the
-kernel enforces RLIMIT_NPROC and file permissions; rlimits on CPU seconds, address space, file size and processes;
-a wall-clock timeout that kills the whole process group. The in-child audit hook (shims/pgolf_guard.py) adds the
-explanations."""
+"""Run the dynamic audit's child inside bubblewrap (`bwrap`), and copy a submission into it without trusting it.
+
+The child gets: new user, PID, network, IPC, UTS (and, where the kernel has it, cgroup) namespaces; no capabilities;
+`--die-with-parent` and `--new-session`; an empty root holding only read-only binds of what the run needs (/usr and
+the /lib links, the interpreter's installation prefixes and site-packages, the shims, the staged copy of the
+submission, its data and plan), one size-capped tmpfs (`/tmp`, which holds the work dir) plus a small capped
+`/dev/shm` as the only writable places, a fresh `/proc` and minimal `/dev` (itself read-only), no host `/sys`, no host
+sockets, `--clearenv` and an explicit environment. rlimits (CPU, address space, file size, processes) are set before
+bwrap starts and are inherited by every process of the audit.
+
+As root, the child must not run as host uid 0: a process whose kernel uid is 0 may write `/proc/sys` even without
+capabilities (the sysctl check is on the uid). So a root parent starts bwrap as `nobody` (unprivileged bwrap, kernel
+uid 65534 inside and out). `nobody` cannot reach an interpreter under a private home (`/root/.pyenv`), so the parent
+first enters a private mount namespace of its own (nothing changes on the host) and binds each read-only source onto
+a staging dir `nobody` can traverse; bwrap binds them from there back to their real paths.
+
+The results come back through a pipe with a byte cap (`channel.py` validates them); output is kept as a bounded tail.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import json
 import os
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from trainer.errors import PgolfError
 
 SHIMS = Path(__file__).resolve().parent / "shims"
 NOBODY = 65534
-_PROBE: dict = {}
+STAGE_DATA = "{workdir}/.stage/data"  # where the staged data dir is bound read-only before boot copies it
+SANDBOX_UID = 1000  # the uid the script sees inside its user namespace
+INSTALL_HINT = ("pgolf audit --dynamic needs bubblewrap (bwrap) for its sandbox and it was not found on PATH: install "
+                "it (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap) and rerun")
+_LAYOUT: dict = {}
 
 
 @dataclass
 class Limits:
     timeout: float = 180.0
     address_space: int = 8 * 1024**3
-    file_size: int = 512 * 1024**2
-    nproc: int = 256  # per uid; effective when the child runs as an unprivileged uid
+    file_size: int = 512 * 1024**2  # one file (RLIMIT_FSIZE)
+    nproc: int = 256  # processes of the sandbox's kernel uid
     threads: int = 1  # OpenMP spin-waiting on a busy 2-core box makes 2 threads ~40x slower than 1
+    tmpfs_bytes: int = 1024 * 1024**2  # /tmp (work dir, TMPDIR, HOME): all the script can write
+    shm_bytes: int = 64 * 1024**2  # /dev/shm
+    results_bytes: int = 32 * 1024**2  # the results channel, in total
+    output_tail_bytes: int = 64 * 1024  # stdout+stderr kept (the rest is counted, not stored)
 
 
 @dataclass
@@ -35,58 +63,184 @@ class ChildResult:
     returncode: int | None
     timed_out: bool
     wall_s: float
-    stdout_path: Path
+    output_tail: str
     isolation: dict
+    output_bytes: int = 0
+    channel: bytes = b""  # raw results channel (at most Limits.results_bytes)
+    channel_overflow: bool = False
+    results: dict | None = None  # filled by channel.decode (validated)
+    captures: dict = field(default_factory=dict)
+    channel_error: str | None = None
 
 
-def _works(cmd: list[str]) -> bool:
-    key = tuple(cmd)
-    if key not in _PROBE:
-        try:
-            _PROBE[key] = subprocess.run(cmd + ["true"], capture_output=True, timeout=10).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            _PROBE[key] = False
-    return _PROBE[key]
+def bwrap_path() -> str:
+    path = shutil.which("bwrap")
+    if not path:
+        raise PgolfError(INSTALL_HINT)
+    return path
 
 
-def isolation_prefix(workdir: Path) -> tuple[list[str], dict]:
-    """Wrapper command for network and privilege isolation, and what was achieved."""
-    prefix: list[str] = []
-    info = {"netns": False, "pidns": False, "uid": os.geteuid()}
-    unshare = shutil.which("unshare")
-    if unshare and os.geteuid() == 0 and _works([unshare, "-n", "-p", "-f", "--kill-child", "--"]):
-        prefix += [unshare, "-n", "-p", "-f", "--kill-child", "--"]
-        info.update(netns=True, pidns=True)
-    elif unshare and _works([unshare, "-r", "-n", "--"]):
-        prefix += [unshare, "-r", "-n", "--"]
-        info["netns"] = True
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() == 0 and setpriv:
-        # nobody cannot traverse a private home holding the interpreter: keep read/search, nothing else
-        cmd = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-               "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", "--"]
-        if _works(cmd):
-            prefix += cmd
-            info["uid"] = NOBODY
-            os.chown(workdir, NOBODY, NOBODY)
-            for p in workdir.rglob("*"):
-                os.lchown(p, NOBODY, NOBODY)
-    return prefix, info
+# --- the interpreter --------------------------------------------------------------------------------------------
+_LAYOUT_CODE = (
+    "import json, os, site, sys, sysconfig\n"
+    "p = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]\n"
+    "p += [v for k, v in sysconfig.get_paths().items() if k in ('stdlib', 'platstdlib', 'purelib', 'platlib')]\n"
+    "p += site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])\n"
+    "print(json.dumps({'executable': sys.executable, 'paths': p}))\n"
+)
 
 
+def interpreter_layout(python: str | os.PathLike) -> dict:
+    """{'executable', 'roots'}: the directories to bind read-only so `python` and its packages work in the sandbox.
+    `python` is the auditor user's choice (trusted); what it imports comes from these roots only."""
+    key = os.fspath(python)
+    if key in _LAYOUT:
+        return _LAYOUT[key]
+    try:
+        out = subprocess.run([key, "-c", _LAYOUT_CODE], capture_output=True, text=True, timeout=60,
+                             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.path.expanduser("~")})
+        info = json.loads(out.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise PgolfError(f"dynamic audit: cannot run the interpreter {key} ({exc}); expected a Python >= 3.10 with "
+                         "torch, numpy and sentencepiece") from None
+    paths = {os.path.realpath(key), *(p for p in info["paths"] if isinstance(p, str))}
+    real = set()
+    for p in paths:
+        for q in (os.path.abspath(p), os.path.realpath(p)):
+            if os.path.isdir(q) or os.path.isfile(q):
+                real.add(q if os.path.isdir(q) else os.path.dirname(q))
+    roots = sorted(r for r in real if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in real))
+    if "/" in roots:
+        raise PgolfError(f"dynamic audit: the interpreter {key} is installed at / (prefix '/'); cannot bind it "
+                         "read-only without exposing the whole host")
+    _LAYOUT[key] = {"executable": key, "roots": roots}
+    return _LAYOUT[key]
+
+
+# --- copying the submission in ----------------------------------------------------------------------------------
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass
+class CopyCaps:
+    file_bytes: int = 32 * 1024**2
+    total_bytes: int = 128 * 1024**2
+    files: int = 2000
+    depth: int = 6
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def copy_submission(src: Path, dest: Path, caps: CopyCaps | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """Copy the regular files below `src` into `dest` (created). Everything is opened relative to directory
+    descriptors with O_NOFOLLOW|O_NONBLOCK and checked with fstat, so a symlink (to a secret, /proc/self/environ,
+    /dev/zero) or a FIFO is never followed or read; sizes and counts are capped. Returns (copied relative paths,
+    [(relative path, why it was not copied)])."""
+    caps = caps or CopyCaps()
+    copied: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    total = 0
+    dest.mkdir(mode=0o755)
+    root = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    stack = [(root, "", 0)]
+    try:
+        while stack:
+            dfd, prefix, depth = stack.pop()
+            try:
+                names = sorted(os.listdir(dfd))
+                for name in names:
+                    rel = f"{prefix}{name}"
+                    try:
+                        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat.S_ISDIR(st.st_mode):
+                        if name in (".git", "__pycache__") or depth >= caps.depth:
+                            continue
+                        try:
+                            sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+                        except OSError:
+                            skipped.append((rel + "/", "directory replaced while copying; not followed"))
+                            continue
+                        (dest / rel).mkdir(mode=0o755)
+                        stack.append((sub, rel + "/", depth + 1))
+                        continue
+                    if not stat.S_ISREG(st.st_mode):
+                        skipped.append((rel, f"{_kind(st.st_mode)}; not followed or read"))
+                        continue
+                    if len(copied) >= caps.files:
+                        skipped.append((rel, f"over the {caps.files}-file cap"))
+                        continue
+                    if st.st_size > caps.file_bytes or total + st.st_size > caps.total_bytes:
+                        skipped.append((rel, f"{st.st_size} bytes: over the per-file ({caps.file_bytes}) or total "
+                                             f"({caps.total_bytes}) byte cap"))
+                        continue
+                    n = _copy_file(dfd, name, dest / rel, min(caps.file_bytes, caps.total_bytes - total))
+                    if isinstance(n, str):
+                        skipped.append((rel, n))
+                        continue
+                    total += n
+                    copied.append(rel)
+            finally:
+                os.close(dfd)
+    finally:
+        for dfd, _p, _d in stack:
+            os.close(dfd)
+    return copied, skipped
+
+
+def _copy_file(dfd: int, name: str, out: Path, cap: int) -> int | str:
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
+    except OSError as exc:
+        return "symlink; not followed" if exc.errno == errno.ELOOP else f"cannot open ({exc.strerror})"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # swapped after the lstat
+            return f"{_kind(st.st_mode)}; not followed or read"
+        got = 0
+        with open(out, "xb") as fh:
+            while True:
+                chunk = os.read(fd, min(1 << 20, cap + 1 - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > cap:
+                    break
+                fh.write(chunk)
+        if got > cap:
+            out.unlink()
+            return f"grew past the {cap}-byte cap while copying"
+        os.chmod(out, 0o644)
+        return got
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
+    finally:
+        os.close(fd)
+
+
+# --- the launcher -----------------------------------------------------------------------------------------------
 def scrubbed_env(workdir: Path, extra: dict[str, str], threads: int) -> dict[str, str]:
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(workdir),
         "TMPDIR": str(workdir / "tmp"),
         "LANG": "C.UTF-8",
+        "USER": "pgolf",
+        "LOGNAME": "pgolf",
         "PYTHONPATH": str(SHIMS),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONHASHSEED": "0",
         "PGOLF_DYNAMIC_CHILD": "1",
         "PGOLF_SANDBOX_DIR": str(workdir),
         "PGOLF_PROTECT_DIR": str(workdir / ".pgolf"),
-        "PGOLF_REAL_HOME": os.path.expanduser("~"),
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "TORCHINDUCTOR_CACHE_DIR": str(workdir / "tmp"),
@@ -104,42 +258,183 @@ def scrubbed_env(workdir: Path, extra: dict[str, str], threads: int) -> dict[str
     return env
 
 
-def _preexec(limits: Limits):
+_ETC = {
+    "passwd": f"root:x:0:0::/nonexistent:/usr/sbin/nologin\npgolf:x:{SANDBOX_UID}:{SANDBOX_UID}::/tmp:/usr/sbin/nologin\n",
+    "group": f"root:x:0:\npgolf:x:{SANDBOX_UID}:\n",
+    "hosts": "127.0.0.1 localhost\n::1 localhost\n",
+}
+
+
+def _bwrap_argv(bwrap: str, workdir: Path, ro: list[tuple[str, str]], env: dict[str, str], limits: Limits,
+                argv: list[str]) -> list[str]:
+    a = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+         "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "pgolf-sandbox", "--clearenv"]
+    for k, v in env.items():
+        a += ["--setenv", k, v]
+    a += ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        p = Path("/") / name
+        if p.is_symlink():
+            a += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            a += ["--ro-bind", str(p), str(p)]
+    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d"):
+        if (Path("/etc") / name).exists():
+            a += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    for name in _ETC:
+        a += ["--ro-bind", str(workdir / ".etc" / name), f"/etc/{name}"]
+    for src, dst in ro:
+        a += ["--ro-bind", src, dst]
+    a += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm",
+          "--remount-ro", "/dev", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
+          "--dir", str(workdir), "--dir", str(workdir / "tmp"), "--dir", str(workdir / "out"),
+          "--dir", str(workdir / "data")]
+    for name in ("submission", ".pgolf"):  # the staged inputs, read-only on top of the writable work dir
+        a += ["--ro-bind", str(workdir / name), str(workdir / name)]
+    a += ["--ro-bind", str(workdir / "data"), STAGE_DATA.format(workdir=workdir)]  # copied into the tmpfs by boot
+    a += ["--remount-ro", "/", "--chdir", str(workdir), "--", argv[0], str(SHIMS / "pgolf_boot.py"), *argv[1:]]
+    return a
+
+
+_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+_CLONE_NEWNS = 0x00020000
+
+
+def _libc_call(fn, *args) -> None:
+    if fn(*args) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def _preexec(limits: Limits, stage_binds: list[tuple[str, str]], as_nobody: bool):
+    libc = ctypes.CDLL(None, use_errno=True) if as_nobody else None
+
     def fn():
+        if as_nobody:  # a private mount namespace of our own: the staging binds never appear on the host
+            _libc_call(libc.unshare, _CLONE_NEWNS)
+            _libc_call(libc.mount, None, b"/", None, _MS_REC | _MS_PRIVATE, None)
+            for src, dst in stage_binds:
+                _libc_call(libc.mount, os.fsencode(src), os.fsencode(dst), None, _MS_BIND | _MS_REC, None)
         cpu = int(limits.timeout * limits.threads) + 30
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         resource.setrlimit(resource.RLIMIT_AS, (limits.address_space, limits.address_space))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if as_nobody:
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
 
     return fn
 
 
-def run_child(argv: list[str], workdir: Path, env_extra: dict[str, str], limits: Limits) -> ChildResult:
-    (workdir / "tmp").mkdir(exist_ok=True)
-    prefix, info = isolation_prefix(workdir)
+def _drain(fd: int, cap: int, sink: dict, key: str, tail: bool) -> None:
+    """Read `fd` to EOF; keep at most `cap` bytes (the first ones, or the last ones when `tail`), count the rest."""
+    buf, n = bytearray(), 0
+    try:
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            n += len(chunk)
+            buf += chunk
+            if len(buf) > cap:
+                if tail:
+                    del buf[: len(buf) - cap]
+                else:
+                    del buf[cap:]
+                    sink[key + "_overflow"] = True
+                    break  # the parent stops listening; the child's writes fail (EPIPE)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    sink[key] = bytes(buf)
+    sink[key + "_bytes"] = n
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """Host staging dir: readable by `nobody` (it traverses, cannot list), the sandbox's /etc files."""
+    os.chmod(workdir, 0o711)
+    (workdir / ".etc").mkdir(mode=0o755, exist_ok=True)
+    for name, text in _ETC.items():
+        (workdir / ".etc" / name).write_text(text)
+        os.chmod(workdir / ".etc" / name, 0o644)
+
+
+def run_child(argv: list[str], workdir: Path, env_extra: dict[str, str], limits: Limits,
+              python: str | os.PathLike | None = None) -> ChildResult:
+    """Run `python argv...` in the sandbox with cwd = `workdir` (its path is the same inside). `workdir` must be
+    below /tmp and hold the staged `data`, `submission` and `.pgolf` dirs (bound read-only)."""
+    bwrap = bwrap_path()
+    if not str(workdir.resolve()).startswith("/tmp/"):
+        raise PgolfError(f"dynamic audit: the work dir {workdir} must be below /tmp (the sandbox's tmpfs)")
+    python = os.fspath(python or sys.executable)
+    layout = interpreter_layout(python)
+    prepare_workdir(workdir)
+    as_nobody = os.geteuid() == 0
+    sources = [*layout["roots"], str(SHIMS)]
+    ro, stage = [], []
+    for i, src in enumerate(sources):
+        if as_nobody:
+            mnt = workdir / ".roots" / str(i)
+            mnt.mkdir(parents=True, mode=0o755)
+            os.chmod(workdir / ".roots", 0o711)
+            stage.append((src, str(mnt)))
+            ro.append((str(mnt), src))
+        else:
+            ro.append((src, src))
+    for d in ("data", "submission", ".pgolf"):
+        for p in [workdir / d, *(workdir / d).rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    res_r, res_w = os.pipe()
+    out_r, out_w = os.pipe()
     env = scrubbed_env(workdir, env_extra, limits.threads)
-    out_path = workdir / ".pgolf" / "child.out"
+    env.update(PGOLF_RESULTS_FD=str(res_w), PGOLF_STAGE_DATA=STAGE_DATA.format(workdir=workdir),
+               PGOLF_DATA_DIR=str(workdir / "data"))
+    cmd = _bwrap_argv(bwrap, workdir, ro, env, limits, [python, *argv])
+    info = {"sandbox": "bwrap", "uid": NOBODY if as_nobody else os.geteuid(), "netns": True, "pidns": True,
+            "tmpfs_bytes": limits.tmpfs_bytes}
+    sink: dict = {}
     t0 = time.time()
     timed_out = False
-    with open(out_path, "wb") as out:
-        proc = subprocess.Popen(prefix + [sys.executable, *argv], cwd=workdir, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_preexec(limits), close_fds=True)
-        try:
-            proc.wait(timeout=limits.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            _kill_group(proc)
-    return ChildResult(proc.returncode, timed_out, time.time() - t0, out_path, info)
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(res_w,),
+                                start_new_session=True, preexec_fn=_preexec(limits, stage, as_nobody), close_fds=True,
+                                env={"PATH": "/usr/bin:/bin"}, cwd="/")
+    finally:
+        os.close(res_w)
+        os.close(out_w)
+    readers = [threading.Thread(target=_drain, args=(res_r, limits.results_bytes, sink, "results", False), daemon=True),
+               threading.Thread(target=_drain, args=(out_r, limits.output_tail_bytes, sink, "output", True),
+                                daemon=True)]
+    for t in readers:
+        t.start()
+    try:
+        proc.wait(timeout=limits.timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        _kill(proc)
+    for t in readers:
+        t.join(timeout=10)
+    return ChildResult(proc.returncode, timed_out, time.time() - t0,
+                       sink.get("output", b"").decode("utf-8", errors="replace"), info,
+                       output_bytes=sink.get("output_bytes", 0), channel=sink.get("results", b""),
+                       channel_overflow=bool(sink.get("results_overflow")))
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the child's whole process group (its session), then reap it."""
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL bwrap; its PID namespace's init dies with it (--die-with-parent), and with the init every process
+    of the audit, setsid'd or not."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()
     except (ProcessLookupError, PermissionError):
         pass
     try:

@@ -75,6 +75,21 @@ PG5D5 = _rule(
     "The tiny dynamic run has a wall-clock and memory limit; a run that hits it was not fully observed.",
     "Check that the script honours the size environment the audit sets (tiny model, few steps), or raise --timeout.",
 )
+PG5D6 = _rule(
+    "PG5D6", "warning",
+    "submission entry not copied into the sandbox (symlink, special file, or over the copy caps)",
+    "The dynamic audit runs a copy of the submission made of regular files only: a symlink (to a secret, "
+    "/proc/self/environ, /dev/zero) or a FIFO is never followed or read, and sizes and file counts are capped.",
+    "Ship regular files; a record folder needs no symlinks or device files.",
+)
+PG9D1 = _rule(
+    "PG9D1", "error",
+    "the sandboxed run's results were missing, malformed or oversized (no dynamic verdict)",
+    "The child's results are untrusted data: they are read through a capped channel and schema-checked. Results that "
+    "fail the check cannot be judged, so the audit's verdict is error, never pass.",
+    "Make sure the script does not write to or close the auditor's results descriptor and does not exit the "
+    "interpreter abruptly (os._exit) before the runs finish.",
+)
 PG900 = _rule(
     "PG900", "warning",
     "the dynamic audit could not run the script (the static verdict stands)",
@@ -88,4 +103,5 @@ PG9D0 = _rule(
     "Nothing to fix: informational.",
 )
 
-DYNAMIC_RULES = {c.id: c for c in (PG4D1, PG4D2, PG4D3, PG5D1, PG5D2, PG5D3, PG5D4, PG5D5, PG900, PG9D0)}
+DYNAMIC_RULES = {c.id: c for c in (PG4D1, PG4D2, PG4D3, PG5D1, PG5D2, PG5D3, PG5D4, PG5D5, PG5D6, PG900, PG9D1,
+                                                PG9D0)}
