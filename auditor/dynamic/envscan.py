@@ -127,6 +127,9 @@ _SHRINK: list[tuple[str, object]] = [
 # Environment the harness owns: data paths, the single-rank launch, no GPU libraries' network lookups.
 DATA_NAMES = re.compile(r"^(DATA_PATH|DATA_DIR|DATASET_DIR|DATASET_PATH)$")
 TOKENIZER_NAMES = re.compile(r"^(TOKENIZER_PATH|TOKENIZER_MODEL|SP_MODEL_PATH|TOKENIZER)$")
+# the single-rank launch the sandbox sets up; a logged WORLD_SIZE=8 must not reach the child
+LAUNCH_NAMES = re.compile(r"^(WORLD_SIZE|RANK|LOCAL_RANK|LOCAL_WORLD_SIZE|NPROC_PER_NODE|NNODES|NODE_RANK|MASTER_ADDR|"
+                          r"MASTER_PORT|CUDA_VISIBLE_DEVICES|TORCHELASTIC_\w+|NCCL_\w+)$")
 # where a script writes (often baked as the author's absolute path): redirected into the sandbox's work dir
 OUTPUT_NAMES = re.compile(r"^(OUT|OUTPUT|LOG|LOGS|RUN|RUNS|ARTIFACT|ARTIFACTS|CHECKPOINT|CKPT|SAVE|RESULTS?)_(DIR|PATH|ROOT)$")
 

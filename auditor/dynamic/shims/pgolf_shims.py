@@ -1,6 +1,8 @@
 """Make CUDA-only challenge scripts run on CPU: torch.cuda.* harmless, "cuda" devices mapped to CPU, a stand-in
-FlashAttention (`flash_attn_interface` / `flash_attn`) built on SDPA, torch.compile a no-op, torch.distributed as a
-single-rank process group (NCCL requests served in-process with world size 1), bf16 autocast on CPU.
+FlashAttention (`flash_attn_interface` / `flash_attn`) built on SDPA, a stand-in `triton` whose kernels run in a
+CPU interpreter (pgolf_triton), torch.compile a no-op, inference_mode as no_grad, torch.distributed as a single-rank
+process group (NCCL requests served in-process with world size 1), bf16 autocast on CPU. Fused optimizers
+(`fused=True`) run on CPU as they are.
 """
 
 from __future__ import annotations
@@ -206,6 +208,38 @@ def _patch_sdpa_selection() -> None:
     torch.backends.cuda.sdp_kernel = _neutral(torch.backends.cuda.sdp_kernel)
 
 
+def _patch_inference_mode() -> None:
+    """`torch.inference_mode` as `torch.no_grad`: the same numbers, without "inference tensors cannot be saved for
+    backward" when a cache filled during scoring (rotary tables) is reused by test-time training — compiled GPU runs
+    do not keep those inference tensors, the eager CPU run would."""
+
+    from torch.autograd.grad_mode import _DecoratorContextManager
+
+    class inference_mode(_DecoratorContextManager):  # noqa: N801 - torch's name
+        def __new__(cls, mode=True):
+            if isinstance(mode, bool):
+                return super().__new__(cls)
+            return cls()(mode)  # bare `@torch.inference_mode`
+
+        def __init__(self, mode: bool = True):
+            self.mode, self.prev = mode, True
+
+        def __enter__(self):
+            self.prev = torch.is_grad_enabled()
+            if self.mode:
+                torch.set_grad_enabled(False)
+
+        def __exit__(self, *exc):
+            torch.set_grad_enabled(self.prev)
+
+        def clone(self):
+            return self.__class__(self.mode)
+
+    torch.inference_mode = inference_mode
+    torch.autograd.inference_mode = inference_mode
+    torch.autograd.grad_mode.inference_mode = inference_mode
+
+
 def _patch_compile() -> None:
     def compile(model=None, *a, **k):
         if model is None:
@@ -345,6 +379,10 @@ def _patch_distributed() -> None:
 
 
 def install() -> CudaToCpuMode:
+    import pgolf_triton
+
+    pgolf_triton.install()
+    _patch_inference_mode()
     _patch_cuda()
     _patch_autocast()
     _patch_compile()
