@@ -41,10 +41,16 @@ def _vocab(env: dict[str, str], names: dict[str, str | None]) -> int:
     return 1024
 
 
+def _unresolved(value: str) -> bool:
+    """A README/run-script value that is still a shell expression (`SEED=$SEED`, `$(nproc)`): the run's real value is
+    unknown, so the script's own default is used."""
+    return "$" in value or "`" in value
+
+
 def build_env(names: dict, recovered: dict, vocab: int, workdir: Path, datadir: Path, tok: Path) -> dict[str, str]:
     env: dict[str, str] = {}
     for k, v in recovered.items():
-        if k in names or k.endswith("_ENABLED"):
+        if (k in names or k.endswith("_ENABLED")) and not envscan.LAUNCH_NAMES.match(k) and not _unresolved(v):
             env[k] = v
     # size knobs are shrunk from their *effective* value: a switch the run turned on (EVAL_STRIDE=64) stays on
     effective = {k: recovered.get(k, d) for k, d in names.items()}
@@ -118,22 +124,18 @@ def plan_runs(prep: dict, workdir: Path, norm: bool = True) -> tuple[list[dict],
             streams.append((f"norm_{c}", v))
     runs = []
     pg = workdir / ".pgolf"
+    # every run sees the same paths (scripts seed loaders from file names): the runner copies the run's validation
+    # shard over the one in the data dir before the run
+    dst = prep["datadir"] / "fineweb_val_000000.bin"
     for name, stream in streams:
-        d = workdir / "data" / "datasets" / f"{name}_sp{vocab}"
+        src = pg / f"val_{name}.bin"
+        datagen.write_shard(src, stream)
         if name == "main":
-            d = prep["datadir"]
-        else:
-            d.mkdir(parents=True)
-            os.link(prep["datadir"] / "fineweb_train_000000.bin", d / "fineweb_train_000000.bin")
-        datagen.write_shard(d / "fineweb_val_000000.bin", stream)
+            datagen.write_shard(dst, stream)
         np.save(pg / f"val_{name}.npy", stream)
-        env = dict(prep["env"])
-        for k, v in env.items():
-            if v == str(prep["datadir"]):
-                env[k] = str(d)
-        runs.append({"name": name, "env": env, "val_tokens": str(pg / f"val_{name}.npy"),
-                     "captures": str(pg / f"cap_{name}.npz"), "required": name == "main",
-                     "only_if_logp": name.startswith("norm_")})
+        runs.append({"name": name, "env": dict(prep["env"]), "val_tokens": str(pg / f"val_{name}.npy"),
+                     "val_shard": [str(src), str(dst)], "captures": str(pg / f"cap_{name}.npz"),
+                     "required": name == "main", "only_if_logp": name.startswith("norm_")})
     return runs, meta
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import shutil
 import sys
 import time
 import traceback
@@ -69,7 +70,16 @@ def main() -> int:
         os.environ.clear()
         os.environ.update(base_env)
         os.environ.update(run["env"])
-        val = np.load(run["val_tokens"])
+        pgolf_guard.activate(False)
+        try:
+            if run.get("val_shard"):
+                src, dst = run["val_shard"]
+                tmp = dst + ".pgolf-tmp"
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+            val = np.load(run["val_tokens"])
+        finally:
+            pgolf_guard.activate(True)
         pgolf_probe.begin_run(val, plan["vocab_size"])
         n_viol = len(pgolf_guard.STATE["violations"])
         pgolf_guard.STATE["shard_reads"] = []
