@@ -21,12 +21,33 @@ import libcst as cst
 from auditor.cstwalk import dotted, walk
 
 MAX_DECODED_BYTES = 8 * 1024 * 1024
+MAX_TOTAL_DECODED_BYTES = 24 * 1024 * 1024  # every decompression in one submission's nesting tree together
+MAX_DECODED_UNITS = 32  # decoded payloads in one submission's nesting tree
 MAX_DEPTH = 6
 _CHUNK = 64 * 1024
 
 
 class DecodeError(Exception):
     """The wrapper could not be decoded statically (unknown function, corrupt payload, size cap exceeded)."""
+
+
+class Budget:
+    """Decoding budget shared by a whole nesting tree: bytes every decompression produces (intermediate layers
+    included) and the number of decoded payloads. A 16 KB tree of nested wrappers cannot decode gigabytes."""
+
+    def __init__(self, total_bytes: int = MAX_TOTAL_DECODED_BYTES, units: int = MAX_DECODED_UNITS):
+        self.bytes_left = total_bytes
+        self.total_bytes = total_bytes
+        self.units_left = units
+        self.total_units = units
+
+    def cap(self, per_call: int) -> int:
+        return max(0, min(per_call, self.bytes_left))
+
+    def charge(self, n: int) -> None:
+        self.bytes_left -= n
+        if self.bytes_left < 0:
+            raise DecodeError(f"decoded payloads exceed the {self.total_bytes}-byte total for one submission")
 
 
 @dataclass
@@ -88,12 +109,41 @@ def bz2_decompress(data: bytes, max_bytes: int = MAX_DECODED_BYTES) -> bytes:
         raise DecodeError(f"bz2 payload is corrupt: {exc}") from None
 
 
+def brotli_decompress(data: bytes, max_bytes: int = MAX_DECODED_BYTES) -> bytes:
+    try:
+        import brotli
+    except ImportError:
+        raise DecodeError("brotli payload, but the brotli module is not installed") from None
+    try:
+        d = brotli.Decompressor()
+        try:
+            out = bytearray(d.process(data, output_buffer_limit=_CHUNK))
+        except TypeError:  # brotli < 1.2 cannot bound the output; the isolated child's memory limit still holds
+            out = bytearray(brotli.decompress(data))
+            if len(out) > max_bytes:
+                raise DecodeError(f"brotli output exceeds the {max_bytes}-byte cap (decompression bomb?)") from None
+            return bytes(out)
+        while not d.is_finished():
+            if len(out) > max_bytes:
+                raise DecodeError(f"brotli output exceeds the {max_bytes}-byte cap (decompression bomb?)")
+            chunk = d.process(b"", output_buffer_limit=_CHUNK)
+            if not chunk and d.can_accept_more_data():
+                raise DecodeError("brotli payload is truncated")
+            out += chunk
+        if len(out) > max_bytes:
+            raise DecodeError(f"brotli output exceeds the {max_bytes}-byte cap (decompression bomb?)")
+        return bytes(out)
+    except brotli.error as exc:
+        raise DecodeError(f"brotli payload is corrupt: {exc}") from None
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The interpreter
 
 
 class _Env:
-    def __init__(self, module: cst.Module, max_bytes: int):
+    def __init__(self, module: cst.Module, max_bytes: int, budget: Budget | None = None):
+        self.budget = budget or Budget()
         self.max_bytes = max_bytes
         self.aliases: dict[str, str] = {}  # local name -> module or module.attr
         self.consts: dict[str, cst.BaseExpression] = {}
@@ -131,6 +181,10 @@ class _Env:
                 ):
                     self.consts[small.targets[0].target.value] = small.value
 
+    def charged(self, data: bytes) -> bytes:
+        self.budget.charge(len(data))
+        return data
+
     def resolve(self, node: cst.BaseExpression) -> str | None:
         """Dotted name of a function reference with import aliases resolved (`L.decompress` -> `lzma.decompress`)."""
         if isinstance(node, cst.Name):
@@ -161,21 +215,33 @@ def _eval(node: cst.BaseExpression, env: _Env, layers: list, depth: int = 0):
     if isinstance(node, cst.SimpleString):
         return node.evaluated_value
     if isinstance(node, cst.ConcatenatedString):
-        left = _eval(node.left, env, layers, depth + 1)
-        right = _eval(node.right, env, layers, depth + 1)
-        return left + right
+        # "a" "b" "c" ... nests one level per literal (wrappers split payloads over hundreds of lines): iterate
+        parts = []
+        while isinstance(node, cst.ConcatenatedString):
+            parts.append(_eval(node.left, env, layers, depth + 1))
+            node = node.right
+        parts.append(_eval(node, env, layers, depth + 1))
+        if len({type(p) for p in parts}) != 1 or not isinstance(parts[0], (str, bytes)):
+            raise DecodeError("adjacent literals of mixed types")
+        return parts[0][:0].join(parts)
     if isinstance(node, cst.Integer):
         return int(node.value.replace("_", ""), 0)
     if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
         return -_eval(node.expression, env, layers, depth + 1)
     if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
-        left = _eval(node.left, env, layers, depth + 1)
-        right = _eval(node.right, env, layers, depth + 1)
-        if type(left) is not type(right) or not isinstance(left, (str, bytes)):
+        # "a" + "b" + ... is left-nested: walk down the left spine instead of recursing once per operand
+        operands = []
+        while isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+            operands.append(node.right)
+            node = node.left
+        operands.append(node)
+        operands.reverse()
+        parts = [_eval(o, env, layers, depth + 1) for o in operands]
+        if len({type(p) for p in parts}) != 1 or not isinstance(parts[0], (str, bytes)):
             raise DecodeError("'+' of non-string operands")
-        if len(left) + len(right) > env.max_bytes:
+        if sum(len(p) for p in parts) > env.max_bytes:
             raise DecodeError(f"string exceeds the {env.max_bytes}-byte cap")
-        return left + right
+        return parts[0][:0].join(parts)
     if isinstance(node, (cst.Name, cst.Attribute)):
         resolved = env.resolve(node)
         if resolved in _LZMA_CONSTS:
@@ -237,6 +303,7 @@ def _eval_call(call: cst.Call, env: _Env, layers: list, depth: int):
         "binascii",
         "bytes",
         "str",
+        "brotli",
     ):
         recv = _eval(func.value, env, layers, depth + 1)
         pos, kw = _args(call, env, layers, depth)
@@ -258,8 +325,11 @@ def _eval_call(call: cst.Call, env: _Env, layers: list, depth: int):
             return recv.join(pos[0])
         raise DecodeError(f"unsupported method .{meth}()")
     name = env.resolve(func) or ""
+    if name in ("compile", "builtins.compile") and call.args:
+        # compile(source, filename, mode): only the source matters (the filename is often __file__-based)
+        return _eval(call.args[0].value, env, layers, depth + 1)
     pos, kw = _args(call, env, layers, depth)
-    mb = env.max_bytes
+    mb = env.budget.cap(env.max_bytes)
     if name in ("base64.b85decode",):
         layers.append("b85decode")
         return _wrap_binascii(base64.b85decode, _as_bytes(pos[0]))
@@ -288,17 +358,20 @@ def _eval_call(call: cst.Call, env: _Env, layers: list, depth: int):
         fmt = kw.get("format", pos[1] if len(pos) > 1 else None)
         filters = kw.get("filters", pos[3] if len(pos) > 3 else None)
         layers.append("lzma(raw)" if fmt == lzma.FORMAT_RAW else "lzma")
-        return lzma_decompress(_as_bytes(pos[0]), fmt, filters, mb)
+        return env.charged(lzma_decompress(_as_bytes(pos[0]), fmt, filters, mb))
     if name in ("zlib.decompress",):
         layers.append("zlib")
         wbits = kw.get("wbits", pos[1] if len(pos) > 1 else 15)
-        return zlib_decompress(_as_bytes(pos[0]), wbits, mb)
+        return env.charged(zlib_decompress(_as_bytes(pos[0]), wbits, mb))
     if name == "gzip.decompress":
         layers.append("gzip")
-        return zlib_decompress(_as_bytes(pos[0]), 31, mb)
+        return env.charged(zlib_decompress(_as_bytes(pos[0]), 31, mb))
     if name == "bz2.decompress":
         layers.append("bz2")
-        return bz2_decompress(_as_bytes(pos[0]), mb)
+        return env.charged(bz2_decompress(_as_bytes(pos[0]), mb))
+    if name == "brotli.decompress":
+        layers.append("brotli")
+        return env.charged(brotli_decompress(_as_bytes(pos[0]), mb))
     if name in ("codecs.decode",):
         enc = (pos[1] if len(pos) > 1 else kw.get("encoding", "utf-8")).lower().replace("-", "_")
         data = pos[0]
@@ -307,9 +380,9 @@ def _eval_call(call: cst.Call, env: _Env, layers: list, depth: int):
         if enc in ("hex", "hex_codec"):
             return _wrap_binascii(lambda b: bytes.fromhex(b.decode("ascii")), _as_bytes(data))
         if enc in ("zlib", "zlib_codec"):
-            return zlib_decompress(_as_bytes(data), 15, mb)
+            return env.charged(zlib_decompress(_as_bytes(data), 15, mb))
         if enc in ("bz2", "bz2_codec"):
-            return bz2_decompress(_as_bytes(data), mb)
+            return env.charged(bz2_decompress(_as_bytes(data), mb))
         if isinstance(data, (bytes, bytearray)):
             return bytes(data).decode(enc)
         raise DecodeError(f"codecs.decode with {enc!r}")
@@ -366,19 +439,49 @@ def _is_static_payload(node: cst.BaseExpression) -> bool:
     )
 
 
-def find_wrapped_sources(module: cst.Module, positions=None, max_bytes: int = MAX_DECODED_BYTES, calls=None):
+_DECODER_MODULES = ("lzma", "zlib", "gzip", "bz2", "base64", "binascii", "codecs", "brotli")
+
+
+def _mentions_decoder(node, env: _Env) -> bool:
+    return any(
+        type(n) is cst.Call and (env.resolve(n.func) or "").split(".")[0] in _DECODER_MODULES for n in walk(node)
+    )
+
+
+def _payload_expr(arg: cst.BaseExpression, env: _Env):
+    """The expression to decode for an exec argument, or None when it is not a static wrapper payload.
+    `exec(<call chain over literals>)`, and `exec(name)` / `exec(compile(name, ...))` where `name` is a module-level
+    constant built by decoder calls (pgolf's own wrapper: `s=L.decompress(...).decode()` ... `exec(compile(s,f,"exec"))`)."""
+    if isinstance(arg, cst.Call) and (env.resolve(arg.func) or "") in ("compile", "builtins.compile") and arg.args:
+        inner = arg.args[0].value
+        if isinstance(inner, cst.Name):
+            return _payload_expr(inner, env)
+    if isinstance(arg, cst.Name):
+        value = env.consts.get(arg.value)
+        if value is None or not _mentions_decoder(value, env) or not _is_static_payload(value):
+            return None
+        return arg
+    if isinstance(arg, cst.Call) and _is_static_payload(arg):
+        return arg
+    return None
+
+
+def find_wrapped_sources(module: cst.Module, positions=None, max_bytes: int = MAX_DECODED_BYTES, calls=None,
+                         budget: Budget | None = None):
     """Decode every exec/eval of a static payload in `module`.
 
     Returns (decoded: list[Decoded], errors: list[(line, col, message)]). Only the payload of exec calls whose
-    argument is a call chain over literals is attempted; `exec(open(...).read())` is left to the helper follower."""
-    env = _Env(module, max_bytes)
+    argument is a call chain over literals (or a constant holding one) is attempted; `exec(open(...).read())` is left
+    to the helper follower. `budget` is shared by every unit of one submission's nesting tree."""
+    env = _Env(module, max_bytes, budget)
     if calls is None:
         calls = [n for n in walk(module) if type(n) is cst.Call]
     calls = [n for n in calls if n.args and env.resolve(n.func) in _EXEC_NAMES]
+    seen_sources: set = set()
     decoded, errors = [], []
     for call in calls:
-        arg = call.args[0].value
-        if not isinstance(arg, cst.Call) or not _is_static_payload(arg):
+        arg = _payload_expr(call.args[0].value, env)
+        if arg is None:
             continue
         line, col = 1, 1
         if callable(positions):
@@ -410,7 +513,12 @@ def find_wrapped_sources(module: cst.Module, positions=None, max_bytes: int = MA
             except UnicodeDecodeError:
                 errors.append((line, col, "decoded payload is not UTF-8 text"))
                 continue
-        if not isinstance(value, str):
+        if not isinstance(value, str) or value in seen_sources:
+            continue  # exec(compile(s, ...)) and compile(s, ...) decode the same payload: one unit
+        seen_sources.add(value)
+        if env.budget.units_left <= 0:
+            errors.append((line, col, f"more than {env.budget.total_units} decoded payloads in one submission"))
             continue
+        env.budget.units_left -= 1
         decoded.append(Decoded(source=value, line=line, col=col, layers=layers))
     return decoded, errors

@@ -18,10 +18,12 @@ import libcst as cst
 import libcst.metadata as md
 
 from auditor.cstwalk import children, dotted, index, walk
-from auditor.decode import MAX_DECODED_BYTES, MAX_DEPTH, find_wrapped_sources
+from auditor.decode import MAX_DECODED_BYTES, MAX_DEPTH, Budget, find_wrapped_sources
 from auditor.findings import Finding
 from auditor.fsread import FolderReader, Refused
 from auditor.logs import LogInfo, parse_log
+from auditor.pyparse import PythonSyntaxError
+from auditor.pyparse import parse as parse_python
 
 MAX_SOURCE_BYTES = 4 * 1024 * 1024
 MAX_LOG_BYTES = 32 * 1024 * 1024
@@ -60,6 +62,14 @@ class SourceUnit:
     layers: list = field(default_factory=list)
     size_bytes: int = 0
     line_count: int = 0
+    label: str = ""  # decoded: the pseudo file findings in it point at, `<wrapper>#decoded<n>`
+    parsed_text: str | None = None  # the text the tree was parsed from when it is not `text` (auditor.pyparse)
+    line_map: list | None = None  # parsed line -> line of `text` when the tree came from re-rendered code
+
+    @property
+    def file(self) -> str:
+        """The path findings in this unit point at: the file, or the decoded payload's pseudo file."""
+        return self.label or self.rel
 
     @property
     def positions(self):
@@ -84,7 +94,7 @@ class SourceUnit:
             cur = self._parents[id(cur)]
             if isinstance(cur, (cst.FunctionDef, cst.ClassDef)):
                 chain.append(cur)
-        text = self.text
+        text = self.parsed_text if self.parsed_text is not None else self.text
         start = 0
         for scope in reversed(chain):
             kw = "class" if isinstance(scope, cst.ClassDef) else "def"
@@ -109,7 +119,8 @@ class SourceUnit:
         return line, col
 
     def location(self, node) -> tuple:
-        """(file, line, col, note) of `node`; decoded code points at its exec() line and names the decoded line."""
+        """(file, line, col, note) of `node`. Code decoded from a wrapper points at its line in the decoded payload
+        (file `<wrapper>#decoded<n>`, as in Submission.decoded_sources()); the note names the exec() it came from."""
         line, col = 1, 1
         if node is not None and self.module is not None:
             try:
@@ -124,12 +135,12 @@ class SourceUnit:
                     line, col = pos.start.line, pos.start.column + 1
                 except KeyError:
                     pass
-        unit, note = self, ""
-        while unit.kind == "decoded" and unit.parent is not None:
-            note = f"decoded payload ({'+'.join(unit.layers)}) line {line}: " + note
-            line, col = unit.exec_line, unit.exec_col
-            unit = unit.parent
-        return unit.rel, line, col, note
+        if self.line_map is not None and 1 <= line <= len(self.line_map):
+            line, col = self.line_map[line - 1], 1
+        note = ""
+        if self.kind == "decoded" and self.parent is not None:
+            note = f"in the payload decoded ({'+'.join(self.layers)}) from {self.parent.file} line {self.exec_line}: "
+        return self.file, line, col, note
 
     def code(self, node) -> str:
         if self.module is None:
@@ -161,6 +172,7 @@ class Submission:
     entry_bytes: int | None = None
     entry_lines: int | None = None
     reader: FolderReader | None = field(default=None, repr=False)
+    decode_budget: Budget = field(default_factory=Budget, repr=False)  # shared by the whole wrapper nesting tree
 
     def __post_init__(self):
         if self.reader is None:
@@ -175,14 +187,7 @@ class Submission:
 
     def decoded_sources(self) -> dict:
         """{label: source text} of every unit; decoded payloads are labelled `<file>#decoded<n>`."""
-        out, n = {}, 0
-        for u in self.units:
-            if u.kind == "decoded":
-                n += 1
-                out[f"{u.rel}#decoded{n}"] = u.text
-            else:
-                out[u.rel] = u.text
-        return out
+        return {u.file: u.text for u in self.units}
 
 
 def discover(paths) -> list:
@@ -291,37 +296,24 @@ def _decode_text(data: bytes, rel: str, findings: list, what: str = "source") ->
 
 def parse_unit(unit: SourceUnit, findings: list) -> bool:
     try:
-        module = cst.parse_module(unit.text)
-    except cst.ParserSyntaxError as exc:
-        file, line, col, note = unit.location(None)
-        if unit.kind != "decoded":
-            line, col = exc.raw_line, exc.raw_column + 1
-        msg = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        parsed = parse_python(unit.text)
+    except PythonSyntaxError as exc:
+        file, _, _, note = unit.location(None)
         findings.append(
             Finding(
                 "PG002",
                 "error",
-                f"{unit.rel}: {note}does not parse as Python ({msg}); the auditor "
-                f"cannot check it. Fix the syntax error.",
+                f"{unit.file}: {note}does not parse as Python ({exc}); the auditor cannot check it. "
+                "Fix the syntax error.",
                 file,
-                line,
-                col,
+                exc.line,
+                exc.col,
             )
         )
         return False
-    except (RecursionError, MemoryError, ValueError) as exc:
-        findings.append(
-            Finding(
-                "PG002",
-                "error",
-                f"{unit.rel}: cannot be parsed ({type(exc).__name__}); the auditor cannot check it.",
-                unit.rel,
-                1,
-                1,
-            )
-        )
-        return False
-    unit.module = module
+    unit.module = parsed.module
+    if parsed.text is not unit.text:
+        unit.parsed_text, unit.line_map = parsed.text, parsed.line_map
     return True
 
 
@@ -361,25 +353,27 @@ def load_submission(root: Path, entry: Path | None, display: str, is_folder: boo
 def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
     """Decode wrappers in `unit` and follow the helper files it executes or imports."""
     decoded, errors = find_wrapped_sources(
-        unit.module, lambda n: unit.location(n)[1:3], MAX_DECODED_BYTES, calls=[n for n, _ in unit.nodes(cst.Call)]
+        unit.module,
+        lambda n: unit.location(n)[1:3],
+        MAX_DECODED_BYTES,
+        calls=[n for n, _ in unit.nodes(cst.Call)],
+        budget=sub.decode_budget,
     )
     for line, col, msg in errors:
-        file, fline, fcol, note = unit.location(None) if unit.kind == "decoded" else (unit.rel, line, col, "")
-        if unit.kind == "decoded":
-            fline, fcol = unit.location(None)[1:3]
+        note = unit.location(None)[3]
         sub.findings.append(
             Finding(
                 "PG003",
                 "error",
-                f"{unit.rel}: {note}self-extracting payload at line {line} could "
+                f"{unit.file}: {note}self-extracting payload at line {line} could "
                 f"not be decoded statically ({msg}); its code cannot be audited. Ship readable "
-                f"code or a standard lzma/zlib+base85/base64 wrapper.",
-                file,
-                fline,
-                fcol,
+                f"code or a standard lzma/zlib/brotli + base85/base64 wrapper.",
+                unit.file,
+                line,
+                col,
             )
         )
-        if unit.kind == "entry" and not decoded:
+        if unit.kind in ("entry", "decoded") and not decoded:
             sub.analysable = False  # the code that runs is hidden in the payload
     for d in decoded:
         if depth >= MAX_DEPTH:
@@ -387,8 +381,8 @@ def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
                 Finding(
                     "PG003",
                     "error",
-                    f"{unit.rel}: wrappers nest deeper than {MAX_DEPTH} levels; stopped decoding.",
-                    unit.rel,
+                    f"{unit.file}: wrappers nest deeper than {MAX_DEPTH} levels; stopped decoding.",
+                    unit.file,
                     d.line,
                     d.col,
                 )
@@ -405,6 +399,7 @@ def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
             layers=d.layers,
             size_bytes=len(d.source.encode()),
             line_count=d.source.count("\n") + 1,
+            label=f"{unit.rel}#decoded{sum(1 for u in sub.units if u.kind == 'decoded') + 1}",
         )
         sub.units.append(child)
         if parse_unit(child, sub.findings):

@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 from auditor.engine import audit_paths
 from auditor.logs import parse_log
-from auditor.rules.folder import LEGAL_EXAMPLES as FOLDER
+from auditor.rules import all_rules
 from auditor.rules.legality import ILLEGAL_EXAMPLES, LEGAL_EXAMPLES
 
 SOURCES = [e["files"]["train_gpt.py"] for e in LEGAL_EXAMPLES + ILLEGAL_EXAMPLES]
+FOLDER_FILES = dict(all_rules()["PG201"].LEGAL[0].files)  # a complete record folder
 LOG = (Path(__file__).parent / "fixtures" / "audit" / "logs" / "family_a_seed1337.log").read_text()
 SETTINGS = settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -74,7 +75,7 @@ def _check(result):
 def test_mutated_code_never_crashes(tmp_path_factory, data, idx, wrap):
     src = data.draw(mutated(SOURCES[idx]))
     root = tmp_path_factory.mktemp("sub")
-    files = dict(FOLDER[0]["files"])
+    files = dict(FOLDER_FILES)
     files["train_gpt.py"] = _wrap(src) if wrap else src
     for k, v in files.items():
         (root / k).write_text(v)
@@ -100,7 +101,7 @@ def test_mutated_logs_and_json_never_crash(tmp_path_factory, data):
     info = parse_log(log, "train_seed1.log")
     assert info.seed is None or isinstance(info.seed, int)
     root = tmp_path_factory.mktemp("l")
-    files = dict(FOLDER[0]["files"])
+    files = dict(FOLDER_FILES)
     files["train_seed1.log"] = log
     files["submission.json"] = data.draw(mutated(files["submission.json"]))
     for k, v in files.items():
