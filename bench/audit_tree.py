@@ -281,7 +281,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "trainer.cli",
+                "pgolf",
                 "audit",
                 "--format",
                 "json",

@@ -46,7 +46,7 @@ def main():
                    WARMDOWN_ITERS=str(max(args.steps // 4, 1)))
     else:
         env.update(ITERATIONS="100000", MAX_WALLCLOCK_SECONDS=str(args.seconds))
-    cmd = [shutil.which("torchrun") or "torchrun", "--standalone", f"--nproc_per_node={args.nproc}", "-m", "trainer",
+    cmd = [shutil.which("torchrun") or "torchrun", "--standalone", f"--nproc_per_node={args.nproc}", "-m", "pgolf",
            "train", "--preset", args.preset, "--data", args.data, "--tokenizer", args.tokenizer]
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)

@@ -95,7 +95,7 @@ def main():
     results = []
     ours_env = dict(base_env, PYTHONPATH=str(REPO), OUT_DIR=str(out / "ours"), EVAL_STRIDE="0", TTT_ENABLED="0",
                     VAL_MAX_TOKENS="1048576")
-    cmd = [torchrun, "--standalone", f"--nproc_per_node={args.nproc}", "-m", "trainer", "train", "--preset", args.preset]
+    cmd = [torchrun, "--standalone", f"--nproc_per_node={args.nproc}", "-m", "pgolf", "train", "--preset", args.preset]
     steps, mem = run_one(cmd, ours_env, out / "ours.log", args.seconds * 3 + 600)
     results.append(summarize(f"pgolf:{args.preset}", steps, mem, h.train_batch_tokens))
     if args.reference:

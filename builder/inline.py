@@ -618,18 +618,3 @@ def baked_config_for(config: dict) -> dict:
         if value != default or type(value) is not type(default):
             out[name] = value
     return out
-
-
-def build_source(config: dict | None = None, root=None, drop_unreferenced: bool = True, specialize: bool = False) -> str:
-    """The plain single-file train_gpt.py of the trainer, with `config` (a run's resolved configuration) baked in;
-    `specialize` also freezes the run's feature switches and removes the code other values would need."""
-    baked = baked_config_for(config) if config is not None else None
-    frozen = None
-    if specialize:
-        if baked is None:
-            raise InlineError("specializing needs a run configuration")
-        from builder.specialize import frozen_values
-
-        frozen = frozen_values(baked)
-    return inline_package(root or trainer_root(), ENTRY, baked_config=baked, drop_unreferenced=drop_unreferenced,
-                          frozen=frozen).source

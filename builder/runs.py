@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from auditor.logs import parse_log
 from trainer.errors import PgolfError
 
 MAX_ARTIFACT_BYTES = 16_000_000
@@ -54,6 +55,21 @@ class SeedRun:
     val_curve: list = field(default_factory=list)  # [(step, val_loss, train_time_ms|None)]
     step_ms: float | None = None  # ms per step, for placing the 600 s mark on the curve
     log_env: dict = field(default_factory=dict)  # --from-logs: hyperparameters the log prints (ENV_NAME -> value)
+    code_form: str | None = None  # the train_gpt.py form the run reserved (`pgolf train --code-form`)
+    val_tokens: int | None = None  # validation targets scored
+    val_tokens_available: int | None = None  # tokens in the validation split
+
+    def validation_scope(self) -> dict | None:
+        """{'partial', 'scored_tokens', 'available_tokens', 'val_max_tokens'}; None when not recorded (bare logs)."""
+        if self.config is None:
+            return None
+        max_tokens = int(self.config.get("val_max_tokens") or 0)
+        if self.val_tokens_available is not None and self.val_tokens is not None:
+            partial = max_tokens > 0 and max_tokens + 1 < self.val_tokens_available
+        else:  # a run from before pgolf recorded the counts: any VAL_MAX_TOKENS may have cut the split
+            partial = max_tokens > 0
+        return {"partial": partial, "scored_tokens": self.val_tokens if self.val_tokens is not None else max_tokens,
+                "available_tokens": self.val_tokens_available, "val_max_tokens": max_tokens}
 
 
 def _read_json(path: Path) -> dict:
@@ -116,15 +132,14 @@ def load_run_dir(path) -> SeedRun:
         train_curve=train_curve,
         val_curve=val_curve,
         step_ms=float(m["step_avg_ms"]) if m.get("step_avg_ms") else None,
+        code_form=m.get("code_form") if isinstance(m.get("code_form"), str) else None,
+        val_tokens=m.get("val_tokens") if isinstance(m.get("val_tokens"), int) else None,
+        val_tokens_available=m.get("val_tokens_available") if isinstance(m.get("val_tokens_available"), int) else None,
     )
 
 
 def load_log_run(path) -> SeedRun:
     """A challenge-style log (a file, or a directory with train.log / one *.log / *.txt) from any script."""
-    try:
-        from auditor.logs import parse_log
-    except ImportError:
-        raise RunError("--from-logs needs auditor.logs (the log parser), which is not installed") from None
     p = Path(path)
     if p.is_dir():
         cands = [p / "train.log"] if (p / "train.log").is_file() else sorted(list(p.glob("*.log")) + list(p.glob("*.txt")))
@@ -198,9 +213,8 @@ def comparable_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in PER_RUN_KEYS}
 
 
-def check_runs(runs: list[SeedRun], track: str, code_bytes_ok=None) -> None:
-    """Refuse inconsistent or out-of-bounds runs. `code_bytes_ok(n)` says whether a run's measured code size
-    matches the code being packaged (None: skip that check, e.g. for --from-logs with --script)."""
+def check_runs(runs: list[SeedRun], track: str) -> None:
+    """Refuse inconsistent or out-of-bounds runs (the shipped code's size is checked by builder.submission)."""
     if track not in TRACKS:
         raise RunError(f"unknown track {track!r}: expected one of {', '.join(TRACKS)}")
     if not runs:
@@ -238,21 +252,28 @@ def check_runs(runs: list[SeedRun], track: str, code_bytes_ok=None) -> None:
     if len(shas) > 1:
         listing = ", ".join(f"{r.seed}:{(r.code_sha256 or 'none')[:12]}" for r in runs)
         raise RunError(f"runs come from different code: code_sha256 differs ({listing})")
+    forms = {r.code_form for r in runs}
+    if len(forms) > 1:
+        listing = ", ".join(f"seed {r.seed}: {r.code_form or 'not recorded'}" for r in runs)
+        raise RunError(f"runs reserved different train_gpt.py forms ({listing}); train every seed with the same "
+                       f"`pgolf train --code-form`")
     sizes = {r.code_bytes for r in runs if r.code_bytes is not None}
     if len(sizes) > 1:
         listing = ", ".join(f"{r.code_bytes} (seed {r.seed})" for r in runs)
-        raise RunError(f"runs come from different code: they measured different code sizes: {listing}")
-    if code_bytes_ok is not None:
-        for r in runs:
-            if r.code_bytes is not None and not code_bytes_ok(r.code_bytes):
-                raise RunError(
-                    f"{r.source}: the run measured {r.code_bytes} code bytes, which matches neither the plain nor the "
-                    f"packaged train_gpt.py of the current trainer: the runs come from different code or configuration"
-                )
+        raise RunError(f"runs come from different code: they measured different code sizes: {listing} (trainer "
+                       f"source changed between runs, or they were trained with different `--code-form`)")
     if track == "10min_16mb" and len(runs) < RECORD_MIN_SEEDS:
         raise RunError(f"the record track needs at least {RECORD_MIN_SEEDS} seeds, got {len(runs)} (use --track non_record_16mb)")
     if track == "10min_16mb":
         for r in runs:
+            scope = r.validation_scope()
+            if scope is not None and scope["partial"]:
+                raise RunError(
+                    f"{r.source}: seed {r.seed} scored only {scope['scored_tokens']:,} validation tokens"
+                    + (f" of {scope['available_tokens']:,}" if scope["available_tokens"] else "")
+                    + f" (VAL_MAX_TOKENS={scope['val_max_tokens']}): the record track needs the full validation "
+                    f"split; retrain without --val-max-tokens or use --track non_record_16mb"
+                )
             if r.train_time_ms > MAX_TRAIN_SECONDS * 1000.0:
                 raise RunError(f"{r.source}: seed {r.seed} trained {r.train_time_ms / 1000:.1f} s, over the record track's {MAX_TRAIN_SECONDS:.0f} s")
             if r.eval_time_ms is not None and r.eval_time_ms > MAX_EVAL_SECONDS * 1000.0:

@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import readme as readme_mod
-from builder.inline import ENTRY, InlineError, baked_config_for, inline_package, trainer_root
 from builder.plot import loss_curve_png
 from builder.runs import (
     MAX_ARTIFACT_BYTES, MAX_EVAL_SECONDS, MAX_TRAIN_SECONDS, RECORD_MIN_SEEDS, RunError, SeedRun, check_runs,
     check_sizes, load_log_run, load_run_dir,
 )
+from builder.ship import Form, Shipped, form_from_flags, parse_form, shipped_script, shipped_source
 from builder.stats import mean, sample_std, significance
-from builder.wrap import WRAPS, minify, wrap
 from trainer.errors import PgolfError
 
 
@@ -37,9 +36,12 @@ class BuildOptions:
     github_id: str
     track: str = "10min_16mb"
     out: str = "records"
-    wrap: str = "none"
-    minify: bool = False
-    specialize: bool | None = None  # None: specialize wrapped builds only (builder.specialize)
+    # The shipped form. None everywhere: the form the runs reserved (`pgolf train --code-form`). A given flag
+    # overrides that form's part; a form that differs from the runs' is refused (their logs count other bytes).
+    wrap: str | None = None
+    minify: bool | None = None
+    specialize: bool | None = None  # None with --wrap given: specialize exactly when wrapped (builder.specialize)
+    code_form: str | None = None
     sota_bpb: list = field(default_factory=list)
     blurb: str | None = None
     force: bool = False
@@ -53,7 +55,8 @@ class BuildResult:
     folder: Path
     files: list
     submission: dict
-    code_sizes: dict  # plain / minified / shipped byte counts
+    code_sizes: dict  # bytes after each stage (builder.ship.Shipped.sizes)
+    form: str = "plain"  # the shipped form's name
 
 
 def slug(name: str) -> str:
@@ -92,32 +95,55 @@ def _fmt(v, spec=".4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def make_code(opts: BuildOptions, runs: list[SeedRun]) -> tuple[str, dict, dict | None]:
-    """(shipped train_gpt.py text, sizes, baked config)."""
+def requested_form(opts: BuildOptions, base: Form) -> Form:
+    """The form this build ships: `base` (the runs' form) with --code-form or --minify/--wrap/--specialize applied."""
+    if opts.code_form is not None:
+        if (opts.minify, opts.wrap, opts.specialize) != (None, None, None):
+            raise PgolfError("--code-form names the whole form: do not combine it with --minify/--wrap/--specialize")
+        return parse_form(opts.code_form)
+    return form_from_flags(opts.minify, opts.wrap, opts.specialize, base)
+
+
+def runs_form(runs: list[SeedRun]) -> Form | None:
+    """The code form every run reserved (None for runs that did not record one)."""
+    name = runs[0].code_form  # check_runs has made sure every run reserved the same form
+    return None if name is None else parse_form(name, where=f"{runs[0].source}: code_form")
+
+
+def make_code(opts: BuildOptions, runs: list[SeedRun]) -> Shipped:
+    """The shipped train_gpt.py, in the runs' reserved form unless the options ask for another (then refused with
+    exactly what differs, because the runs' logs count the bytes of the form they reserved)."""
     if opts.from_logs:
         if not opts.script:
             raise PgolfError("--from-logs needs --script PATH (the train_gpt.py that produced the logs)")
         p = Path(opts.script)
         if not p.is_file():
             raise PgolfError(f"--script {p}: no such file")
-        text = p.read_text(encoding="utf-8")
-        shipped = wrap(minify(text) if opts.minify else text, opts.wrap)
-        return shipped, {"plain": len(text.encode()), "shipped": len(shipped.encode())}, None
-    baked = baked_config_for(runs[0].config)
-    plain = inline_package(trainer_root(), ENTRY, baked_config=baked).source
-    sizes = {"plain": len(plain.encode())}
-    text = plain
-    if opts.specialize or (opts.specialize is None and opts.wrap != "none"):
-        from builder.specialize import frozen_values
-
-        text = inline_package(trainer_root(), ENTRY, baked_config=baked, frozen=frozen_values(baked)).source
-        sizes["specialized"] = len(text.encode())
-    if opts.minify:
-        text = minify(text)
-        sizes["minified"] = len(text.encode())
-    shipped = wrap(text, opts.wrap)
-    sizes["shipped"] = len(shipped.encode())
-    return shipped, sizes, baked
+        form = requested_form(opts, Form())
+        return shipped_script(p.read_text(encoding="utf-8"), form)
+    reserved = runs_form(runs)
+    form = requested_form(opts, reserved or Form())
+    if reserved is not None and form != reserved:
+        shipped = shipped_source(runs[0].config, form)
+        r = runs[0]
+        raise RunError(
+            f"the runs reserved code form {reserved.name} ({r.code_bytes:,} bytes, `pgolf train --code-form "
+            f"{reserved.name}`) but this build ships {form.name} ({shipped.code_bytes:,} bytes): "
+            f"{', '.join(reserved.differences(form))}; the logs' `Code size` lines must equal the shipped file "
+            f"(audit PG102): drop the form flags to ship {reserved.name}, or retrain with `pgolf train --code-form "
+            f"{form.name}`"
+        )
+    shipped = shipped_source(runs[0].config, form)
+    for r in runs:
+        if r.code_bytes is not None and r.code_bytes != shipped.code_bytes:
+            how = f"reserved {r.code_bytes:,} bytes for form {form.name}" if reserved else \
+                f"measured {r.code_bytes:,} code bytes (no form recorded; this build ships {form.name})"
+            raise RunError(
+                f"{r.source}: the run {how}, but the current trainer's {form.name} train_gpt.py for this "
+                f"configuration is {shipped.code_bytes:,} bytes: the runs come from different trainer code"
+                + ("" if reserved else "; pass the form the run reserved with --code-form")
+            )
+    return shipped
 
 
 def load_runs(opts: BuildOptions) -> list[SeedRun]:
@@ -127,8 +153,6 @@ def load_runs(opts: BuildOptions) -> list[SeedRun]:
 
 
 def build(opts: BuildOptions) -> BuildResult:
-    if opts.wrap not in WRAPS:
-        raise PgolfError(f"--wrap {opts.wrap!r}: expected one of {', '.join(WRAPS)}")
     for label, val in (("--name", opts.name), ("--author", opts.author), ("--github-id", opts.github_id)):
         if not val or not val.strip():
             raise PgolfError(f"{label} must not be empty")
@@ -139,27 +163,25 @@ def build(opts: BuildOptions) -> BuildResult:
     folder = Path(opts.out) / f"track_{opts.track}" / f"{date}_{slug(opts.name)}"
     if folder.exists() and not opts.force:
         raise PgolfError(f"{folder} already exists (pass --force to replace it)")
-    check_runs(runs, opts.track)  # seeds, configuration, track limits: before any (slow) inlining
-    shipped, sizes, baked = make_code(opts, runs)
-    if not opts.from_logs:
-        ok = {sizes["plain"], sizes["shipped"], sizes.get("minified", -1)}
-        check_runs(runs, opts.track, code_bytes_ok=lambda n: n in ok)
+    check_runs(runs, opts.track)  # seeds, configuration, validation scope, track limits: before any (slow) inlining
+    code = make_code(opts, runs)
+    sizes, baked, shipped = code.sizes, (code.baked if not opts.from_logs else None), code.text
     check_sizes(runs, sizes["shipped"])
 
     files: dict[str, bytes] = {"train_gpt.py": shipped.encode("utf-8")}
     for r in runs:
         files[f"train_seed{r.seed}.log"] = r.log_text.encode("utf-8")
     config = runs[0].config
-    reqs = _requirements(config, opts.wrap, shipped if opts.from_logs else None)
+    reqs = _requirements(config, code.form.wrap, shipped if opts.from_logs else None)
     if reqs:
         files["requirements.txt"] = ("\n".join(reqs) + "\n").encode()
     sub = submission_dict(opts, runs, sizes["shipped"], date, config)
     files["submission.json"] = (json.dumps(sub, indent=2) + "\n").encode()
     title = f"{opts.name}: val_bpb {sub['val_bpb']:.4f} ({len(runs)} seeds)"
     files["loss_curve.png"] = loss_curve_png(runs, title)
-    files["README.md"] = readme_text(opts, runs, sub, sizes, baked, reqs, sorted(files) + ["README.md"]).encode("utf-8")
+    files["README.md"] = readme_text(opts, runs, sub, code, reqs, sorted(files) + ["README.md"]).encode("utf-8")
     _write_folder(folder, files, opts.force)
-    return BuildResult(folder=folder, files=sorted(files), submission=sub, code_sizes=sizes)
+    return BuildResult(folder=folder, files=sorted(files), submission=sub, code_sizes=sizes, form=code.form.name)
 
 
 def submission_dict(opts: BuildOptions, runs: list[SeedRun], code_bytes: int, date: str, config: dict | None) -> dict:
@@ -193,6 +215,7 @@ def submission_dict(opts: BuildOptions, runs: list[SeedRun], code_bytes: int, da
         "val_loss_std": sample_std(losses),
         "seeds": [r.seed for r in runs],
         "seed_results": seed_results,
+        "validation": validation_summary(runs),
         "bytes_total": max(totals),
         "bytes_code": code_bytes,
         "hardware": runs[0].hardware,
@@ -206,6 +229,7 @@ def submission_dict(opts: BuildOptions, runs: list[SeedRun], code_bytes: int, da
             # pgolf's TTT scores each chunk before training on it; runs from other scripts cannot be verified here.
             "score_first_ttt": True if ttt is not None else None,
             "three_seeds": len(runs) >= RECORD_MIN_SEEDS,
+            "full_validation": _full_validation(runs),
         },
     }
     if opts.sota_bpb:
@@ -223,6 +247,27 @@ def submission_dict(opts: BuildOptions, runs: list[SeedRun], code_bytes: int, da
     return sub
 
 
+def validation_summary(runs: list[SeedRun]) -> dict:
+    """What the scores were measured on: the full validation split, a prefix of it, or unknown (bare logs)."""
+    scopes = [r.validation_scope() for r in runs]
+    if any(s is None for s in scopes):
+        return {"scope": "unknown", "note": "packaged from logs; the validation scope is not recorded"}
+    partial = [s for s in scopes if s["partial"]]
+    out = {"scope": "partial" if partial else "full",
+           "scored_tokens": min(s["scored_tokens"] for s in scopes)}
+    if any(s.get("available_tokens") is not None for s in scopes):
+        out["available_tokens"] = max(s.get("available_tokens") or 0 for s in scopes)
+    if partial:
+        out["val_max_tokens"] = max(s["val_max_tokens"] for s in partial)
+        out["note"] = "scored on a prefix of the validation split (VAL_MAX_TOKENS): not a challenge score"
+    return out
+
+
+def _full_validation(runs: list[SeedRun]) -> bool | None:
+    scope = validation_summary(runs)["scope"]
+    return None if scope == "unknown" else scope == "full"
+
+
 def _default_blurb(config: dict | None, runs: list[SeedRun]) -> str:
     if config is None:
         return f"{len(runs)} seeds packaged from challenge-style logs with pgolf build"
@@ -231,8 +276,9 @@ def _default_blurb(config: dict | None, runs: list[SeedRun]) -> str:
             f"{len(runs)} seeds packaged with pgolf build")
 
 
-def readme_text(opts, runs, sub, sizes, baked, reqs, files) -> str:
+def readme_text(opts, runs, sub, code: Shipped, reqs, files) -> str:
     config = runs[0].config
+    sizes, baked = code.sizes, (code.baked if config is not None else None)
     rows = []
     for r in runs:
         rows.append(dict(
@@ -252,10 +298,13 @@ def readme_text(opts, runs, sub, sizes, baked, reqs, files) -> str:
     else:
         sig_text = "No reference score was given (`--sota-bpb`), so no significance test was run."
     code_note = []
+    if sizes.get("specialized"):
+        code_note.append(f"specialized to the run's switches ({sizes['specialized']:,})")
     if sizes.get("minified"):
-        code_note.append(f"minified from {sizes['plain']:,}")
-    if opts.wrap != "none":
-        code_note.append(f"{opts.wrap}-compressed self-extracting wrapper")
+        code_note.append(f"minified to {sizes['minified']:,}")
+    if code.form.wrap != "none":
+        code_note.append(f"{code.form.wrap}-compressed self-extracting wrapper")
+    code_note.append(f"form `{code.form.name}`")
     hw = sub["hardware"] or "unknown hardware"
     ctx = dict(
         name=opts.name, val_bpb=sub["val_bpb"], val_bpb_std=sub["val_bpb_std"], val_loss=sub["val_loss"],
@@ -263,7 +312,7 @@ def readme_text(opts, runs, sub, sizes, baked, reqs, files) -> str:
         bytes_total_mb=sub["bytes_total"] / 1e6, bytes_code=sub["bytes_code"], hardware=hw, blurb=sub["blurb"],
         author=opts.author, github_id=opts.github_id, track=opts.track, date=sub["date"], seed_rows=rows,
         scored_label=runs[0].scored_label or "final metric", code_note=", ".join(code_note),
-        significance_text=sig_text,
+        significance_text=sig_text, validation=sub["validation"],
         architecture=readme_mod.architecture_rows(config) if config else [],
         techniques=readme_mod.technique_list(config) if config else [],
         script_name=Path(opts.script).name if opts.script else "train_gpt.py",
@@ -277,6 +326,8 @@ def readme_text(opts, runs, sub, sizes, baked, reqs, files) -> str:
             ("Evaluation ≤ 600 s", "yes" if sub["compliance"]["eval_under_600s"] else "NO"),
             ("Score-first TTT", "not verified" if config is None else ("yes" if config.get("ttt_enabled") else "yes (no test-time training)")),
             ("At least 3 seeds", "yes" if sub["compliance"]["three_seeds"] else "NO"),
+            ("Full validation split", {True: "yes", False: "NO (partial validation)", None: "not recorded"}[
+                sub["compliance"]["full_validation"]]),
         ],
         pytorch_version=sub["pytorch_version"] or "unknown", cuda_version=sub["cuda_version"], files=files,
     )

@@ -48,7 +48,7 @@ def shared_data() -> Path:
 
 
 def run_pgolf(*args, env=None, cwd=None, timeout=600, check=True) -> subprocess.CompletedProcess:
-    """Run `python -m trainer ARGS` (the `pgolf` console script) in a subprocess."""
+    """Run `python -m pgolf ARGS` (the `pgolf` console script) in a subprocess."""
     full_env = dict(os.environ)
     full_env.pop("RANK", None)
     full_env.pop("WORLD_SIZE", None)
@@ -57,7 +57,7 @@ def run_pgolf(*args, env=None, cwd=None, timeout=600, check=True) -> subprocess.
     if env:
         full_env.update(env)
     proc = subprocess.run(
-        [sys.executable, "-m", "trainer", *map(str, args)], capture_output=True, text=True, env=full_env,
+        [sys.executable, "-m", "pgolf", *map(str, args)], capture_output=True, text=True, env=full_env,
         cwd=cwd or REPO, timeout=timeout,
     )
     if check and proc.returncode != 0:
@@ -73,3 +73,18 @@ def tiny_data(tmp_path_factory) -> dict:
     models = sorted(glob.glob(str(out / "*.model")))
     assert models, f"data build wrote no tokenizer model in {out}"
     return {"data": out, "tokenizer": Path(models[0])}
+
+
+@pytest.fixture(scope="session")
+def short_val_data(tiny_data, tmp_path_factory) -> dict:
+    """tiny_data whose validation split is only its first 4,097 tokens, so a run scores the *full* split in a blink
+    (record-track builds refuse partial validation, VAL_MAX_TOKENS)."""
+    import shutil
+
+    from trainer.shards import read_shard, shard_paths, write_shard
+
+    out = tmp_path_factory.mktemp("short_val_data")
+    for f in shard_paths(tiny_data["data"], "train"):
+        shutil.copy(f, out)
+    write_shard(out / "fineweb_val_000000.bin", read_shard(shard_paths(tiny_data["data"], "val")[0])[:4097])
+    return {"data": out, "tokenizer": tiny_data["tokenizer"]}

@@ -17,17 +17,19 @@ from conftest import run_pgolf
 # Small enough to train in a few seconds on one CPU thread, with validation points and per-step losses.
 TINY_ARGS = ["--preset", "tiny", "--iterations", "3", "--train-batch-tokens", "1024", "--val-max-tokens", "4096",
              "--val-loss-every", "2", "--train-log-every", "1"]
+# The same on short_val_data, whose whole validation split is 4,097 tokens: record-track builds need full validation.
+RECORD_ARGS = [a for a in TINY_ARGS if a not in ("--val-max-tokens", "4096")]
 SEEDS = (11, 12)
 PGOLF_PACKAGES = ("trainer", "builder", "auditor", "pgolf")
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_data, tmp_path_factory):
+def runs(short_val_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("build_runs")
     out = {}
     for seed in SEEDS:
         d = root / f"seed{seed}"
-        run_pgolf("train", *TINY_ARGS, "--data", tiny_data["data"], "--tokenizer", tiny_data["tokenizer"],
+        run_pgolf("train", *RECORD_ARGS, "--data", short_val_data["data"], "--tokenizer", short_val_data["tokenizer"],
                   "--out", d, "--seed", seed)
         out[seed] = d
     # A third seed for the record track: the same run relabelled (the builder only checks consistency).
@@ -75,21 +77,20 @@ def _run_built(script_text: str, tiny_data, workdir: Path, seed: int) -> tuple[d
 
 # Brotli wrapping of the same source is covered by tests/test_build_wrap.py; one wrapped form keeps this file fast.
 @pytest.mark.parametrize("form", ["plain", "minified+lzma"])
-def test_built_script_reproduces_pgolf_train(runs, tiny_data, tmp_path, form):
-    from builder.submission import BuildOptions, make_code
+def test_built_script_reproduces_pgolf_train(runs, short_val_data, tmp_path, form):
     from builder.runs import load_run_dir
+    from builder.ship import parse_form, shipped_source
 
     seed = SEEDS[0]
     run = load_run_dir(runs[seed])
-    opts = BuildOptions(runs=[], name="x", author="a", github_id="g", minify=form.startswith("minified"),
-                        wrap={"plain": "none", "minified+lzma": "lzma"}[form])
-    code, sizes, baked = make_code(opts, [run])
+    shipped = shipped_source(run.config, parse_form(form))
+    code, sizes, baked = shipped.text, shipped.sizes, shipped.baked
     assert baked["iterations"] == 3 and "seed" not in baked and "data_path" not in baked
     if form == "plain":
-        assert sizes["plain"] == run.code_bytes  # pgolf train reserved exactly this file's size
+        assert sizes["shipped"] == run.code_bytes and run.code_form == "plain"  # pgolf train reserved this file's size
     else:
-        assert sizes["shipped"] < sizes["plain"] and code.count("\n") <= 5
-    got, blob, _ = _run_built(code, tiny_data, tmp_path / form, seed)
+        assert sizes["shipped"] < sizes["minified"] < sizes["plain"] and code.count("\n") <= 5
+    got, blob, _ = _run_built(code, short_val_data, tmp_path / form.replace("+", "_"), seed)
     want = json.loads((runs[seed] / "metrics.json").read_text())
     assert got["history"]["train"] and [r[:2] for r in got["history"]["train"]] == [r[:2] for r in want["history"]["train"]]
     assert [r[:3] for r in got["history"]["val"]] == [r[:3] for r in want["history"]["val"]]
@@ -122,7 +123,8 @@ def test_record_folder_contents_and_determinism(runs, tmp_path):
     assert sub["seed_results"]["12"]["steps"] == 3
     assert sub["seed_results"]["12"]["artifact_bytes"] == metrics[12]["model_bytes"] + code_bytes
     assert sub["compliance"] == {"artifact_under_16mb": True, "train_under_600s": True, "eval_under_600s": True,
-                                 "score_first_ttt": True, "three_seeds": True}
+                                 "score_first_ttt": True, "three_seeds": True, "full_validation": True}
+    assert sub["validation"] == {"scope": "full", "scored_tokens": 4096, "available_tokens": 4097}
     assert sub["track"] == "10min_16mb" and sub["author"] == "Test Author" and sub["github_id"] == "tester"
     for key in ("delta_bpb", "delta_nats", "p_value", "t_statistic", "welch_df"):
         assert key in sub
@@ -140,15 +142,16 @@ def test_record_folder_contents_and_determinism(runs, tmp_path):
     assert "requirements.txt" not in names  # int8+zlib with no wrapper needs nothing extra
 
 
-def test_wrapped_build_lists_requirements(runs, tmp_path):
-    _build([runs[s] for s in SEEDS], tmp_path, "--track", "non_record_16mb", "--wrap", "brotli")
-    (f,) = _folders(tmp_path)
-    assert f.parent.name == "track_non_record_16mb"
-    assert (f / "requirements.txt").read_text() == "brotli\n"
-    text = (f / "train_gpt.py").read_text()
-    assert text.startswith("import brotli,base64 as B,linecache as C\n")
-    sub = json.loads((f / "submission.json").read_text())
-    assert sub["bytes_code"] == len(text.encode()) and sub["compliance"]["three_seeds"] is False
+def test_build_refuses_a_form_the_runs_did_not_reserve(runs, tmp_path):
+    """Plain-reserved runs built with --minify --wrap brotli: their logs count the plain file's bytes, so the folder
+    would fail its audit (PG102); the build says exactly what differs instead. (Wrapped builds of runs that reserved
+    the wrapped form are tested in test_build_forms_audit.py.)"""
+    _refused([runs[s] for s in SEEDS], tmp_path / "out", "the runs reserved code form plain", "--track",
+             "non_record_16mb", "--minify", "--wrap", "brotli")
+    proc = _build([runs[s] for s in SEEDS], tmp_path / "out", "--track", "non_record_16mb", "--minify", "--wrap",
+                  "brotli", check=False)
+    assert "this build ships brotli" in proc.stderr and "specialize no -> yes, minify no -> yes, wrap none -> brotli" \
+        in proc.stderr and "pgolf train --code-form brotli" in proc.stderr
 
 
 def test_from_logs_packages_bare_logs(runs, tmp_path):
@@ -222,7 +225,7 @@ def test_refuses_runs_from_other_code(runs, tmp_path):
     dirs = [_copy(runs, s, tmp_path, f"old{s}") for s in (11, 12, 13)]
     for x in dirs:
         _edit_json(x / "metrics.json", code_bytes=12345)
-    _refused(dirs, tmp_path / "out2", "matches neither the plain nor the packaged train_gpt.py")
+    _refused(dirs, tmp_path / "out2", "the runs come from different trainer code")
     dirs = [_copy(runs, s, tmp_path, f"sha{s}") for s in (11, 12, 13)]
     _edit_json(dirs[1] / "metrics.json", code_sha256="0" * 64)
     _refused(dirs, tmp_path / "out3", "runs come from different code: code_sha256 differs")
@@ -276,15 +279,16 @@ def test_record_stack_minified_and_wrapped_reproduces_pgolf_train(tiny_data, tmp
     """The record preset scaled to CPU (int6 export, EMA, late QAT, sliding eval, legal TTT) through the
     minifier and the LZMA wrapper: identical losses, scores and artifact."""
     from builder.runs import load_run_dir
-    from builder.submission import BuildOptions, make_code
+    from builder.ship import Form, shipped_source
 
     run_dir = tmp_path / "record_tiny"
     run_pgolf("train", "--preset", "record", "--scale", "tiny", "--iterations", "4", "--val-max-tokens", "8192",
               "--data", tiny_data["data"], "--tokenizer", tiny_data["tokenizer"], "--out", run_dir, "--seed", 5)
     run = load_run_dir(run_dir)
-    code, sizes, baked = make_code(BuildOptions(runs=[], name="x", author="a", github_id="g", minify=True, wrap="lzma"), [run])
+    shipped = shipped_source(run.config, Form(minify=True, wrap="lzma"))  # unspecialized: every code path kept
+    code, baked = shipped.text, shipped.baked
     assert baked["ttt_enabled"] == 1 and baked.get("compressor", "zlib") == run.config["compressor"]
-    assert sizes["plain"] == run.code_bytes
+    assert shipped.sizes["plain"] == run.code_bytes
     got, blob, _ = _run_built(code, tiny_data, tmp_path / "built", 5)
     want = json.loads((run_dir / "metrics.json").read_text())
     assert [r[:2] for r in got["history"]["train"]] == [r[:2] for r in want["history"]["train"]]

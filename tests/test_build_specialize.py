@@ -76,14 +76,14 @@ def test_frozen_values_cover_switches_and_only_off_numeric_switches():
 
 
 def test_specialized_record_build_is_deterministic_smaller_and_parses():
-    from builder.inline import build_source
+    from builder.ship import Form, shipped_source
     from trainer.config import Hyperparameters
     from trainer.presets import get_preset
 
     config = Hyperparameters.resolve(preset=get_preset("record"), env={}).to_dict()
-    a = build_source(config, specialize=True)
-    assert a == build_source(config, specialize=True)
-    plain = build_source(config)
+    a = shipped_source(config, Form(specialize=True)).text
+    assert a == shipped_source(config, Form(specialize=True)).text
+    plain = shipped_source(config, Form()).text
     assert len(a) < len(plain)
     assert "def eval_ttt(" in a and "class WeightEMA" in a  # the record stack keeps TTT and EMA ...
     for gone in ("class WeightSWA", "def collect_hessians", "def generate_calibration"):  # ... SWA and GPTQ go
@@ -102,17 +102,16 @@ def tiny_run(tiny_data, tmp_path_factory):
 
 def _specialized_code(run_dir):
     from builder.runs import load_run_dir
-    from builder.submission import BuildOptions, make_code
+    from builder.ship import parse_form, shipped_source
 
     run = load_run_dir(run_dir)
-    opts = BuildOptions(runs=[], name="x", author="a", github_id="g", minify=True, wrap="lzma", specialize=True)
-    code, sizes, _baked = make_code(opts, [run])
-    return code, sizes, run
+    shipped = shipped_source(run.config, parse_form("lzma"))  # specialized + minified + lzma
+    return shipped.text, shipped.sizes, run
 
 
 def test_specialized_wrapped_build_reproduces_pgolf_train(tiny_run, tiny_data, tmp_path):
     code, sizes, run = _specialized_code(tiny_run)
-    assert sizes["plain"] == run.code_bytes and sizes["specialized"] < sizes["plain"]
+    assert run.code_form == "plain" and sizes["specialized"] < run.code_bytes  # the run reserved the plain file
     got, blob, _ = _run_built(code, tiny_data, tmp_path / "built", 21)
     want = json.loads((tiny_run / "metrics.json").read_text())
     assert [r[:2] for r in got["history"]["train"]] == [r[:2] for r in want["history"]["train"]]
@@ -146,7 +145,7 @@ def test_specialized_record_stack_reproduces_pgolf_train(tiny_data, tmp_path):
     run_pgolf("train", "--preset", "record", "--scale", "tiny", "--iterations", "4", "--val-max-tokens", "8192",
               "--data", tiny_data["data"], "--tokenizer", tiny_data["tokenizer"], "--out", run_dir, "--seed", 5)
     code, sizes, run = _specialized_code(run_dir)
-    assert run.config["ttt_enabled"] == 1 and sizes["specialized"] < sizes["plain"]
+    assert run.config["ttt_enabled"] == 1 and sizes["specialized"] < run.code_bytes  # the run reserved the plain file
     got, blob, _ = _run_built(code, tiny_data, tmp_path / "built", 5)
     want = json.loads((run_dir / "metrics.json").read_text())
     assert [r[:2] for r in got["history"]["train"]] == [r[:2] for r in want["history"]["train"]]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.cli import main
+from pgolf.cli import main
 from trainer.data_cli import add_parser
 from trainer.shards import read_shard
 
@@ -47,9 +47,9 @@ def test_every_option_is_described():
 def test_help_through_the_entry_point():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for args in (["data", "--help"], ["data", "fetch", "--help"], ["data", "build", "--help"], ["data", "stats", "--help"]):
-        r = subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True, env=env, timeout=120)
+        r = subprocess.run([sys.executable, "-m", "pgolf", *args], capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 0 and r.stdout.startswith("usage: pgolf data"), r.stderr
-    r = subprocess.run([sys.executable, "-m", "trainer", "data"], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "pgolf", "data"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "SUBCOMMAND" in r.stderr
 
 

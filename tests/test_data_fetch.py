@@ -178,7 +178,7 @@ def test_offline_cli_with_real_hub_library(tmp_path):
     # HF_HUB_OFFLINE makes the real huggingface_hub refuse the network: no request leaves this machine.
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(ROOT))
     env.pop("MATCHED_FINEWEB_REPO_ID", None)
-    r = subprocess.run([sys.executable, "-m", "trainer", "data", "fetch", "--train-shards", "1", "--out", str(tmp_path / "d")],
+    r = subprocess.run([sys.executable, "-m", "pgolf", "data", "fetch", "--train-shards", "1", "--out", str(tmp_path / "d")],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert r.returncode == 2, r.stderr
     err_lines = [line for line in r.stderr.splitlines() if line.startswith("pgolf: error:")]

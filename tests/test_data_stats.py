@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.cli import main
+from pgolf.cli import main
 from trainer.data_stats import data_stats, format_stats
 from trainer.errors import PgolfError
 from trainer.shards import read_shard, write_shard

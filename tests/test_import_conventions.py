@@ -9,8 +9,16 @@ import pytest
 
 from builder.inline import ENTRY, check_name_collisions, collect_modules, inline_package, top_level_bindings, trainer_root
 
-NOT_SINGLE_FILE = {"trainer.cli", "trainer.data_cli", "trainer.data_build", "trainer.data_fetch", "trainer.data_stats",
-                   "trainer.train_cli", "trainer.presets", "trainer.__main__"}
+NOT_SINGLE_FILE = {"trainer.data_cli", "trainer.data_build", "trainer.data_fetch", "trainer.data_stats",
+                   "trainer.presets", "trainer.preflight"}
+ROOT = trainer_root()
+# package -> first-party packages it may import (imports point down; only `pgolf`, the CLI, sees all three parts)
+ALLOWED = {
+    "trainer": {"trainer"},
+    "auditor": {"auditor", "trainer"},  # trainer.errors only (checked below)
+    "builder": {"builder", "trainer", "auditor"},  # auditor.logs parses --from-logs runs
+    "pgolf": {"pgolf", "trainer", "builder", "auditor"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +84,33 @@ def test_inlined_trainer_is_self_contained():
     assert src.count('if __name__ == "__main__":') == 1
     for m in ("trainer/config.py", "trainer/model.py", "trainer/train.py"):
         assert f"# ---- {m} ----" in src
+
+
+def _first_party_imports(path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield node.lineno, a.name
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+            arg = node.args[0] if node.args else None
+            yield node.lineno, arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else "<dynamic>"
+
+
+def test_imports_point_down():
+    """trainer imports none of the others, the auditor only trainer.errors, and no package imports our own modules
+    through importlib (plain imports only between our packages)."""
+    for pkg, allowed in ALLOWED.items():
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            if "shims" in path.parts:  # files copied into the sandbox, not imported by pgolf
+                continue
+            for line, mod in _first_party_imports(path):
+                top = mod.split(".")[0]
+                where = f"{path.relative_to(ROOT)}:{line}"
+                # the auditor discovers its own rule modules by name; elsewhere a computed import hides a dependency
+                assert mod != "<dynamic>" or pkg == "auditor", f"{where}: importlib.import_module of a computed name"
+                if top in ALLOWED:
+                    assert top in allowed, f"{where}: {pkg} imports {mod} (imports must point down)"
+                    if pkg == "auditor" and top == "trainer":
+                        assert mod == "trainer.errors", f"{where}: the auditor imports {mod} (only trainer.errors)"

@@ -141,10 +141,10 @@ def test_two_process_gloo_matches_single_process(tiny_data, tmp_path, tiny_run):
               "--seed", "3", "--iterations", "8", "--val-loss-every", "0", "--warmdown-iters", "4"]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", SAVE_RAW_MODEL="1", **FAST_ENV)
     # Same global batch and the same sequences: 1 process x 2 micro-batches vs 2 processes x 1 micro-batch.
-    subprocess.run([sys.executable, "-m", "trainer", "train", *common, "--grad-accum-steps", "2", "--out", str(one)],
+    subprocess.run([sys.executable, "-m", "pgolf", "train", *common, "--grad-accum-steps", "2", "--out", str(one)],
                    env=env, check=True, capture_output=True, timeout=600)
     proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "trainer", "train", *common, "--grad-accum-steps", "1",
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "pgolf", "train", *common, "--grad-accum-steps", "1",
          "--out", str(two)],
         env=env, capture_output=True, text=True, timeout=600,
     )

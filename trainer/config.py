@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -197,33 +198,46 @@ class Hyperparameters:
 def _coerce(name, raw, typ, meta, where):
     try:
         if typ is bool or typ is int:
-            if isinstance(raw, str):
-                val = int(float(raw)) if raw.strip().lower() not in ("true", "false") else int(raw.strip().lower() == "true")
+            if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+                val = int(raw.strip().lower() == "true")
             else:
-                val = int(raw)
+                num = float(raw) if isinstance(raw, str) else raw
+                # an integer field must get an integral, finite number: 2.7 is not silently 2, inf is no count
+                if isinstance(num, float) and (not math.isfinite(num) or not num.is_integer()):
+                    raise ConfigError(f"{where}: {meta['env']} expects an integer, got {raw!r}")
+                val = int(num)
         elif typ is float:
             val = float(raw)
+            if not math.isfinite(val):
+                raise ConfigError(f"{where}: {meta['env']} expects a finite number, got {raw!r}")
         else:
             val = str(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{where}: {meta['env']} expects {typ.__name__}, got {raw!r}") from None
     if meta.get("choices") and val not in meta["choices"]:
         raise ConfigError(f"{where}: {meta['env']} expects one of {', '.join(meta['choices'])}, got {val!r}")
     return val
 
 
-def add_cli_flags(parser: argparse.ArgumentParser) -> None:
-    """One --flag per field, grouped, each with help naming its environment variable and default."""
+def add_cli_flags(parser: argparse.ArgumentParser, aliases: dict | None = None) -> None:
+    """One --flag per field, grouped, each with help naming its environment variable and default.
+
+    aliases: field -> extra flag name (e.g. data_path -> --data), listed with the field's own flag."""
     groups = {}
     for name, _typ, default, meta in Hyperparameters.fields_meta():
         g = groups.get(meta["group"])
         if g is None:
             g = groups[meta["group"]] = parser.add_argument_group(f"{meta['group']} hyperparameters")
         typ = type(default)
+        flags = [f"--{name.replace('_', '-')}"]
+        if aliases and name in aliases:
+            flags.insert(0, aliases[name])
+        shown = "\"\"" if default == "" else default
         g.add_argument(
-            f"--{name.replace('_', '-')}", dest=f"hp_{name}", default=None, metavar=meta["env"],
-            type=str if typ is bool else typ, choices=meta.get("choices"),
-            help=f"{meta['help']} [env {meta['env']}, default {default!r}]",
+            *flags, dest=f"hp_{name}", default=None, metavar=meta["env"],
+            # ints parse as numbers so `--num-layers 2.7` gets the same one-line error as NUM_LAYERS=2.7
+            type=str if typ in (bool, int) else typ, choices=meta.get("choices"),
+            help=f"{meta['help']} [env {meta['env']}, default {shown}]",
         )
 
 

@@ -14,6 +14,7 @@ import torch
 from trainer.bpb import bits_per_byte, target_bytes
 from trainer.distributed import all_reduce_sum
 from trainer.errors import PgolfError
+from trainer.runlog import Progress
 
 
 def eval_autocast(device: torch.device):
@@ -138,12 +139,12 @@ class SlidingWindows:
 
 
 def score_windows(model, tokens_dev: torch.Tensor, plan: SlidingWindows, lo: int, hi: int, batch_seqs: int, lut,
-                  sums: torch.Tensor, nll_sink=None) -> None:
+                  sums: torch.Tensor, nll_sink=None, progress=None) -> None:
     """Add NLL, token and byte sums of windows [lo, hi) of `plan` into `sums` (float64 [3]).
 
     `tokens_dev` is the whole stream on the scoring device. Every batch has the same [B, seq_len] shape (the last
     one is padded with masked copies), so compiled models see one shape. The caller sets eval mode and the grad
-    context (inference_mode or no_grad).
+    context (inference_mode or no_grad). `progress(windows_done)` is called after each batch (rank-0 log lines).
     """
     if hi <= lo:
         return
@@ -172,11 +173,14 @@ def score_windows(model, tokens_dev: torch.Tensor, plan: SlidingWindows, lo: int
             sums[2] += (target_bytes(x, y, lut).to(torch.float64) * maskd).sum()
             if nll_sink is not None:
                 nll_sink((idx + 1)[mask], nll[mask])
+            if progress is not None:
+                progress(min(b0 + bsz, count))
 
 
-def eval_sliding(model, val_tokens: torch.Tensor, lut, h, ctx=None, nll_sink=None) -> tuple:
+def eval_sliding(model, val_tokens: torch.Tensor, lut, h, ctx=None, nll_sink=None, log=None) -> tuple:
     """Sliding-window eval: EVAL_SEQ_LEN windows every EVAL_STRIDE tokens, each target scored exactly once with
     the most context the plan gives it; EVAL_BATCH_SEQS windows per forward pass; windows split across ranks.
+    `log(line)` gets an `eval_progress:` line every 10 s (this rank's share of the windows).
     """
     rank, world, device = eval_rank_info(ctx, model)
     seq_len = int(h.eval_len)
@@ -193,7 +197,8 @@ def eval_sliding(model, val_tokens: torch.Tensor, lut, h, ctx=None, nll_sink=Non
     model.eval()
     try:
         with torch.inference_mode():
-            score_windows(model, tokens_dev, plan, lo, hi, int(h.eval_batch_seqs), lut, sums, nll_sink)
+            score_windows(model, tokens_dev, plan, lo, hi, int(h.eval_batch_seqs), lut, sums, nll_sink,
+                          Progress(log, "eval", hi - lo, unit="windows") if log is not None else None)
     finally:
         model.train(was_training)
     return finish_bpb(sums)

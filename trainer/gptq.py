@@ -21,6 +21,7 @@ from torch import nn
 
 from trainer.errors import PgolfError
 from trainer.quantize import clip_range, nearest_codes, row_scales
+from trainer.runlog import Progress
 
 
 def hessian_key(weight_name: str) -> str:
@@ -47,12 +48,12 @@ class _HessianAccumulator:
 
 
 @torch.no_grad()
-def collect_hessians(model: nn.Module, batches, layer_filter=None, all_reduce=None) -> dict:
+def collect_hessians(model: nn.Module, batches, layer_filter=None, all_reduce=None, log=None) -> dict:
     """{hessian_key(weight name): H = mean over tokens of xᵀx (fp32)} from running `model` on `batches`.
 
     `batches`: iterable of input id tensors [B, T] (or (x, y) pairs). `layer_filter(weight_name) -> bool` limits
     which matrices are observed. `all_reduce(tensor)` (e.g. a sum across ranks) is applied to each sum and count
-    so every rank ends with the same Hessians.
+    so every rank ends with the same Hessians. `log(line)` gets a `gptq_calibration_progress:` line every 10 s.
     """
     acc = _HessianAccumulator(layer_filter)
     handles = []
@@ -68,6 +69,7 @@ def collect_hessians(model: nn.Module, batches, layer_filter=None, all_reduce=No
     was_training = model.training
     model.eval()
     n_batches = 0
+    progress = Progress(log, "gptq_calibration", len(batches) if hasattr(batches, "__len__") else 0, unit="batches") if log is not None else None
     try:
         for batch in batches:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -76,6 +78,8 @@ def collect_hessians(model: nn.Module, batches, layer_filter=None, all_reduce=No
             else:
                 model(x)
             n_batches += 1
+            if progress is not None:
+                progress(n_batches)
     finally:
         for hd in handles:
             hd.remove()
@@ -99,9 +103,10 @@ def collect_hessians(model: nn.Module, batches, layer_filter=None, all_reduce=No
 
 @torch.no_grad()
 def generate_calibration(model: nn.Module, n_seqs: int, seq_len: int, temperature: float = 0.8, bos_id: int = 1,
-                         generator=None, batch_size: int = 32) -> torch.Tensor:
+                         generator=None, batch_size: int = 32, log=None) -> torch.Tensor:
     """Self-generated calibration text: [n_seqs, seq_len] int64 sequences that start with BOS and are sampled
-    autoregressively from `model.forward_logits` at `temperature` (no training data touched)."""
+    autoregressively from `model.forward_logits` at `temperature` (no training data touched). `log(line)` gets a
+    `gptq_generate_progress:` line every 10 s."""
     if n_seqs <= 0 or seq_len <= 1:
         raise PgolfError(f"generate_calibration: expected n_seqs > 0 and seq_len > 1, got {n_seqs} and {seq_len}")
     if temperature <= 0:
@@ -110,11 +115,14 @@ def generate_calibration(model: nn.Module, n_seqs: int, seq_len: int, temperatur
     was_training = model.training
     model.eval()
     out = []
+    progress = Progress(log, "gptq_generate", n_seqs * (seq_len - 1)) if log is not None else None
     try:
         for start in range(0, n_seqs, batch_size):
             b = min(batch_size, n_seqs - start)
             ids = torch.full((b, 1), bos_id, dtype=torch.long, device=device)
-            for _ in range(seq_len - 1):
+            for t in range(seq_len - 1):
+                if progress is not None:
+                    progress(start * (seq_len - 1) + t * b)
                 logits = model.forward_logits(ids)[:, -1, :].float()
                 probs = torch.softmax(logits / temperature, dim=-1)
                 if generator is not None and generator.device != probs.device:

@@ -57,6 +57,23 @@ class RunLog:
             self._fh = None
 
 
+class Progress:
+    """`<phase>_progress: 35% <unit>:done/total elapsed:12s` lines at most every `every_s` seconds, so a long phase
+    (sliding-window eval, TTT, GPTQ calibration) is never silent. `log` is a RunLog.log (rank 0 writes) or None."""
+
+    def __init__(self, log, phase: str, total: int, unit: str = "tokens", every_s: float = 10.0):
+        self.log, self.phase, self.total, self.unit, self.every_s = log, phase, max(int(total), 1), unit, every_s
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, done: int) -> None:
+        now = time.perf_counter()
+        if self.log is None or now - self.last < self.every_s:
+            return
+        self.last = now
+        self.log(f"{self.phase}_progress: {100.0 * done / self.total:.0f}% {self.unit}:{done}/{self.total} "
+                 f"elapsed:{now - self.t0:.0f}s")
+
+
 def _nvidia_smi() -> str:
     try:
         return subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=10).stdout.strip()

@@ -28,7 +28,7 @@ from trainer.optim import build_optimizers, lr_scale
 from trainer.qat import qat_clip_settings
 from trainer.quantize import qat_bits_by_name
 from trainer.runlog import RunLog, versions_info
-from trainer.shards import shard_paths, write_bytes_atomic
+from trainer.shards import shard_paths, shard_token_count, write_bytes_atomic
 from trainer.ttt import eval_ttt
 
 
@@ -81,21 +81,24 @@ def metric_prefix(h: Hyperparameters) -> str:
     return "final_" + artifact_label(h).replace("+", "_").replace("-", "_")
 
 
-def run(h: Hyperparameters, code_bytes: int = 0, log_console: bool = True) -> dict:
-    """Train, export, reload and evaluate. Returns the metrics written to metrics.json."""
+def run(h: Hyperparameters, code_bytes: int = 0, log_console: bool = True, code_form: str | None = None) -> dict:
+    """Train, export, reload and evaluate. Returns the metrics written to metrics.json.
+
+    code_bytes: bytes of the train_gpt.py that will ship (reserved in the artifact budget); code_form: its form's
+    name (`builder.ship`), recorded in metrics.json so `pgolf build` ships the same form."""
     ctx = init_distributed(h)
     run_id = h.run_id or f"run_seed{h.seed}"
     out_dir = h.out_dir or os.path.join("runs", run_id)
     os.makedirs(out_dir, exist_ok=True)
     log = RunLog(os.path.join(out_dir, "train.log"), ctx.is_main, console=log_console)
     try:
-        return _run(h, ctx, log, out_dir, run_id, code_bytes)
+        return _run(h, ctx, log, out_dir, run_id, code_bytes, code_form)
     finally:
         log.close()
         shutdown()
 
 
-def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
+def _run(h, ctx, log, out_dir, run_id, code_bytes, code_form=None) -> dict:
     device = ctx.device
     is_cuda = device.type == "cuda"
     log.header(h, str(device) + (f" ({torch.cuda.get_device_name(device)})" if is_cuda else ""), ctx.world_size)
@@ -292,9 +295,9 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
             batches = [calib_loader.next_batch(h.train_seq_len * ctx.world_size, h.train_seq_len, 1)[0] for _ in range(per_rank)]
         else:
             gen = torch.Generator(device="cpu").manual_seed(h.seed + 1 + ctx.rank)
-            batches = list(generate_calibration(base_model, per_rank, h.train_seq_len, generator=gen).split(1))
+            batches = list(generate_calibration(base_model, per_rank, h.train_seq_len, generator=gen, log=log.log).split(1))
         with autocast:
-            hessians = collect_hessians(base_model, batches, all_reduce=all_reduce_sum)
+            hessians = collect_hessians(base_model, batches, all_reduce=all_reduce_sum, log=log.log)
         calib_ms = 1000.0 * (time.perf_counter() - t_c)
         log.log(f"gptq:calibration source:{h.gptq_calib_source} seqs:{h.gptq_calib_seqs} time:{calib_ms:.0f}ms")
     label = artifact_label(h)
@@ -309,6 +312,8 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
         blob = fh.read()
     model_bytes = len(blob)
     log.log(f"Serialized model {label}: {model_bytes} bytes")
+    if code_form:
+        log.log(f"code_form:{code_form}")
     log.log(f"Code size: {code_bytes} bytes")
     log.log(f"Total submission size {label}: {model_bytes + code_bytes} bytes")
     budget_ms = train_time_ms + serialize_ms
@@ -330,7 +335,7 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
         full_val = load_validation_tokens(h.data_path, 1, h.val_max_tokens)
     if h.eval_stride > 0:
         t1 = time.perf_counter()
-        s_loss, s_bpb = eval_sliding(eval_model, full_val, lut, h, ctx)
+        s_loss, s_bpb = eval_sliding(eval_model, full_val, lut, h, ctx, log=log.log)
         log.log(f"{prefix}_sliding_window val_loss:{s_loss:.4f} val_bpb:{s_bpb:.4f} stride:{h.eval_stride} eval_time:{1000 * (time.perf_counter() - t1):.0f}ms")
         log.log(f"{prefix}_sliding_window_exact val_loss:{s_loss:.8f} val_bpb:{s_bpb:.8f}")
         final_loss, final_bpb, final_label = s_loss, s_bpb, f"{prefix}_sliding_window"
@@ -354,7 +359,12 @@ def _run(h, ctx, log, out_dir, run_id, code_bytes) -> dict:
         model_bytes=model_bytes, code_bytes=code_bytes, artifact_bytes=model_bytes + code_bytes,
         artifact_label=label, model_params=n_params, world_size=ctx.world_size, stopped_early=stop_after is not None,
         history=history, **versions_info(),
+        # the validation scope: scored targets vs the split's size (VAL_MAX_TOKENS makes a run partial)
+        val_tokens=int((full_val if full_val is not None else val_tokens).numel() - 1),
+        val_tokens_available=sum(shard_token_count(f) for f in shard_paths(h.data_path, "val")),
     )
+    if code_form:
+        metrics["code_form"] = code_form
     if ctx.is_main:
         write_json_atomic(os.path.join(out_dir, "config.json"), h.to_dict())
         write_json_atomic(os.path.join(out_dir, "metrics.json"), metrics)

@@ -193,7 +193,7 @@ def eval_ttt(model, val_tokens: torch.Tensor, lut, h, ctx=None, log=None, nll_si
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     was_training = model.training
     ema_decay = float(h.ttt_ema_decay)
-    t_start = time.perf_counter()
+    t_start = t_emit = time.perf_counter()
     try:
         for p, _flag in saved_flags:
             p.requires_grad_(id(p) not in frozen and _flag)
@@ -225,7 +225,9 @@ def eval_ttt(model, val_tokens: torch.Tensor, lut, h, ctx=None, log=None, nll_si
                     with torch.no_grad():
                         for e, p in zip(ema, params):
                             e.mul_(ema_decay).add_(p.detach().float(), alpha=1.0 - ema_decay)
-            if emit and (ci % 10 == 0 or ci == num_chunks - 1):
+            # every 10th chunk, and at least every 10 s so a slow TTT is never silent
+            if emit and (ci % 10 == 0 or ci == num_chunks - 1 or time.perf_counter() - t_emit >= 10.0):
+                t_emit = time.perf_counter()
                 loss_sum, tokens, nbytes = sums.tolist()
                 bpb = loss_sum / max(tokens, 1.0) / math.log(2.0) * tokens / max(nbytes, 1.0)
                 emit(f"  ttt_chunk [{ci + 1}/{num_chunks}] bpb={bpb:.6f} time={time.perf_counter() - t_start:.1f}s")
