@@ -2,8 +2,9 @@
 
 Registered static rule classes: each ILLEGAL example must get a finding of that rule at every `points_at` location
 and no error/warning of that rule anywhere else; each LEGAL example no error/warning of that rule. Code rules
-(PG4xx/PG5xx) also run as a 2-line lzma+base85 wrapper (the finding moves to the exec line and its message names
-the payload line) and with the code moved into a helper module imported by train_gpt.py (same line numbers, in
+(PG4xx/PG5xx) also run as a 2-line lzma+base85 wrapper (the finding points at the same line of the decoded payload,
+file `train_gpt.py#decoded1`, and its message names the exec line) and with the code moved into a helper module
+imported by train_gpt.py (same line numbers, in
 submission_impl.py).
 """
 
@@ -89,7 +90,7 @@ def _expected_location(file: str, line: int, variant: str):
         return file, line, None
     if variant == "helper":
         return HELPER, line, None
-    return ENTRY, 2, f"line {line}:"  # wrapped: the exec line, the payload line in the message
+    return f"{ENTRY}#decoded1", line, "from train_gpt.py line 2"  # wrapped: the line in the decoded payload
 
 
 def _show(findings) -> str:
