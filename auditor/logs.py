@@ -18,6 +18,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
+# Lines longer than this are skipped (the corpus's longest log line is < 1,000 chars); several patterns below
+# backtrack over runs of spaces, so an unbounded line would cost time quadratic in its length.
+MAX_LINE_CHARS = 4096
 _TS = r"^(?:\d{9,}\.\d+\s+)?"
 _RE_TS = re.compile(r"^\d{9,}\.\d+ ")
 _RE_STEP_OLD = re.compile(
@@ -219,6 +222,8 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
     for idx in range(start, len(lines)):
         raw = lines[idx]
         lineno = idx + 1
+        if len(raw) > MAX_LINE_CHARS:
+            continue  # no real log line is this long; bounding it keeps every regex below linear in the file size
         line = _strip_ts(raw.rstrip("\r"))
         stripped = line.strip()
         if not stripped:
@@ -264,6 +269,7 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
             else:
                 calib_total += v
                 calib_seen = True
+                info.lines["calibration"] = lineno
             continue
         m = _RE_SEED.match(line)
         if m:

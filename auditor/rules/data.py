@@ -83,6 +83,52 @@ def _readers(prog, r: _Reads, f, c) -> list:
     return [g for g in prog.targets(c) if g is not f and (r.reads[g] or (train_args and r.any_read[g]))]
 
 
+def late_train_reads(facts) -> list:
+    """Calls that read training data after training has ended: [(func, call, reader, after, fix)], at most one per
+    function. Training ends when a called training function returns, or with the last training loop of a function
+    that runs (warm-up loops and a loader re-created before the main loop are training). Shared by PG501 and the
+    calibration timing rule (PG302)."""
+    return facts.memo("data.late_reads", lambda: _late_reads(facts))
+
+
+def _late_reads(facts) -> list:
+    prog = facts.prog
+    if prog is None:
+        return []
+    r = facts.memo("data.reads", lambda: _reads(facts))
+    out = []
+    for f in prog.funcs:
+        if f.reach == "dead":
+            continue
+        calls = sorted((c for c in f.calls if not c.is_ref), key=lambda c: c.order)
+        trained_at = next((c.order for c in calls if any(r.trains[g] for g in prog.targets(c) if g is not f)), None)
+        if trained_at is not None and not any(s.kind == "train" and TRAIN in s.labels for s in f.sites):
+            for c in calls:
+                if c.order <= trained_at:
+                    continue
+                gs = [g for g in _readers(prog, r, f, c) if not r.trains[g]]
+                if gs:
+                    out.append((f, c, gs[0], f"training phase has returned in {f.qualname}",
+                                "Reserve the calibration time inside the budget"))
+                    break
+        tsites = [s for s in f.sites if s.kind == "train" and TRAIN in s.labels and VAL not in s.labels
+                  and s.loops and not _off(s)]
+        if not tsites:
+            continue
+        loops = {id(s.loops[0].node) for s in tsites}
+        in_loop = [x.order for x in f.sites + f.calls if x.loops and id(x.loops[0].node) in loops]
+        end = max(in_loop + [s.order for s in tsites])
+        for c in calls:
+            if c.order <= end:
+                continue
+            gs = _readers(prog, r, f, c)
+            if gs:
+                out.append((f, c, gs[0], f"training loop in {f.qualname} has stopped",
+                            "Reserve the calibration time inside the budget (stop training early)"))
+                break
+    return out
+
+
 _HP = """import os, glob, numpy as np, torch
 
 class Hyperparameters:
@@ -175,22 +221,11 @@ class PG501(Rule):
         prog = facts.prog
         if prog is None:
             return
-        r = facts.memo("data.reads", lambda: _reads(facts))
+        for f, c, reader, after, fix in late_train_reads(facts):
+            yield self._late(f, c, reader, facts.memo("data.reads", lambda: _reads(facts)).has_reserve, after, fix)
         for f in prog.funcs:
             if f.reach == "dead":
                 continue
-            calls = sorted((c for c in f.calls if not c.is_ref), key=lambda c: c.order)
-            trained_at = next((c.order for c in calls if any(r.trains[g] for g in prog.targets(c) if g is not f)),
-                              None)
-            if trained_at is not None and not any(s.kind == "train" and TRAIN in s.labels for s in f.sites):
-                for c in calls:
-                    if c.order <= trained_at:
-                        continue
-                    gs = [g for g in _readers(prog, r, f, c) if not r.trains[g]]
-                    if gs:
-                        yield self._late(f, c, gs[0], r.has_reserve, f"training phase has returned in {f.qualname}",
-                                         "Reserve the calibration time inside the budget")
-                        break
             # an evaluation function: scores validation tokens itself and does no training on training data
             scores = any(s.kind == "score" for s in f.sites) and not any(
                 s.kind == "train" and TRAIN in s.labels for s in f.sites)
@@ -202,23 +237,6 @@ class PG501(Rule):
                                  f"{f.qualname} evaluates on validation data and also reads training shards; "
                                  f"evaluation may not access training data. Move any use of training data into "
                                  f"the timed training phase.{_note(s) if lvl == 'note' else ''}")
-            # training loops: train sites on TRAIN data that run. Training ends with the last of them (warm-up loops
-            # and a re-created loader before the main loop are training); calls after it that read training data
-            tsites = [s for s in f.sites if s.kind == "train" and TRAIN in s.labels and VAL not in s.labels
-                      and s.loops and not _off(s)]
-            if not tsites:
-                continue
-            loops = {id(s.loops[0].node) for s in tsites}
-            in_loop = [x.order for x in f.sites + f.calls if x.loops and id(x.loops[0].node) in loops]
-            end = max(in_loop + [s.order for s in tsites])
-            for c in sorted(f.calls, key=lambda c: c.order):
-                if c.is_ref or c.order <= end:
-                    continue
-                gs = _readers(prog, r, f, c)
-                if gs:
-                    yield self._late(f, c, gs[0], r.has_reserve, f"training loop in {f.qualname} has stopped",
-                                     "Reserve the calibration time inside the budget (stop training early)")
-                    break
 
     def _late(self, f, c, reader, has_reserve: bool, after: str, fix: str):
         """At call `c`: `reader` opens training shards after `after`. A note when the run switches the path off or

@@ -4,6 +4,7 @@ guideline, and enough seed logs for a record claim."""
 from __future__ import annotations
 
 from auditor.rules.base import Example, Rule, register
+from auditor.rules.size import json_line
 
 MAX_LINES = 1500
 _BPB_TOL = 5e-4
@@ -50,7 +51,9 @@ _COMPLETE = Example("complete_record_folder", dict(_FILES))
 @register
 class PG201(Rule):
     id, level, title = "PG201", "error", "required file missing (README.md, submission.json, train log, train_gpt.py)"
-    why = "A record folder ships README.md, submission.json, the training log of every seed and train_gpt.py."
+    why = ("A record folder ships README.md, submission.json, the training log of every seed and train_gpt.py. A "
+           "missing script is an error (nothing to audit); missing metadata or logs are warnings (the maintainers "
+           "have accepted records with such gaps).")
     fix = "Add the missing file."
     LEGAL = (_COMPLETE,)
     ILLEGAL = (
@@ -69,24 +72,28 @@ class PG201(Rule):
             yield self.finding(f"the script is named {sub.entry.name}, not train_gpt.py; the records harness runs "
                                f"train_gpt.py. Rename it.", sub.entry.name, 1, level="warning")
         if sub.readme_rel is None:
-            yield self.finding("README.md is missing; explain the submission and its run command.", "README.md", 1)
+            yield self.finding("README.md is missing; explain the submission and its run command.", "README.md", 1,
+                               level="warning")
         if sub.submission_json_rel is None:
             yield self.finding("submission.json is missing; it must give name, github_id, val_bpb and related "
-                               "metadata.", "submission.json", 1)
+                               "metadata.", "submission.json", 1, level="warning")
         if not sub.logs:
             yield self.finding("no training log (*.log / *.txt with training and final metric lines) in the folder; "
-                               "ship the log of every seed.", "train.log", 1)
+                               "ship the log of every seed.", "train.log", 1, level="warning")
 
 
 @register
 class PG202(Rule):
-    id, level, title = "PG202", "error", "submission.json invalid or disagrees with the logs"
-    why = "submission.json is the record's metadata: name, github_id, val_bpb as the logs show it."
+    id, level, title = "PG202", "warning", "submission.json invalid or disagrees with the logs"
+    why = ("submission.json is the record's metadata: name, github_id, val_bpb as the logs show it. Metadata gaps are "
+           "warnings: the maintainers have accepted records with them.")
     fix = "Fix the JSON so that it parses, has the required keys and reports the logged numbers."
     LEGAL = (_COMPLETE,)
     ILLEGAL = (
         Example("json_bpb_disagrees", dict(_FILES, **{"submission.json": _JSON % "1.10"}),
                 points_at=(("submission.json", 1),)),
+        Example("json_bpb_disagrees_multiline", dict(_FILES, **{"submission.json": (_JSON % "1.10").replace(", ", ",\n")}),
+                points_at=(("submission.json", 4),), note="the finding points at the key's line"),
         Example("json_invalid", dict(_FILES, **{"submission.json": '{"name": "x", '}),
                 points_at=(("submission.json", 1),)),
     )
@@ -120,7 +127,7 @@ class PG202(Rule):
                 ok = _num(v) if kind == "number" else (isinstance(v, int) and not isinstance(v, bool))
                 if not ok:
                     yield self.finding(f"{rel}: {key} must be {'a number' if kind == 'number' else 'an integer'}, "
-                                       f"got {json_type(v)} {v!r:.40}.", rel, 1)
+                                       f"got {json_type(v)} {v!r:.40}.", rel, json_line(sub, key))
         scored = [(r, i.scored_val_bpb) for r, i in sorted(sub.logs.items()) if i.scored_val_bpb is not None]
         if bpb_key and _num(js.get(bpb_key)) and scored:
             claim = float(js[bpb_key])
@@ -129,13 +136,14 @@ class PG202(Rule):
             if abs(claim - mean) > _BPB_TOL and all(abs(claim - v) > 5e-5 for v in vals):
                 yield self.finding(f"{rel}: {bpb_key} {claim} disagrees with the logs (scored val_bpb "
                                    f"{', '.join(f'{v:.5f}' for v in vals)}; mean {mean:.5f}); report the logged "
-                                   f"score.", rel, 1)
+                                   f"score.", rel, json_line(sub, bpb_key))
         totals = [i.total_size_bytes for i in sub.logs.values() if i.total_size_bytes is not None]
         bt = js.get("bytes_total")
         if isinstance(bt, int) and not isinstance(bt, bool) and totals and bt not in totals and bt < max(totals):
             yield self.finding(f"{rel}: bytes_total {bt} matches no logged total "
                                f"({', '.join(str(t) for t in sorted(set(totals)))}) and is below the largest; "
-                               f"report the logged 'Total submission size' (max over seeds).", rel, 1)
+                               f"report the logged 'Total submission size' (max over seeds).", rel,
+                               json_line(sub, "bytes_total"))
 
 
 @register
