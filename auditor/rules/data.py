@@ -304,6 +304,12 @@ class PG503(Rule):
                                            "hf_hub_download('willdepueoai/parameter-golf', 'x')\n"}),
     )
     ILLEGAL = (
+        Example("dataset_download_before_training", {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
+            "{save}", "pass").replace("    args = Hyperparameters()\n",
+                                      "    args = Hyperparameters()\n    fetch_data()\n").replace(
+            "def main():", "def fetch_data():\n    from huggingface_hub import hf_hub_download\n"
+                           "    hf_hub_download('someone/data', 'fineweb_train_000000.bin')\n\ndef main():")},
+            points_at=(("train_gpt.py", 27),), note="before training: a warning, not an evaluation violation"),
         Example("hub_download_at_eval", {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
             "{save}", "from huggingface_hub import hf_hub_download\n"
                       "    hf_hub_download(repo_id='someone/cache', filename='ngram.bin')")},
@@ -317,10 +323,37 @@ class PG503(Rule):
             if f.reach == "dead":
                 continue
             for s in f.sites:
-                if s.kind == "net":
-                    lvl = "note" if _off(s) else "error"
-                    yield _f(self, f.unit, s.node, lvl,
-                             f"network/hub access `{s.detail.get('what')}` in {f.qualname} is reachable from the "
-                             f"entry point; the artifact must be self-contained (no downloads, hub or network calls "
-                             f"during the run). Ship what you need inside the 16 MB artifact."
-                             f"{_note(s) if lvl == 'note' else ''}")
+                if s.kind != "net":
+                    continue
+                lvl = "note" if _off(s) else "error"
+                setup = lvl == "error" and _before_training(facts, f)
+                if setup:
+                    lvl = "warning"
+                yield _f(self, f.unit, s.node, lvl,
+                         f"network/hub access `{s.detail.get('what')}` in {f.qualname} is reachable from the entry "
+                         f"point; the artifact must be self-contained (no downloads, hub or network calls during the "
+                         f"run). Ship what you need inside the 16 MB artifact."
+                         + (" (data set-up: every call to it happens before training starts, so it cannot feed "
+                            "evaluation anything the run did not have at training time)" if setup else "")
+                         + (_note(s) if lvl == "note" else ""))
+
+
+def _before_training(facts, g, depth: int = 0) -> bool:
+    """Is every call to `g` made before training starts (data/tokenizer download at start-up)? Followed up to three
+    callers deep: `main` -> `prepare()` -> `download()`."""
+    prog = facts.prog
+    r = facts.memo("data.reads", lambda: _reads(facts))
+    callers = [(f, c) for f in prog.funcs if f.reach != "dead" for c in f.calls
+               if not c.is_ref and f is not g and g in prog.targets(c)]
+    if not callers or depth > 2:
+        return False
+    for f, c in callers:
+        if r.trains[f]:
+            starts = [s.order for s in f.sites if s.kind == "train" and TRAIN in s.labels]
+            starts += [x.order for x in f.calls if not x.is_ref and any(r.trains[t] for t in prog.targets(x)
+                                                                         if t is not f)]
+            if not starts or c.order >= min(starts):
+                return False
+        elif not _before_training(facts, f, depth + 1):
+            return False
+    return True
