@@ -1,0 +1,216 @@
+"""Hostile submissions against the dynamic audit's kernel sandbox (bubblewrap), its input copy and its results
+channel. Each attack runs with the in-process guard switched off where that matters, so what holds is the kernel
+layer. After every run: no process of the audit remains, nothing outside the sandbox changed, and planted canaries
+(a root-only file, an environment variable of the auditor) appear nowhere in the report, the cache or the output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from auditor.dynamic import harness, run_dynamic, sandbox
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "dynamic"
+CANARY_TEXT = "pgolf-canary-9d2f61"
+CANARY_ENV = "PGOLF_H5_CANARY_TOKEN"
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+
+
+def _procs(marker: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+
+
+def _fill(name: str, dest: Path, **subs) -> Path:
+    dest.mkdir(parents=True)
+    src = (FIX / name / "train_gpt.py").read_text()
+    for k, v in subs.items():
+        src = src.replace(f"@{k}@", str(v))
+    (dest / "train_gpt.py").write_text(src)
+    return dest
+
+
+@pytest.fixture
+def canary(tmp_path, monkeypatch):
+    """A root-only secret file and a secret in the auditor's environment."""
+    d = Path(tempfile.mkdtemp(prefix="pgolf-h5-secret-"))
+    f = d / "secret.txt"
+    f.write_text(CANARY_TEXT)
+    os.chmod(f, 0o600)
+    os.chmod(d, 0o700)
+    monkeypatch.setenv(CANARY_ENV, CANARY_TEXT)
+    yield f
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _everything(res, cache: Path) -> str:
+    """All the audit reports or keeps: findings, metrics and every file in its cache."""
+    blobs = [json.dumps([f.to_dict() for f in res.findings]), json.dumps(res.metrics, default=str)]
+    for p in cache.rglob("*"):
+        if p.is_file():
+            blobs.append(p.read_bytes().decode("utf-8", errors="replace"))
+    return "\n".join(blobs)
+
+
+def _stage(tmp_path: Path, script: str) -> Path:
+    """A bare work dir as the harness stages it, with `script` as the submission."""
+    work = Path(tempfile.mkdtemp(prefix="pgolf-dyn-test-", dir="/tmp"))
+    for d in ("data", "submission", ".pgolf"):
+        (work / d).mkdir()
+    (work / "submission" / "x.py").write_text(script)
+    return work
+
+
+def _run_script(tmp_path, script: str, **limits) -> sandbox.ChildResult:
+    work = _stage(tmp_path, script)
+    try:
+        return sandbox.run_child([str(work / "submission" / "x.py")], work, {}, sandbox.Limits(timeout=60, **limits))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_kernel_sandbox_holds_without_the_guard(tmp_path, canary):
+    """The escape fixture, run directly in the sandbox: every attempt fails in the kernel."""
+    sock_path = Path(tempfile.mkdtemp(prefix="pgolf-h5-sock-")) / "host.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    listener.listen(1)
+    listener.settimeout(0.2)
+    out = Path(tempfile.mkdtemp(prefix="pgolf-h5-out-"))
+    os.chmod(out, 0o777)
+    sleep = "4242.25"
+    try:
+        src = (FIX / "hostile_escape" / "train_gpt.py").read_text()
+        for k, v in {"CANARY": canary, "SOCK": sock_path, "OUT": out / "escaped.txt", "SLEEP": sleep}.items():
+            src = src.replace(f"@{k}@", str(v))
+        child = _run_script(tmp_path, src)
+        line = next(x for x in child.output_tail.splitlines() if x.startswith("REPORT"))
+        report = eval(line[len("REPORT "):])  # noqa: S307 - our own fixture's repr of a dict of strings
+        for key in ("read", "symlink_read", "proc1root", "unix_socket", "inet", "replace", "dirfd", "proc_sys",
+                    "host_sys"):
+            assert report[key].startswith("blocked"), (key, report[key])
+        assert report["dev_shm"].startswith("OK")  # the sandbox's own /dev/shm (capped tmpfs), not the host's
+        uid, caps = eval(report["uid"][3:])  # noqa: S307
+        assert uid == sandbox.SANDBOX_UID and int(caps, 16) == 0
+        with pytest.raises(socket.timeout):
+            listener.accept()
+        assert list(out.iterdir()) == []
+        assert not Path("/dev/shm/pgolf_h5_escape").exists()
+        assert CANARY_TEXT not in child.output_tail
+        time.sleep(0.3)
+        assert _procs(sleep) == []  # the setsid'd survivor died with the sandbox's PID namespace
+    finally:
+        listener.close()
+        shutil.rmtree(sock_path.parent, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_tmpfs_and_shm_are_capped(tmp_path):
+    script = (
+        "import os\n"
+        "for where in ('/tmp/fill', '/dev/shm/fill'):\n"
+        "    n = 0\n"
+        "    try:\n"
+        "        with open(where, 'wb') as f:\n"
+        "            while n < 64 << 20:\n"
+        "                f.write(b'x' * (1 << 20)); f.flush(); n += 1 << 20\n"
+        "    except OSError as e:\n"
+        "        print('FULL', where, n, e.errno)\n"
+        "    os.remove(where)\n"
+    )
+    child = _run_script(tmp_path, script, tmpfs_bytes=8 << 20, shm_bytes=4 << 20)
+    full = {ln.split()[1]: int(ln.split()[2]) for ln in child.output_tail.splitlines() if ln.startswith("FULL")}
+    assert set(full) == {"/tmp/fill", "/dev/shm/fill"}, child.output_tail[-800:]
+    assert full["/tmp/fill"] <= 8 << 20 and full["/dev/shm/fill"] <= 4 << 20
+
+
+def test_audit_of_escape_fixture_leaks_nothing(tmp_path, canary):
+    out = Path(tempfile.mkdtemp(prefix="pgolf-h5-out-"))
+    sleep = "4243.25"
+    try:
+        sub = _fill("hostile_escape", tmp_path / "rec", CANARY=canary, SOCK="/tmp/none.sock", OUT=out / "x.txt",
+                    SLEEP=sleep)
+        res = run_dynamic(sub, timeout=60, cache_dir=tmp_path / "cache")
+        assert not any(f.rule == "PG9D1" for f in res.findings), [f.message for f in res.findings]
+        text = _everything(res, tmp_path / "cache")
+        assert CANARY_TEXT not in text and CANARY_ENV not in text
+        assert res.metrics["isolation"]["sandbox"] == "bwrap"
+        assert not Path(res.metrics["workdir"]).exists()
+        assert list(out.iterdir()) == []
+        time.sleep(0.3)
+        assert _procs(sleep) == [] and _procs(res.metrics["workdir"]) == []
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_symlinks_and_fifos_in_the_submission_are_never_followed(tmp_path, canary):
+    (tmp_path / ".env").write_text(f"NUM_LAYERS=3\nAPI_TOKEN={CANARY_TEXT}\n")
+    sub = _fill("hostile_links", tmp_path / "rec")
+    os.symlink("/proc/self/environ", sub / "penv.json")
+    os.symlink("../.env", sub / "README.md")
+    os.symlink(str(canary), sub / "notes.txt")
+    os.symlink("/dev/zero", sub / "train.log")
+    os.mkfifo(sub / "eval.log")
+    t0 = time.time()
+    res = run_dynamic(sub, timeout=60, cache_dir=tmp_path / "cache")
+    assert time.time() - t0 < 60
+    refused = [f for f in res.findings if f.rule == "PG5D6"]
+    assert refused and refused[0].level == "warning"
+    names = {r["path"] for r in refused[0].evidence["refused"]}
+    assert names == {"penv.json", "README.md", "notes.txt", "train.log", "eval.log"}
+    assert not any(f.rule == "PG9D1" for f in res.findings)
+    text = _everything(res, tmp_path / "cache")
+    assert CANARY_TEXT not in text and CANARY_ENV not in text and "NUM_LAYERS" not in json.dumps(res.metrics["env"])
+
+
+@pytest.mark.parametrize("mode", ["garbage", "flood", "shape", "bomb", "silent", "dev_zero"])
+def test_results_channel_attacks_are_errors(tmp_path, mode):
+    sub = _fill("hostile_results", tmp_path / "rec", MODE=mode)
+    res = run_dynamic(sub, timeout=60, cache_dir=tmp_path / "cache")
+    bad = [f for f in res.findings if f.rule == "PG9D1"]
+    if mode == "dev_zero":  # its own files are read-only and the parent reads none of them: a normal run
+        assert not bad, [f.message for f in res.findings]
+        return
+    assert bad and bad[0].level == "error", [f.message for f in res.findings]
+    assert "Traceback" not in bad[0].message
+    assert not list((tmp_path / "cache").rglob("results/*.json"))  # unusable results are never cached
+
+
+def test_cli_verdict_is_error_for_unusable_results(tmp_path):
+    sub = _fill("hostile_results", tmp_path / "rec", MODE="garbage")
+    env = dict(os.environ, PGOLF_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "pgolf", "audit", "--dynamic-only", "--format", "json", "--no-progress",
+                        str(sub)], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 1, p.stderr[-2000:]
+    data = json.loads(p.stdout)
+    assert data["submissions"][0]["verdict"] == "error"
+
+
+def test_missing_bwrap_is_one_line_exit_2(tmp_path, monkeypatch):
+    from trainer.errors import PgolfError
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap here
+    with pytest.raises(PgolfError, match="needs bubblewrap") as e:
+        run_dynamic(FIX / "hostile_secrets", timeout=30, cache_dir=tmp_path / "cache")
+    assert "\n" not in str(e.value) and "apt-get install bubblewrap" in str(e.value)
+
+
+def test_cache_is_keyed_by_the_copied_content(tmp_path):
+    sub = _fill("hostile_results", tmp_path / "rec", MODE="dev_zero")
+    work = tmp_path / "stage"
+    work.mkdir()
+    copied, skipped = sandbox.copy_submission(sub, work / "a")
+    k1 = harness.cache_key(work / "a", copied, skipped, None, 60, sys.executable)
+    (sub / "helper.py").write_text("X = 1\n")
+    copied2, skipped2 = sandbox.copy_submission(sub, work / "b")
+    assert harness.cache_key(work / "b", copied2, skipped2, None, 60, sys.executable) != k1
