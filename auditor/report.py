@@ -264,9 +264,14 @@ def _fmt_bpb(v) -> str:
 
 
 def top_finding(result):
-    rank = {"error": 2, "warning": 1, "note": 0}
-    ranked = sorted(result.findings, key=lambda f: (-rank.get(f.level, 0), f.rule, f.file, f.line))
+    """The most serious finding: errors before warnings, evaluation legality and data (PG4/PG5) first."""
+    ranked = sorted(result.findings, key=_serious_key)
     return ranked[0] if ranked else None
+
+
+def _serious_key(f):
+    rank = {"error": 0, "warning": 1, "note": 2}
+    return rank.get(f.level, 3), f.rule[:3] not in ("PG4", "PG5"), f.rule, f.file, f.line
 
 
 def render_triage(results) -> str:
@@ -320,8 +325,7 @@ def render_markdown(results, registry) -> str:
         facts = _facts_line(r)
         if facts:
             out += ["", facts + "."]
-        serious = sorted((f for f in r.findings if f.level in ("error", "warning")),
-                         key=lambda f: (f.level != "error", f.rule[:3] not in ("PG4", "PG5"), f.rule, f.file, f.line))
+        serious = sorted((f for f in r.findings if f.level in ("error", "warning")), key=_serious_key)
         if serious:
             out += ["", "### Findings", ""]
             for f in serious:
