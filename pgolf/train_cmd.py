@@ -27,6 +27,9 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name, help=help_text, description=help_text + ". Every hyperparameter can also be set with its environment "
         "variable (the challenge's names); precedence: preset < environment < flag.",
+        # the generated usage would repeat all ~110 flags
+        usage=f"pgolf {name} [--preset NAME] [--scale tiny] --data DIR --tokenizer MODEL [--out RUN_DIR] "
+        "[--code-form FORM] [--HYPERPARAMETER VALUE ...]",
     )
     g = p.add_argument_group("run")
     g.add_argument("--preset", default="baseline", help="named configuration (see --list-presets) [default baseline]")

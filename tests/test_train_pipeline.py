@@ -173,6 +173,63 @@ def _error_line(proc):
     return errs[0]
 
 
+def _train_in_process(tiny_data, out, *extra, env=None):
+    """`pgolf train` in a fresh interpreter that reports whether torch got imported: (exit code, stderr, torch?)."""
+    code = ("import sys; from pgolf.cli import main; rc = main(sys.argv[1:]); "
+            "print('TORCH_IMPORTED' if 'torch' in sys.modules else 'NO_TORCH'); sys.exit(rc)")
+    full = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    full.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **(env or {}))
+    args = ["train", "--preset", "tiny", "--data", tiny_data["data"], "--tokenizer", tiny_data["tokenizer"],
+            "--out", out, *extra]
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=full,
+                          timeout=120)
+
+
+def _bad_shard_data(tiny_data, tmp_path, bad_id):
+    """A copy of tiny_data whose first train shard holds one token id >= the vocabulary."""
+    from trainer.shards import read_shard, shard_paths, write_shard
+
+    d = tmp_path / "bad_data"
+    d.mkdir()
+    for split in ("train", "val"):
+        for f in shard_paths(tiny_data["data"], split):
+            tokens = read_shard(f).copy()
+            if split == "train":
+                tokens[len(tokens) // 2] = bad_id
+            write_shard(d / os.path.basename(f), tokens)
+    return {"data": d, "tokenizer": tiny_data["tokenizer"]}
+
+
+@pytest.mark.parametrize("case", ["missing_data", "missing_tokenizer", "token_id_range", "num_layers_inf",
+                                  "num_layers_fraction", "flag_fraction", "short_validation", "bad_code_form"])
+def test_bad_input_is_one_line_before_torch_and_before_any_file(tiny_data, tmp_path, case):
+    """Each bad input: exit 2, one `pgolf: error:` line naming what and where, torch never imported, no run directory."""
+    data, extra, env = tiny_data, [], {}
+    if case == "missing_data":
+        data, expect = dict(tiny_data, data=tmp_path / "nonexistent"), ["nonexistent", "does not exist"]
+    elif case == "missing_tokenizer":
+        data, expect = dict(tiny_data, tokenizer=tmp_path / "no.model"), ["no.model", "SentencePiece"]
+    elif case == "token_id_range":
+        data, expect = _bad_shard_data(tiny_data, tmp_path, 1500), ["token id 1500", "VOCAB_SIZE=1024", "fineweb_train_000000.bin"]
+    elif case == "num_layers_inf":
+        env, expect = {"NUM_LAYERS": "inf"}, ["NUM_LAYERS expects an integer, got 'inf'", "environment variable"]
+    elif case == "num_layers_fraction":
+        env, expect = {"NUM_LAYERS": "2.7"}, ["NUM_LAYERS expects an integer, got '2.7'"]
+    elif case == "flag_fraction":
+        extra, expect = ["--num-layers", "2.7"], ["--num-layers", "NUM_LAYERS expects an integer, got '2.7'"]
+    elif case == "short_validation":
+        env, expect = {"VAL_MAX_TOKENS": "100"}, ["validation split", "VAL_MAX_TOKENS=100", "expected at least"]
+    else:
+        extra, expect = ["--code-form", "zip"], ["--code-form 'zip'"]
+    out = tmp_path / "runs" / "x"
+    proc = _train_in_process(data, out, *extra, env=env)
+    line = _error_line(proc)
+    for part in expect:
+        assert part in line, (part, line)
+    assert "NO_TORCH" in proc.stdout, "torch was imported before the input was checked"
+    assert not (tmp_path / "runs").exists(), "a file was written before the input was checked"
+
+
 def test_error_missing_data_path(tiny_data, tmp_path):
     proc = run_pgolf("train", "--preset", "tiny", "--data", tmp_path / "nope", "--tokenizer", tiny_data["tokenizer"],
                      "--out", tmp_path / "r", check=False)
@@ -220,9 +277,20 @@ def test_list_presets_and_help():
     proc = run_pgolf("train", "--list-presets")
     for name in ("baseline", "tiny", "seed347", "seed578", "seed107", "seed910", "seed1216", "record"):
         assert re.search(rf"^{name}\s", proc.stdout, re.M), name
-    help_text = run_pgolf("train", "--help").stdout
-    for flag in ("--preset", "--data", "--tokenizer", "--out", "--seed", "--num-layers", "--matrix-lr", "--ttt-enabled"):
+    help_text = run_pgolf("train", "--help", env={"COLUMNS": "200"}).stdout
+    for flag in ("--preset", "--data", "--tokenizer", "--out", "--seed", "--num-layers", "--matrix-lr", "--ttt-enabled",
+                 "--code-form", "--threads"):
         assert flag in help_text, flag
+    assert "(default: None)" not in help_text
+    # each hyperparameter once, with its environment variable and default, in its group
+    from trainer.config import Hyperparameters
+
+    for name, _t, _d, meta in Hyperparameters.fields_meta():
+        flag = f"--{name.replace('_', '-')}"
+        assert len(re.findall(rf"(?<![\w-]){re.escape(flag)} {meta['env']}\b", help_text)) == 1, flag
+        assert f"[env {meta['env']}, default " in help_text, name
+    assert "--data DATA_PATH, --data-path DATA_PATH" in help_text
+    assert "model hyperparameters:" in help_text and "ttt hyperparameters:" in help_text
 
 
 def test_wallclock_cap_stops_early(tiny_data, tmp_path):

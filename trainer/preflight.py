@@ -31,12 +31,11 @@ def check_token_range(path: str, vocab_size: int) -> None:
     tokens = np.memmap(path, dtype="<u2", mode="r", offset=SHARD_HEADER_BYTES, shape=(count,))
     step = max(1, count // SCAN_SAMPLE)
     for offset, part in ((0, tokens[:SCAN_HEAD]), (None, tokens[::step])):
-        top = int(part.max())
-        if top >= vocab_size:
+        if int(part.max()) >= vocab_size:
             idx = int(np.argmax(part >= vocab_size))
             pos = idx if offset == 0 else idx * step
             raise PreflightError(
-                f"{path}: token id {top} at position {pos} is outside the vocabulary: expected ids < "
+                f"{path}: token id {int(part[idx])} at position {pos} is outside the vocabulary: expected ids < "
                 f"VOCAB_SIZE={vocab_size} (data and tokenizer/VOCAB_SIZE do not match; `pgolf data stats` shows the range)"
             )
 
@@ -73,6 +72,18 @@ def check_out_dir(path: str) -> None:
         raise PreflightError(f"run directory {path or 'runs/'}: {parent} is not writable (--out)")
 
 
+def check_validation_length(val_files: list, h) -> None:
+    """The scored validation stream must hold at least one full sequence (trainer.loader truncates to whole ones)."""
+    total = sum(shard_token_count(f) for f in val_files)
+    usable = min(total, h.val_max_tokens + 1) if h.val_max_tokens > 0 else total
+    if usable < h.train_seq_len + 1:
+        cut = f" (after VAL_MAX_TOKENS={h.val_max_tokens})" if h.val_max_tokens > 0 else ""
+        raise PreflightError(
+            f"validation split in {h.data_path} has {usable} tokens{cut}, expected at least TRAIN_SEQ_LEN + 1 = "
+            f"{h.train_seq_len + 1}"
+        )
+
+
 def check_run_inputs(h) -> None:
     """Every input `trainer.train.run(h)` reads: data shards (headers, token-id range), tokenizer, run directory."""
     try:
@@ -82,7 +93,8 @@ def check_run_inputs(h) -> None:
                 shard_token_count(f)  # header and size of every shard: cheap, no token read
     except ShardError as exc:
         raise PreflightError(f"{exc} (DATA_PATH / --data)") from None
+    check_tokenizer(h.tokenizer_path, h.vocab_size)  # first: a VOCAB_SIZE that disagrees with it says so plainly
     for files in splits.values():
         check_token_range(files[0], h.vocab_size)
-    check_tokenizer(h.tokenizer_path, h.vocab_size)
+    check_validation_length(splits["val"], h)
     check_out_dir(h.out_dir)
