@@ -24,6 +24,17 @@ from auditor.cstwalk import walk
 from auditor.logs import env_assignments
 
 UNKNOWN = object()
+MAX_COMMAND_CHARS = 4096  # README/run-script lines longer than this are not run commands
+_CONTINUATION = re.compile(r"\\[ \t]*\r?\n")
+_SMOKE = re.compile(r"(?i)\b(?:quick|smoke|sanity|debug|dry[- ]run|toy)\b|\btest run\b")
+_ASSIGNMENT = re.compile(r"[A-Z][A-Z0-9_]*=\S+")
+
+
+def _only_assignments(line: str) -> bool:
+    """`A=1 B=2` alone on a line (tokens checked one by one: a single regex over the line backtracks
+    exponentially on `A=A=A=...`)."""
+    toks = line.split()
+    return bool(toks) and all(_ASSIGNMENT.fullmatch(t) for t in toks)
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{1,}$")
 _FLAG_NOISE = {"enabled", "enable", "use", "flag", "on", "do", "apply", "run", "mode", "is"}
 
@@ -78,6 +89,9 @@ class ConfigModel:
         self._evaluating: set = set()
         self._const_seen: set = set()
         self.env_helpers: set = set()  # local helpers wrapping os.environ (`E = lambda k, d: os.environ.get(k, d)`)
+        self.helper_kinds: dict = {}  # helper name -> how it parses the string it reads (see _parse_kind)
+        self.parse_kinds: dict = {}  # ENV -> how the script parses its value: ("int",) ("float",) ("bool",)
+        # ("eq", truthy literals, lower) or ("str",); the log/README value is exported in a form that parse accepts
 
     # ---------------------------------------------------------------- building
     def scan_unit(self, unit) -> None:
@@ -95,6 +109,10 @@ class ConfigModel:
                 continue
             if any((type(n) is cst.Name and n.value in ("environ", "getenv")) for n in walk(body)):
                 self.env_helpers.add(name)
+                ret = body.body if isinstance(body, cst.Lambda) else _return_expr(body)
+                kind = _parse_kind(ret, _is_any_env_read) if ret is not None else None
+                if kind is not None and kind != ("str",):
+                    self.helper_kinds[name] = kind
         for node, in_fn in unit.nodes(cst.Assign, cst.AnnAssign, cst.Call):
             t = type(node)
             if t is cst.Assign:
@@ -143,6 +161,14 @@ class ConfigModel:
         if envs:
             self.attr_expr.setdefault(name, (value, unit))
             self.attr_env.setdefault(name, envs[0])
+            for env in envs:
+                kind = _parse_kind(value, lambda n, e=env: _reads_env(n, e, self.env_helpers))
+                if kind is not None and (env not in self.parse_kinds or self.parse_kinds[env] == ("str",)):
+                    self.parse_kinds[env] = kind
+            if len(envs) == 1 and isinstance(value, cst.Call):
+                helper = value.func.value if isinstance(value.func, cst.Name) else None
+                if helper in self.helper_kinds and self.parse_kinds.get(envs[0], ("str",)) == ("str",):
+                    self.parse_kinds[envs[0]] = self.helper_kinds[helper]
         elif not in_function and isinstance(value, (cst.Integer, cst.Float, cst.SimpleString, cst.Name)):
             # module/class constants (`TTT_ENABLED = 0`, `USE_NGRAM = False`) are flags too; a name assigned
             # twice at top level is ambiguous and dropped
@@ -156,27 +182,31 @@ class ConfigModel:
                 self.attr_expr[name] = (value, unit)
 
     def add_text_overrides(self, text: str, source: str) -> None:
-        """README / run script: env assignments on command lines (joined across backslash continuations)."""
-        joined = re.sub(r"\\\s*\n", " ", text)
-        for line in joined.splitlines():
+        """README / run script: env assignments on command lines (joined across backslash continuations). Commands
+        introduced as a quick/smoke/debug test are not the submitted run and are skipped; so are absurdly long
+        lines (every pattern here stays linear in the text's size)."""
+        context: list = []  # the last few non-empty lines (headings, comments) before a command
+        for line in _CONTINUATION.sub(" ", text).splitlines():
             s = line.strip()
-            if not s or s.startswith("#"):
+            if not s or len(s) > MAX_COMMAND_CHARS:
                 continue
-            if (
-                "torchrun" in s
-                or "train_gpt" in s
-                or s.startswith("export ")
-                or re.match(r"^(?:[A-Z][A-Z0-9_]*=\S+\s*)+$", s)
-            ):
+            is_cmd = not s.startswith("#") and (
+                "torchrun" in s or "train_gpt" in s or s.startswith("export ") or _only_assignments(s))
+            if is_cmd and not any(_SMOKE.search(c) for c in context[-3:] + [s]):
                 for k, v in env_assignments(s).items():
                     self.overrides[k] = (v, source)
+            if not is_cmd:
+                context.append(s)
 
     def add_log(self, info, source: str) -> None:
         for k, v in info.env.items():
-            if _ENV_NAME.match(k):
+            if _ENV_NAME.match(k) and str(v).strip() != "None":
                 self.overrides[k] = (v, source)
         for k, v in info.hyperparameters.items():
             self.printed_attrs[k] = v
+            env = self.attr_env.get(k)  # `  ttt_on: True` printed for `ttt_on = ...os.environ.get("TTT_ENABLED")`
+            if env is not None and env != k.upper() and str(v).strip() != "None":
+                self.overrides[env] = (v, source)
         for lb in list(info.finals) + list(info.markers):
             self.markers.update(w for w in re.split(r"[^a-z0-9]+", lb.lower()) if w)
         if info.ttt_elapsed_s is not None:
@@ -185,15 +215,23 @@ class ConfigModel:
     # ---------------------------------------------------------------- queries
     def env_value(self, env: str):
         if env in self.overrides:
-            return self.overrides[env][0]
+            return self.accepted(env, self.overrides[env][0])
         return self.defaults.get(env)
 
+    def accepted(self, env: str, text) -> str:
+        """A value as printed (a log's `ttt_enabled: True`, `iterations: 20000.0`) in the form the script's own parsing
+        of `env` accepts and reads the same way: `bool(int(os.environ.get(...)))` and `int(...)` get "1"/"0",
+        `os.environ.get(...) == "1"` gets "1"/"0", `.lower() in ("true", "yes")` gets "true"/"false". Texts the
+        script already accepts are returned unchanged."""
+        return _accepted(self.parse_kinds.get(env, ("str",)), text)
+
     def effective(self, include_defaults: bool = False) -> dict:
-        """ENV -> value the run used: the assignments from BAKED_CONFIG, README/run scripts and logs (and, with
-        include_defaults, every env var the code reads with its default)."""
+        """ENV -> value the run used, as a string the script's own parsing accepts (what `--dynamic` exports): the
+        assignments from BAKED_CONFIG, README/run scripts and logs (logs win; README smoke-test commands are not
+        the run), and, with include_defaults, every env var the code reads with its default."""
         out = {k: v for k, v in self.defaults.items() if v is not None} if include_defaults else {}
         for k, (v, _src) in self.overrides.items():
-            out[k] = v
+            out[k] = self.accepted(k, v)
         return dict(sorted(out.items()))
 
     def source_of(self, env: str) -> str:
@@ -333,7 +371,7 @@ class ConfigModel:
             name, default = r
             v = self.env_value(name)
             if name in self.overrides:
-                return self.overrides[name][0]
+                return v
             if len(node.args) >= 2:
                 return self._eval(node.args[1].value, depth + 1)
             return v if v is not None else None
@@ -348,6 +386,144 @@ class ConfigModel:
             v = self._eval(f.value, depth + 1)
             return getattr(v, f.attr.value)() if isinstance(v, str) else UNKNOWN
         return UNKNOWN
+
+
+_TRUE_WORDS = ("1", "true", "yes", "on", "y", "t")
+
+
+def _truth(text):
+    """True/False for a printed boolean-ish value ('True', '1', 'false', '0.0'), None when it is not one."""
+    low = str(text).strip().lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off", "none", ""):
+        return False
+    try:
+        return float(low) != 0.0
+    except ValueError:
+        return None
+
+
+def _accepted(kind, text) -> str:
+    s = str(text).strip()
+    k = kind[0]
+    if k in ("int", "float"):
+        try:
+            float(s)
+        except ValueError:
+            t = _truth(s)
+            return s if t is None else ("1" if t else "0")
+        if k == "int":
+            try:
+                int(s)
+            except ValueError:
+                f = float(s)
+                return str(int(f)) if f == int(f) else s
+        return s
+    if k == "bool":  # bool(os.environ.get(...)): any non-empty string is true
+        t = _truth(s)
+        return s if t is None else ("1" if t else "")
+    if k == "eq":  # os.environ.get(...) == "1" / .lower() in ("1", "true")
+        truthy, lower = kind[1], kind[2]
+        if (s.lower() if lower else s) in truthy:
+            return s
+        t = _truth(s)
+        if t is None:
+            return s
+        if t:
+            return truthy[0]
+        return next((w for w in ("0", "false", "no", "off") if w not in truthy), "")
+    if k == "str":
+        if s in ("True", "False"):  # a Python bool printed back: the shell-style flag the code most likely reads
+            return "1" if s == "True" else "0"
+        return s
+    return s
+
+
+def _is_any_env_read(node) -> bool:
+    """Inside an env helper: `os.environ.get(k, d)` / `os.getenv(k)` / `os.environ[k]` with any key."""
+    if isinstance(node, cst.Call):
+        f = node.func
+        return isinstance(f, cst.Attribute) and (
+            (f.attr.value in ("get", "pop") and _is_environ(f.value)) or f.attr.value == "getenv")
+    return isinstance(node, cst.Subscript) and _is_environ(node.value)
+
+
+def _reads_env(node, env: str, helpers) -> bool:
+    if isinstance(node, cst.Call):
+        r = _env_read(node, helpers)
+        return r is not None and r[0] == env
+    return isinstance(node, cst.Subscript) and _environ_subscript(node) == env
+
+
+def _return_expr(body):
+    """The returned expression of a one-statement helper (`return int(os.environ.get(k, d))`)."""
+    for st in getattr(body, "body", ()):
+        if isinstance(st, cst.SimpleStatementLine):
+            for small in st.body:
+                if isinstance(small, cst.Return) and small.value is not None:
+                    return small.value
+    return None
+
+
+def _parse_kind(expr, is_read, depth: int = 0):
+    """How `expr` parses the string that `is_read` identifies: the first conversion applied to it. ("int",),
+    ("float",), ("bool",), ("eq", truthy literals, lowered) or ("str",); None when `expr` does not read it."""
+    if expr is None or depth > 12:
+        return None
+    if is_read(expr):
+        return ("str",)
+    if isinstance(expr, cst.Call):
+        f = expr.func
+        fname = f.value if isinstance(f, cst.Name) else None
+        if fname in ("int", "float", "bool") and expr.args:
+            inner = _parse_kind(expr.args[0].value, is_read, depth + 1)
+            if inner is None:
+                return None
+            return (fname,) if inner[0] == "str" else inner
+        if isinstance(f, cst.Attribute) and f.attr.value in ("lower", "strip", "upper"):
+            inner = _parse_kind(f.value, is_read, depth + 1)
+            if inner == ("str",):
+                return ("lower",) if f.attr.value == "lower" else inner
+            return inner
+    if isinstance(expr, cst.Comparison) and len(expr.comparisons) == 1:
+        inner = _parse_kind(expr.left, is_read, depth + 1)
+        if inner in (("str",), ("lower",)):
+            comp = expr.comparisons[0]
+            lits = _string_literals(comp.comparator)
+            if lits and isinstance(comp.operator, (cst.Equal, cst.In)):
+                return ("eq", tuple(lits), inner == ("lower",))
+            if lits and isinstance(comp.operator, (cst.NotEqual, cst.NotIn)):
+                # `!= "0"`: everything but these literals is true
+                truthy = tuple(w for w in _TRUE_WORDS if w not in lits) or ("1",)
+                return ("eq", truthy, inner == ("lower",))
+            return ("str",)
+    for kid in _kids(expr):
+        k = _parse_kind(kid, is_read, depth + 1)
+        if k is not None:
+            return ("str",) if k == ("lower",) else k
+    return None
+
+
+def _kids(node):
+    from auditor.cstwalk import children
+
+    try:
+        return [k for k in children(node) if isinstance(k, cst.BaseExpression)]
+    except Exception:
+        return []
+
+
+def _string_literals(node) -> list:
+    if isinstance(node, cst.SimpleString):
+        v = node.evaluated_value
+        return [v] if isinstance(v, str) else []
+    if isinstance(node, (cst.Tuple, cst.List, cst.Set)):
+        out = []
+        for e in node.elements:
+            out += _string_literals(e.value)
+        return out
+    return []
 
 
 def _fmt(v) -> str:
