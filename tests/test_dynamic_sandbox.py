@@ -72,7 +72,8 @@ def test_infinite_loop_is_killed(tmp_path):
     r = _rules(res)
     assert time.time() - t0 < 12 + 25
     assert r["PG5D5"].level == "warning" and "killed" in r["PG5D5"].message
-    assert r["PG900"].level == "warning"
+    # could not run: PG900, or PG903 when the script hard-codes its size (it cannot be shrunk); the static verdict stands
+    assert (r.get("PG900") or r["PG903"]).level in ("warning", "note")
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert res.metrics["workdir"] not in out  # the whole process group is gone
     assert not Path(res.metrics["workdir"]).exists()
@@ -113,7 +114,9 @@ def test_unrunnable_script_names_the_failing_call(tmp_path):
 def test_timeout_after_main_run_keeps_its_findings(tmp_path):
     """A script that hangs only in a later run (the flip run) is killed, and the main run's findings still count."""
     src = (FIX / "pre_eval_ttt" / "train_gpt.py").read_text()
-    hang = '    main()\n    if "flip" in os.environ.get("DATA_PATH", ""):\n        while True:\n            pass\n'
+    # every run sees the same paths: the second run (flip) knows it is not the first by a file the first one left
+    hang = ('    if os.path.exists("ran_once"):\n        while True:\n            pass\n'
+            '    open("ran_once", "w").close()\n    main()\n')
     assert '    main()\n' in src
     sub = tmp_path / "rec"
     sub.mkdir()
