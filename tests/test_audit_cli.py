@@ -1,5 +1,6 @@
-"""`pgolf audit` end to end: exit codes, text/json/sarif/github formats, SARIF schema validation, suppressions,
---fail-on, --max-bytes, --jobs with a tree."""
+"""`pgolf audit` end to end: exit codes, text/json/sarif/github formats, SARIF schema validation, suppressions
+(inline, per-folder file, pyproject per-path), --select/--ignore, [tool.pgolf.audit], --fail-on, --max-bytes,
+--jobs with a tree, nested record folders, and auditing straight from git (--git REF[:PATH], --changed)."""
 
 import json
 import subprocess
@@ -198,3 +199,168 @@ def test_internal_crash_is_exit_2_never_0(tree, capsys, monkeypatch):
     sub = json.loads(captured.out)["submissions"][0]
     assert sub["verdict"] == "error" and sub["findings"][0]["rule"] == "PG000"
     assert "synthetic rule bug" in captured.err
+
+
+def _json(capsys):
+    return json.loads(capsys.readouterr().out)["submissions"]
+
+
+def _rules(sub):
+    return {f["rule"] for f in sub["findings"]}
+
+
+def test_select_and_ignore(tree, capsys):
+    _root, _good, bad = tree
+    assert main(["audit", "--format", "json", str(bad)]) == 1
+    everything = _rules(_json(capsys)[0])
+    assert "PG401" in everything and any(not r.startswith("PG4") for r in everything)
+    assert main(["audit", "--format", "json", "--select", "PG4", str(bad)]) == 1
+    assert {r[:3] for r in _rules(_json(capsys)[0])} == {"PG4"}
+    # the longer prefix wins: select PG4 but ignore PG401 leaves no failing finding in this folder
+    assert main(["audit", "--format", "json", "--select", "PG4", "--ignore", "PG401", str(bad)]) == 0
+    sub = _json(capsys)[0]
+    assert "PG401" not in _rules(sub) and sub["verdict"] == "pass"
+    assert main(["audit", "--format", "json", "--ignore", "pg401,PG2", str(bad)]) in (0, 1)
+    assert not {r for r in _rules(_json(capsys)[0]) if r == "PG401" or r.startswith("PG2")}
+    for bad_arg in (["--select", "PG9Z9"], ["--ignore", "nonsense"]):
+        assert main(["audit", *bad_arg, str(bad)]) == 2
+        assert "not a rule id" in capsys.readouterr().err
+
+
+def test_pyproject_config_is_found_above_the_path(tree, tmp_path, capsys):
+    _root, _good, bad = tree
+    cfg = tmp_path / "pyproject.toml"
+    cfg.write_text('[tool.pgolf.audit]\nignore = ["PG401"]\nfail-on = "error"\nmax-bytes = 16000000\n')
+    assert main(["audit", "--format", "json", str(bad)]) in (0, 1)
+    assert "PG401" not in _rules(_json(capsys)[0])
+    assert main(["audit", "--format", "json", "--isolated", str(bad)]) == 1
+    assert "PG401" in _rules(_json(capsys)[0])
+    # the command line adds to the file's ignores; --select from the command line replaces the file's
+    assert main(["audit", "--format", "json", "--select", "PG401", str(bad)]) == 0
+    assert _rules(_json(capsys)[0]) == set()
+    cfg.write_text('[tool.pgolf.audit]\nignores = ["PG401"]\n')
+    assert main(["audit", str(bad)]) == 2
+    assert "unknown key 'ignores'" in capsys.readouterr().err
+    cfg.write_text('[tool.pgolf.audit]\n[[tool.pgolf.audit.per-path-ignores]]\npath = "records/bad"\nrules = ["PG401"]\n')
+    assert main(["audit", str(bad)]) == 2
+    assert "a reason is required" in capsys.readouterr().err
+    cfg.write_text('[tool.pgolf.audit]\n[[tool.pgolf.audit.per-path-ignores]]\npath = "records/b*"\nrules = ["PG401"]\n'
+                   'reason = "maintainer ruling: adapts on scored chunks only"\n')
+    assert main(["audit", "--format", "json", str(bad)]) in (0, 1)
+    sub = _json(capsys)[0]
+    assert "PG401" not in _rules(sub)
+    assert sub["suppressed"] and sub["suppressed"][0]["rule"] == "PG401"
+    assert "maintainer ruling" in sub["suppressed"][0]["reason"]
+    other = tmp_path / "elsewhere" / "cfg.toml"
+    other.parent.mkdir()
+    other.write_text("[tool.pgolf.audit]\nselect = [\"PG2\"]\n")
+    assert main(["audit", "--format", "json", "--config", str(other), str(bad)]) in (0, 1)
+    assert {r[:3] for r in _rules(_json(capsys)[0])} <= {"PG2"}
+    cfg.write_text("[tool.pgolf.audit\n")
+    assert main(["audit", str(bad)]) == 2
+    assert "TOML" in capsys.readouterr().err
+
+
+def test_folder_suppression_file_for_logs_and_metadata(tmp_path, capsys):
+    root = _write(tmp_path / "r", _ex("over_cap"))
+    assert main(["audit", "--format", "json", str(root)]) == 1
+    hit = [f for f in _json(capsys)[0]["findings"] if f["rule"] == "PG101"]
+    assert hit and hit[0]["file"] == "train_seed1.log"
+    sup = root / ".pgolf-audit.toml"
+    sup.write_text('# reviewed\n[[ignore]]\nrules = ["PG101"]\nfile = "train_seed*.log"\n'
+                   'reason = "the log counts the uncompressed checkpoint; the shipped artifact is 15.2 MB"\n')
+    assert main(["audit", "--format", "json", str(root)]) in (0, 1)
+    sub = _json(capsys)[0]
+    assert "PG101" not in _rules(sub) and sub["suppressed"][0]["by"] == ".pgolf-audit.toml:2"
+    # no reason: PG005 at the table's line, and the finding stays
+    sup.write_text('[[ignore]]\nrules = ["PG101"]\n')
+    assert main(["audit", "--format", "json", str(root)]) == 1
+    sub = _json(capsys)[0]
+    pg005 = [f for f in sub["findings"] if f["rule"] == "PG005"]
+    assert "PG101" in _rules(sub) and pg005 and pg005[0]["file"] == ".pgolf-audit.toml" and pg005[0]["line"] == 1
+    # findings in code need the inline comment: the file does not silence them, and the unused entry is reported
+    bad = _write(tmp_path / "bad", _ex("train_then_score_chunk"))
+    (bad / ".pgolf-audit.toml").write_text('[[ignore]]\nrules = ["PG401"]\nreason = "scored first, really"\n')
+    assert main(["audit", "--format", "json", str(bad)]) == 1
+    sub = _json(capsys)[0]
+    assert "PG401" in _rules(sub) and "PG004" in _rules(sub)
+    (bad / ".pgolf-audit.toml").write_text("[[ignore]\n")
+    assert main(["audit", "--format", "json", str(bad)]) == 1
+    assert any(f["rule"] == "PG002" and f["file"] == ".pgolf-audit.toml" for f in _json(capsys)[0]["findings"])
+
+
+def _git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    r = tmp_path / "challenge"
+    _write(r / "records" / "track_10min_16mb" / "good", _ex("complete_record_folder"))
+    bad = _write(r / "records" / "track_10min_16mb" / "bad", _ex("train_then_score_chunk"))
+    _write(r / "records" / "track_10min_16mb" / "bad" / "readable", {"train_gpt.py": "print('a readable copy')\n"})
+    _git(r.parent, "init", "-q", str(r))
+    _git(r, "add", "-A")
+    _git(r, "commit", "-q", "-m", "two records")
+    (bad / "train_gpt.py").write_text((bad / "train_gpt.py").read_text() + "# revised\n")
+    _git(r, "commit", "-q", "-am", "revise bad")
+    _git(r, "update-ref", "refs/pull/7/head", "HEAD")
+    _git(r, "checkout", "-q", "--detach", "HEAD~1")  # the working tree is not what gets audited
+    return r
+
+
+def test_git_refs_without_checkout(repo, capsys):
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("pgolf-git-*"))
+    assert main(["audit", "--git", str(repo), "--format", "json", "refs/pull/7/head"]) == 1
+    subs = {s["path"]: s for s in _json(capsys)}
+    assert set(subs) == {"refs/pull/7/head:records/track_10min_16mb/bad", "refs/pull/7/head:records/track_10min_16mb/good"}
+    assert subs["refs/pull/7/head:records/track_10min_16mb/good"]["verdict"] == "pass"
+    assert "PG401" in _rules(subs["refs/pull/7/head:records/track_10min_16mb/bad"])
+    assert main(["audit", "--git", str(repo), "--format", "json", "HEAD:records/track_10min_16mb/good"]) == 0
+    assert [s["path"] for s in _json(capsys)] == ["HEAD:records/track_10min_16mb/good"]
+    # text output names the findings' files under REF:folder
+    assert main(["audit", "--git", str(repo), "refs/pull/7/head:records/track_10min_16mb/bad"]) == 1
+    assert "refs/pull/7/head:records/track_10min_16mb/bad/train_gpt.py:" in capsys.readouterr().out
+    assert set(Path(tempfile.gettempdir()).glob("pgolf-git-*")) == before  # private temp dirs are removed
+
+
+def test_git_changed_and_triage(repo, capsys):
+    assert main(["audit", "--git", str(repo), "--changed", "HEAD...refs/pull/7/head", "--format", "json"]) == 1
+    assert [s["path"] for s in _json(capsys)] == ["refs/pull/7/head:records/track_10min_16mb/bad"]
+    assert main(["audit", "--git", str(repo), "--format", "triage", "refs/pull/7/head", "HEAD"]) == 1
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| `")]
+    assert len(rows) == 4 and "| **FAIL** |" in rows[0] and "PG401 error" in rows[0]
+    assert "4 submission(s): 2 pass, 2 fail, 0 error" in out
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--upload-pack=touch /tmp/x"], "invalid git ref"),
+    (["HEAD:../outside"], "invalid path"),
+    (["HEAD:/etc"], "invalid path"),
+    (["no-such-branch"], "unknown git ref"),
+    (["HEAD:records/nothing"], "no such path"),
+    ([], "needs at least one REF"),
+])
+def test_git_bad_input_is_a_usage_error(repo, capsys, args, msg):
+    assert main(["audit", "--git", str(repo), *args]) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_git_not_a_repository(tmp_path, capsys):
+    assert main(["audit", "--git", str(tmp_path), "HEAD"]) == 2
+    assert "git" in capsys.readouterr().err
+    assert main(["audit", "--git", str(tmp_path / "missing"), "HEAD"]) == 2
+    assert "repository not found" in capsys.readouterr().err
+
+
+def test_tree_discovery_keeps_nested_copies_inside_their_record(tmp_path, capsys):
+    rec = _write(tmp_path / "records" / "rec", _ex("complete_record_folder"))
+    _write(rec / "human_readable", {"train_gpt.py": "print('readable copy')\n"})
+    assert main(["audit", "--format", "json", str(tmp_path / "records")]) == 0
+    assert [Path(s["path"]).name for s in _json(capsys)] == ["rec"]
+    assert main(["audit", "--format", "json", str(rec / "human_readable")]) in (0, 1)  # named directly: audited alone
+    assert Path(_json(capsys)[0]["path"]).name == "human_readable"
