@@ -140,6 +140,7 @@ class LogInfo:
     line_count: int = 0
     markers: set = field(default_factory=set)  # `name:`/`name ` prefixes of log lines (features the run printed)
     lines: dict = field(default_factory=dict)  # {"total_size": n, "code_size": n, "stop": n, ...} 1-based
+    setting_lines: dict = field(default_factory=dict)  # {printed key or ENV name: 1-based line that printed it}
 
     @property
     def is_training_log(self) -> bool:
@@ -250,12 +251,13 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
         if in_hp:
             m = _RE_HP_ITEM.match(line)
             if m and line[:1].isspace():
-                _record_hparam(info, m.group("k"), m.group("v"))
+                _record_hparam(info, m.group("k"), m.group("v"), lineno)
                 continue
             in_hp = False
         m = _RE_ENV_ASSIGN.match(line)
         if m:
             info.env[m.group("k")] = m.group("v")
+            info.setting_lines.setdefault(m.group("k"), lineno)
             continue
         if _parse_metrics_line(info, line, stripped, lineno):
             continue
@@ -275,7 +277,7 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
         if m:
             info.seed = int(m.group("seed"))
             continue
-        _parse_kv_line(info, stripped)
+        _parse_kv_line(info, stripped, lineno)
     if calib_seen:
         info.calibration_s = calib_total
     if info.serialize_s is None and quant_seen:
@@ -284,14 +286,16 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
     return info
 
 
-def _record_hparam(info: LogInfo, key: str, value: str) -> None:
+def _record_hparam(info: LogInfo, key: str, value: str, lineno: int = 1) -> None:
     info.hyperparameters[key] = value
+    info.setting_lines.setdefault(key, lineno)
+    info.setting_lines.setdefault(key.upper(), lineno)
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
         # `  TTT_ENABLED=1` (pgolf) is the env name itself; `  ttt_enabled: True` (family B) is its attribute.
         info.env[key.upper()] = value
 
 
-def _parse_kv_line(info: LogInfo, stripped: str) -> None:
+def _parse_kv_line(info: LogInfo, stripped: str, lineno: int = 1) -> None:
     """`train_batch_tokens:786432 train_seq_len:2048 iterations:20000` style lines: every token is key:value."""
     tokens = stripped.split()
     if not tokens or len(tokens) > 24:
@@ -305,6 +309,8 @@ def _parse_kv_line(info: LogInfo, stripped: str) -> None:
     for k, v in pairs:
         info.hyperparameters.setdefault(k, v)
         info.env.setdefault(k.upper(), v)
+        info.setting_lines.setdefault(k, lineno)
+        info.setting_lines.setdefault(k.upper(), lineno)
         if k == "seed" and v.isdigit():
             info.seed = int(v)
 

@@ -269,9 +269,24 @@ class PG502(Rule):
             "val_tokens = load_data_shard(sorted(glob.glob(args.val_files))[0])\n"
             "    torch.save({'model': model.state_dict(), 'prefix': val_tokens[:100000]}, 'final_model.pt')")},
             points_at=(("train_gpt.py", 37),)),
+        Example("val_shard_linked_as_train_shard", {
+            "train_gpt.py": _HP.replace("{reserve}", "12").replace("{save}", "pass"),
+            "README.md": "# Setup\n```bash\nmkdir -p data/valonly\n"
+                         "ln -s data/fineweb10B_sp1024/fineweb_val_000000.bin data/valonly/fineweb_train_000000.bin\n"
+                         "DATA_PATH=data/valonly torchrun --nproc_per_node=8 train_gpt.py\n```\n"},
+            points_at=(("README.md", 4),)),
+        Example("paid_prefix_blob_script", {
+            "train_gpt.py": _HP.replace("{reserve}", "12").replace("{save}", "pass"),
+            "build_prefix.py": "import glob, lzma, numpy as np\n"
+                               "files = sorted(glob.glob('data/fineweb_val_*.bin'))\n"
+                               "toks = np.concatenate([np.fromfile(f, dtype='<u2')[512:] for f in files])\n"
+                               "open('prefix.xz', 'wb').write(lzma.compress(toks[:6_000_000].tobytes()))\n",
+            "README.md": "```\npython build_prefix.py\nPREFIX=prefix.xz torchrun --nproc_per_node=8 train_gpt.py\n```\n"},
+            points_at=(("build_prefix.py", 4),)),
     )
 
     def check(self, facts):
+        yield from self._folder_shapes(facts.sub)
         if facts.prog is None:
             return
         for f in facts.prog.funcs:
@@ -290,6 +305,22 @@ class PG502(Rule):
                              f"the training loss in {f.qualname} mixes validation tokens into training batches; "
                              f"validation data may not be used for training. Train only on fineweb_train "
                              f"shards.{tail}")
+
+
+    def _folder_shapes(self, sub):
+        """Shapes outside the run's code: set-up commands that make a training shard a validation shard, and
+        companion scripts the README runs that store validation tokens for the run."""
+        if not sub.is_folder:
+            return
+        for rel, line, cmd in _val_into_train_commands(sub):
+            yield self.finding(
+                f"{rel} sets the data up so that a training shard is a validation shard (`{cmd[:160]}`); the run "
+                f"then trains on validation data, which is forbidden. Train only on fineweb_train shards.", rel, line)
+        for rel, store, reads_val in _val_storing_scripts(sub):
+            yield self.finding(
+                f"{rel} reads validation shards (line {reads_val}) and writes them out compressed here, and the "
+                f"README/run script runs it: validation tokens stored for the run ('paid prefix') are forbidden in "
+                f"the artifact. Serialize only model weights and code.", rel, store)
 
 
 @register
@@ -357,3 +388,66 @@ def _before_training(facts, g, depth: int = 0) -> bool:
         elif not _before_training(facts, f, depth + 1):
             return False
     return True
+
+
+# ------------------------------------------------------------------------------------------------ folder text shapes
+MAX_SCRIPT_BYTES = 400_000
+_VAL_SHARD = re.compile(r"fineweb_val_|val_files|val[-_]dir|[\"'/]val_\d")
+_STORE = re.compile(r"(?:lzma|zlib|bz2|brotli|zstd)\w*\.compress\(|\.tofile\(|np\.save\w*\(|lzma\.open\(")
+_LINKERS = {"ln", "cp", "mv", "rsync", "install"}
+
+
+def _text_lines(text: str):
+    for i, line in enumerate(text.splitlines(), 1):
+        if len(line) <= 4096:  # no real command or code line is longer; keeps the scans linear
+            yield i, line
+
+
+def _val_into_train_commands(sub):
+    """README / run-script lines that link or copy a validation shard to a training-shard name
+    (`ln -s .../fineweb_val_000000.bin .../fineweb_train_000000.bin`): the run then trains on validation data."""
+    texts = [(sub.readme_rel, sub.readme_text)] if sub.readme_rel else []
+    texts += sorted(sub.scripts.items())
+    for rel, text in texts:
+        for i, line in _text_lines(text or ""):
+            toks = [t.strip("`'\"(),") for t in line.replace("$", " ").split()]
+            toks = [t for t in toks if t and t != "sudo"]
+            is_py = "os.symlink(" in line or "shutil.copy" in line or "os.link(" in line
+            if not toks or not (toks[0] in _LINKERS or is_py):
+                continue
+            vals = [k for k, t in enumerate(toks) if "val_" in t and (".bin" in t or "*" in t)]
+            trains = [k for k, t in enumerate(toks) if "train_" in t and (".bin" in t or "*" in t)]
+            if vals and trains and max(trains) > min(vals):
+                yield rel, i, line.strip()
+
+
+def _val_storing_scripts(sub):
+    """Python files of the folder that the run does not execute but its README / run scripts run, which read
+    validation shards and write them out compressed (a 'paid prefix' blob the run then loads)."""
+    run_texts = (sub.readme_text or "") + "\n".join(sub.scripts.values())
+    executed = {u.rel for u in sub.units}
+    try:
+        entries = sub.reader.walk(max_depth=1)
+    except Exception:
+        return
+    for e in entries:
+        if not e.rel.endswith(".py") or e.rel in executed or e.size > MAX_SCRIPT_BYTES:
+            continue
+        name = e.rel.rsplit("/", 1)[-1]
+        if name not in run_texts:
+            continue
+        try:
+            text = sub.reader.read_bytes(e.rel, MAX_SCRIPT_BYTES).decode("utf-8", errors="replace")
+        except Exception:
+            continue
+        reads_val = weak = store = None
+        for i, line in _text_lines(text):
+            if reads_val is None and "fineweb_val_" in line:
+                reads_val = i  # the shard pattern itself beats a `--val-dir` in a usage string
+            if weak is None and _VAL_SHARD.search(line):
+                weak = i
+            if store is None and _STORE.search(line):
+                store = i
+        reads_val = reads_val or weak
+        if reads_val is not None and store is not None:
+            yield e.rel, store, reads_val
