@@ -451,3 +451,103 @@ def _val_storing_scripts(sub):
         reads_val = reads_val or weak
         if reads_val is not None and store is not None:
             yield e.rel, store, reads_val
+
+
+# ------------------------------------------------------------------------------------------------ validation subset
+_SUBSET_ENV = re.compile(
+    r"^(?:(?:VAL|EVAL)_(?:MAX_)?(?:TOKENS?|DOCS?|DOCUMENTS|SEQS|SEQUENCES|BATCHES)_?(?:LIMIT|MAX|CAP)?"
+    r"|(?:MAX|LIMIT)_(?:VAL|EVAL)_(?:TOKENS?|DOCS?|DOCUMENTS|SEQS|SEQUENCES|BATCHES)"
+    r"|(?:VAL|EVAL)_(?:SUBSET|FRACTION|FRAC))$"
+)
+_SUBSET_WORDS = ("LIMIT", "MAX", "CAP", "SUBSET", "FRAC")
+
+
+def _subset_settings(facts):
+    """(ENV, value, is_fraction) of every validation-size limit the run sets to a subset of the validation set."""
+    cfg = facts.cfg
+    names = set(cfg.defaults) | set(cfg.overrides)
+    for env in sorted(names):
+        if not _SUBSET_ENV.match(env) or not any(w in env for w in _SUBSET_WORDS):
+            continue
+        v = cfg.env_value(env)
+        try:
+            x = float(str(v).strip())
+        except (TypeError, ValueError):
+            continue
+        frac = "FRAC" in env or ("SUBSET" in env and x <= 1.0)
+        if (frac and 0.0 < x < 1.0) or (not frac and x > 0):
+            yield env, str(v).strip(), frac
+
+
+def _setting_location(facts, env: str):
+    """Where the run's value of `env` is set: the log line that prints it, the README line that assigns it, or the
+    code line that reads it (its default)."""
+    sub, cfg = facts.sub, facts.cfg
+    src = cfg.source_of(env)
+    info = sub.logs.get(src)
+    if info is not None:
+        attr = next((a for a, e in cfg.attr_env.items() if e == env), None)
+        line = info.setting_lines.get(env) or (info.setting_lines.get(attr) if attr else None)
+        return src, line or 1
+    texts = {sub.readme_rel: sub.readme_text, **sub.scripts} if sub.readme_rel else dict(sub.scripts)
+    if src in texts:
+        for i, line in _text_lines(texts[src] or ""):
+            if f"{env}=" in line:
+                return src, i
+        return src, 1
+    for u in sub.units:
+        if u.kind == "decoded":
+            continue
+        for i, line in _text_lines(u.text or ""):
+            if f'"{env}"' in line or f"'{env}'" in line:
+                return u.rel, i
+    return (sub.entry.name if sub.entry is not None else "train_gpt.py"), 1
+
+
+_SUBSET_CODE = """import os, glob, numpy as np, torch
+
+class Hyperparameters:
+    val_files = "./data/fineweb_val_*.bin"
+    val_tokens_limit = int(os.environ.get("VAL_TOKENS_LIMIT", {limit}))
+
+def load_validation_tokens(pattern, limit):
+    tokens = np.concatenate([np.fromfile(f, dtype="<u2") for f in sorted(glob.glob(pattern))])
+    return tokens[:limit] if limit > 0 else tokens
+
+args = Hyperparameters()
+val_tokens = load_validation_tokens(args.val_files, args.val_tokens_limit)
+print(f"final_int8_zlib_roundtrip_exact val_loss:{{2.0:.8f}} val_bpb:{{1.2:.8f}}")
+"""
+
+
+@register
+class PG504(Rule):
+    id, level, title = "PG504", "error", "scored on a subset of the validation set"
+    why = ("The score is the bits per byte over the whole validation set (the first 50,000 documents); a run that "
+           "limits the validation tokens or documents (VAL_MAX_TOKENS, a document subset) and reports that number "
+           "as its score is not comparable and not a valid record.")
+    fix = "Evaluate on the full validation set: leave the limit unset (0) in the submitted run."
+    LEGAL = (Example("limit_off", {"train_gpt.py": _SUBSET_CODE.format(limit=0)}),)
+    ILLEGAL = (
+        Example("limit_in_code_default", {"train_gpt.py": _SUBSET_CODE.format(limit=1_000_000)},
+                points_at=(("train_gpt.py", 5),)),
+        Example("limit_in_run_command", {
+            "train_gpt.py": _SUBSET_CODE.format(limit=0),
+            "README.md": "```\nVAL_TOKENS_LIMIT=2000000 torchrun --nproc_per_node=8 train_gpt.py\n```\n"},
+            points_at=(("README.md", 2),)),
+        Example("limit_printed_in_log", {
+            "train_gpt.py": _SUBSET_CODE.format(limit=0),
+            "train_seed1.log": "Hyperparameters:\n  val_tokens_limit: 4194304\n"
+                               "step:1/10 train_loss:6.0 train_time:10ms step_avg:10.00ms\n"
+                               "final_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.2\n"},
+            points_at=(("train_seed1.log", 2),)),
+    )
+
+    def check(self, facts):
+        for env, v, frac in _subset_settings(facts):
+            rel, line = _setting_location(facts, env)
+            yield self.finding(
+                f"{env}={v} limits evaluation to {'a fraction' if frac else 'part'} of the validation set "
+                f"(set by {facts.cfg.source_of(env)}); the reported score is then not the full-validation bits per "
+                f"byte. Leave it unset (0) for the submitted run.", rel, line,
+                evidence={"env": env, "value": v})
