@@ -1,0 +1,92 @@
+"""Reviewer-facing output: `--explain`, `--format markdown` (a review comment), `--format triage`, SARIF help text."""
+
+import json
+import re
+from pathlib import Path
+
+from auditor.rules import all_rules
+from pgolf.cli import main
+
+
+def _example(rid, name):
+    cls = all_rules()[rid]
+    return next(e for e in (*cls.LEGAL, *cls.ILLEGAL) if e.name == name)
+
+
+def _write(root: Path, files: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for k, v in files.items():
+        (root / k).write_text(v)
+    return root
+
+
+def test_explain_static_rule_has_what_why_fix_and_located_examples(capsys):
+    assert main(["audit", "--explain", "pg401"]) == 0
+    out = capsys.readouterr().out
+    cls = all_rules()["PG401"]
+    for part in ("# PG401: " + cls.title, "## Why is this bad?", cls.why, "## How to fix", cls.fix, "Illegal: ",
+                 "Legal: "):
+        assert part in out
+    ex = cls.ILLEGAL[0]
+    file, line = ex.points_at[0]
+    code = ex.files[file].splitlines()[line - 1]
+    assert re.search(rf"^\s*>\s*{line} \| {re.escape(code[:60])}", out, re.M), "the finding line is marked"
+
+
+def test_explain_dynamic_and_meta_rules(capsys):
+    assert main(["audit", "--explain", "PG4D1"]) == 0
+    out = capsys.readouterr().out
+    assert "dynamic audit" in out and all_rules()["PG4D1"].fix in out
+    assert main(["audit", "--explain", "PG005"]) == 0
+    assert "pgolf: ignore[PG401]" in capsys.readouterr().out
+    assert main(["audit", "--explain", "PG999"]) == 2
+    assert "unknown rule" in capsys.readouterr().err
+
+
+def test_markdown_review_comment(tmp_path, capsys, monkeypatch):
+    ex = _example("PG401", "train_then_score_chunk")
+    bad = _write(tmp_path / "records" / "bad", ex.files)
+    _write(tmp_path / "records" / "good", _example("PG201", "complete_record_folder").files)
+    cls = all_rules()["PG503"]
+    monkeypatch.setattr(cls, "clean", lambda self, facts: ["no network call is reachable from main"], raising=False)
+    assert main(["audit", "--format", "markdown", str(tmp_path / "records")]) == 1
+    out = capsys.readouterr().out
+    # a triage table first (two submissions), then one section per submission
+    assert out.startswith("## pgolf audit: triage") and out.count("## pgolf audit: `") == 2
+    assert "**Verdict: FAIL**" in out and "**Verdict: PASS**" in out
+    file, line = ex.points_at[0]
+    code = ex.files[file].splitlines()[line - 1].strip()
+    assert f"{bad.as_posix()}/{file}:{line}`" in out
+    assert re.search(rf"^\s*>\s*{line} \| .*{re.escape(code)}", out, re.M), "the evidence excerpt marks the line"
+    assert "### Checked and found clean" in out and "PG503: no network call is reachable from main" in out
+    assert "claimed val_bpb" in out  # the good folder's submission.json
+    assert "### Limits of this audit" in out
+
+
+def test_markdown_lists_suppressed_findings_with_reason(tmp_path, capsys):
+    root = _write(tmp_path / "r", _example("PG101", "over_cap").files)
+    (root / ".pgolf-audit.toml").write_text('[[ignore]]\nrules = ["PG101"]\nreason = "maintainer accepted: see PR"\n')
+    assert main(["audit", "--format", "markdown", str(root)]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "### Suppressed" in out and "maintainer accepted: see PR" in out and "PG101" in out
+
+
+def test_sarif_descriptors_carry_why_and_fix(tmp_path, capsys):
+    import jsonschema
+
+    root = _write(tmp_path / "r", _example("PG401", "train_then_score_chunk").files)
+    assert main(["audit", "--format", "sarif", str(root)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    schema = Path(__file__).resolve().parents[1] / "auditor" / "sarif_schema_2.1.0_subset.json"
+    jsonschema.validate(doc, json.loads(schema.read_text()))
+    desc = {d["id"]: d for d in doc["runs"][0]["tool"]["driver"]["rules"]}
+    assert all_rules()["PG401"].fix in desc["PG401"]["help"]["text"]
+    assert desc["PG401"]["fullDescription"]["text"] == all_rules()["PG401"].why
+    assert "PG4D1" not in desc  # dynamic rules only with --dynamic
+
+
+def test_triage_escapes_table_cells(tmp_path, capsys):
+    root = _write(tmp_path / "a|b", _example("PG401", "train_then_score_chunk").files)
+    assert main(["audit", "--format", "triage", str(root)]) == 1
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| `")]
+    assert len(rows) == 1 and "a\\|b" in rows[0] and rows[0].count(" | ") == 7
