@@ -330,6 +330,16 @@ def _eval_call(call: cst.Call, env: _Env, layers: list, depth: int):
         return _eval(call.args[0].value, env, layers, depth + 1)
     pos, kw = _args(call, env, layers, depth)
     mb = env.budget.cap(env.max_bytes)
+    try:
+        return _eval_named(name, pos, kw, env, layers, mb)
+    except DecodeError as exc:
+        if mb < env.max_bytes and "cap" in str(exc):  # the shared budget, not this payload's own cap, ran out
+            raise DecodeError(f"decoded payloads exceed the {env.budget.total_bytes}-byte total for one submission "
+                              "(nested decompression bomb?)") from None
+        raise
+
+
+def _eval_named(name: str, pos: list, kw: dict, env: _Env, layers: list, mb: int):
     if name in ("base64.b85decode",):
         layers.append("b85decode")
         return _wrap_binascii(base64.b85decode, _as_bytes(pos[0]))
@@ -451,7 +461,8 @@ def _mentions_decoder(node, env: _Env) -> bool:
 def _payload_expr(arg: cst.BaseExpression, env: _Env):
     """The expression to decode for an exec argument, or None when it is not a static wrapper payload.
     `exec(<call chain over literals>)`, and `exec(name)` / `exec(compile(name, ...))` where `name` is a module-level
-    constant built by decoder calls (pgolf's own wrapper: `s=L.decompress(...).decode()` ... `exec(compile(s,f,"exec"))`)."""
+    constant built by decoder calls (pgolf's own wrapper: `s=L.decompress(...).decode()` ...
+    `exec(compile(s,f,"exec"))`)."""
     if isinstance(arg, cst.Call) and (env.resolve(arg.func) or "") in ("compile", "builtins.compile") and arg.args:
         inner = arg.args[0].value
         if isinstance(inner, cst.Name):

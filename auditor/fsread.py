@@ -5,7 +5,7 @@ into the report, `-> /dev/zero` or a FIFO would make a read never end. So every 
 relative to the root's directory descriptor with O_NOFOLLOW (a symlinked directory on the way is refused too), with
 O_NONBLOCK (opening a FIFO does not wait for a writer), and the open descriptor is checked with fstat to be a
 regular file before a byte is read. Reads are capped per file, in total, and the number of entries listed is capped.
-What was refused is recorded (`refused`) so the audit reports it (PG006/PG007) instead of following it.
+What was refused is recorded (`refused`, `truncated`) so the audit reports it (PG006) instead of following it.
 """
 
 from __future__ import annotations
@@ -53,12 +53,17 @@ class FolderReader:
     """Bounded, no-follow reads below `root` (the folder the user named; only it may itself be a symlink)."""
 
     root: Path
-    max_file_bytes: int = MAX_FILE_BYTES
-    max_total_bytes: int = MAX_TOTAL_BYTES
-    max_entries: int = MAX_ENTRIES
+    max_file_bytes: int | None = None  # None: the module's MAX_* (read at construction, so tests can lower them)
+    max_total_bytes: int | None = None
+    max_entries: int | None = None
     total_read: int = 0
     refused: dict = field(default_factory=dict)  # rel -> (kind, detail), symlinks and special files seen
     truncated: list = field(default_factory=list)  # messages: entry/byte budgets hit
+
+    def __post_init__(self):
+        self.max_file_bytes = MAX_FILE_BYTES if self.max_file_bytes is None else self.max_file_bytes
+        self.max_total_bytes = MAX_TOTAL_BYTES if self.max_total_bytes is None else self.max_total_bytes
+        self.max_entries = MAX_ENTRIES if self.max_entries is None else self.max_entries
 
     # -- opening -------------------------------------------------------------------------------------------------
     def _open_parent(self, rel: str) -> tuple[int, str]:

@@ -9,6 +9,7 @@ function runs in-process (no limits)."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import resource
@@ -53,6 +54,7 @@ def _child(fn, item, limits: Limits, wfd: int) -> None:
     try:
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            faulthandler.disable()  # a crash is reported by the parent in one line, not as a dump on stderr
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
             if limits.memory_bytes:
                 cap = _vm_bytes() + limits.memory_bytes

@@ -243,7 +243,7 @@ def _read_source(sub: "Submission", rel: str, limit: int = MAX_SOURCE_BYTES, wha
     except Refused as exc:
         if exc.kind in ("symlink", "special"):
             return None  # reported once for the whole folder (PG006)
-        rule = "PG007" if exc.kind == "budget" else "PG001"
+        rule = "PG006" if exc.kind == "budget" else "PG001"
         detail = f"{what} file is {exc.detail}; it was not analysed. Ship a normal-sized script." if exc.kind in (
             "too_large", "budget") else f"cannot read {what} file ({exc.detail})."
         sub.findings.append(Finding(rule, "error", f"{rel}: {detail}", rel, 1, 1))
@@ -404,6 +404,8 @@ def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
         sub.units.append(child)
         if parse_unit(child, sub.findings):
             _expand(sub, child, depth + 1)
+        elif unit.kind in ("entry", "decoded"):
+            sub.analysable = False  # the code that runs is the payload, and it cannot be analysed
     if sub.root is None:
         return
     for target, node in _helper_refs(unit):
@@ -567,7 +569,7 @@ def _load_folder_files(sub: Submission) -> None:
 
 
 def _report_refused(sub: Submission) -> None:
-    """PG006 for every symlink / special file met (once each), PG007 when a folder budget cut the listing."""
+    """PG006 for every symlink / special file met (once each), and when a folder budget cut the reading."""
     for rel, (_kind, detail) in sorted(sub.reader.refused.items()):
         if any(f.rule == "PG006" and f.file == rel for f in sub.findings):
             continue
@@ -575,7 +577,7 @@ def _report_refused(sub: Submission) -> None:
             "PG006", "error", f"{rel}: {detail}. A submission must consist of regular files; the audit reads none "
             "through links or devices. Replace it with the file itself.", rel, 1, 1))
     for msg in sub.reader.truncated[:1]:
-        sub.findings.append(Finding("PG007", "error", f"submission folder has {msg}; the audit is incomplete. "
+        sub.findings.append(Finding("PG006", "error", f"submission folder has {msg}; the audit is incomplete. "
                                     "Ship only the record's files.", "", 1, 1))
 
 
@@ -585,6 +587,9 @@ def _read_plain(sub: Submission, rel: str, limit: int = MAX_SOURCE_BYTES) -> str
     except Refused as exc:
         if exc.kind == "budget":
             sub.reader.truncated.append(f"files over the {sub.reader.max_total_bytes}-byte total the audit reads")
+        elif exc.kind in ("too_large", "error"):
+            msg = f"{rel}: {exc.detail}; not read, so not checked."
+            sub.findings.append(Finding("PG001", "warning", msg, rel, 1, 1))
         return None
     if b"\x00" in data[:4096]:
         return None

@@ -12,7 +12,7 @@ class Link(str):
     """Example file content meaning "this file is a symlink to <the string>"."""
 
 
-_OK = 'import os\n\n\ndef main():\n    print(os.environ.get("SEED", "1337"))\n\n\nif __name__ == "__main__":\n    main()\n'
+_OK = 'import os\n\n\ndef main():\n    print(os.environ.get("SEED", "1337"))\n\n\nmain()\n'
 
 
 @register
