@@ -214,3 +214,30 @@ def test_cache_is_keyed_by_the_copied_content(tmp_path):
     (sub / "helper.py").write_text("X = 1\n")
     copied2, skipped2 = sandbox.copy_submission(sub, work / "b")
     assert harness.cache_key(work / "b", copied2, skipped2, None, 60, sys.executable) != k1
+
+
+def test_detection_is_cheap_but_not_through_env_or_hostname(tmp_path):
+    """What docs/dynamic-audit.md says: the auditor's variables and a telling hostname are hidden, but its modules
+    are in sys.modules (one line of code detects the audit)."""
+    res = run_dynamic(FIX / "hostile_detect", timeout=60, cache_dir=tmp_path / "cache")
+    msg = next(f.message for f in res.findings if f.rule == "PG900")
+    assert "SIGNS modules" in msg and "env" not in msg.split("SIGNS")[1].split(";")[0]
+    assert "hostname" not in msg and "pythonpath" not in msg
+
+
+def test_bwrap_without_namespaces_is_one_line(tmp_path, monkeypatch):
+    from trainer.errors import PgolfError
+
+    bindir = Path(tempfile.mkdtemp(prefix="pgolf-h5-bin-"))  # as root, bwrap is started as nobody: reachable dir
+    os.chmod(bindir, 0o755)
+    fake = bindir / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create a new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setattr(sandbox, "_WORKS", {})
+    try:
+        with pytest.raises(PgolfError, match="cannot start its sandbox here: bwrap: No permissions") as e:
+            run_dynamic(FIX / "hostile_secrets", timeout=30, cache_dir=tmp_path / "cache")
+        assert "\n" not in str(e.value)
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)

@@ -33,7 +33,7 @@ def run_dynamic(submission_path, static_context=None, timeout: float = 180.0, ca
     try:
         findings, metrics = harness.execute(sub, float(timeout), cdir, static_context)
     except PgolfError as e:
-        if not sub.exists() or "no train_gpt.py" in str(e) or "needs bubblewrap" in str(e):
+        if not sub.exists() or "no train_gpt.py" in str(e) or "bubblewrap" in str(e):
             raise
         return DynamicResult([Finding("PG900", "warning", f"dynamic audit could not prepare the run: {e}; the static "
                                       "verdict stands", sub.name)], {})

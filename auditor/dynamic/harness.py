@@ -192,7 +192,8 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
             python: str | os.PathLike | None = None) -> tuple[list[Finding], dict]:
     script = envscan.find_script(submission)
     python = os.fspath(python or sys.executable)
-    sandbox.bwrap_path()  # no bubblewrap: one line saying how to install it, before any work
+    # no bubblewrap, or one that cannot make namespaces here: one line saying so, before any work
+    sandbox.check_bwrap(sandbox.bwrap_path(), os.geteuid() == 0)
     # the sandbox's writable tmpfs is /tmp and the work dir keeps its host path inside it
     workdir = Path(tempfile.mkdtemp(prefix="pgolf-dyn-", dir="/tmp"))
     try:

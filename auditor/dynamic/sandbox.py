@@ -80,6 +80,28 @@ def bwrap_path() -> str:
     return path
 
 
+_WORKS: dict = {}
+
+
+def check_bwrap(bwrap: str, as_nobody: bool) -> None:
+    """Start an empty sandbox with the same namespaces once per process: where the kernel or a container's seccomp
+    policy forbids user namespaces, or bwrap is setuid (no `--size`), say so in one line instead of failing per run."""
+    key = (bwrap, as_nobody)
+    if key not in _WORKS:
+        argv = [bwrap, *_NS_FLAGS, "--ro-bind", "/usr", "/usr", *_lib_links(), "--proc", "/proc", "--dev", "/dev",
+                "--size", str(1 << 20), "--tmpfs", "/tmp", "--", "/usr/bin/true"]
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                               preexec_fn=_preexec(Limits(timeout=30), [], as_nobody))
+            _WORKS[key] = None if p.returncode == 0 else (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        except (OSError, subprocess.SubprocessError) as exc:
+            _WORKS[key] = str(exc)
+    if _WORKS[key] is not None:
+        raise PgolfError(f"dynamic audit: bubblewrap ({bwrap}) cannot start its sandbox here: {_WORKS[key][:300]} "
+                         "(it needs unprivileged user namespaces; in a container allow them, e.g. docker run "
+                         "--security-opt seccomp=unconfined, or run the dynamic audit on the host)")
+
+
 # --- the interpreter --------------------------------------------------------------------------------------------
 _LAYOUT_CODE = (
     "import json, os, site, sys, sysconfig\n"
@@ -265,20 +287,29 @@ _ETC = {
 }
 
 
-def _bwrap_argv(bwrap: str, workdir: Path, ro: list[tuple[str, str]], env: dict[str, str], limits: Limits,
-                argv: list[str]) -> list[str]:
-    a = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-         "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "pgolf-sandbox", "--clearenv"]
-    for k, v in env.items():
-        a += ["--setenv", k, v]
-    a += ["--ro-bind", "/usr", "/usr"]
+_NS_FLAGS = ("--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+             "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID))
+
+
+def _lib_links() -> list[str]:
+    """/bin, /lib... as on the host: symlinks into /usr (merged /usr) are recreated, real dirs bound read-only."""
+    a: list[str] = []
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         p = Path("/") / name
         if p.is_symlink():
             a += ["--symlink", os.readlink(p), str(p)]
         elif p.is_dir():
             a += ["--ro-bind", str(p), str(p)]
+    return a
+
+
+def _bwrap_argv(bwrap: str, workdir: Path, ro: list[tuple[str, str]], env: dict[str, str], limits: Limits,
+                argv: list[str]) -> list[str]:
+    a = [bwrap, *_NS_FLAGS, "--hostname", "localhost", "--clearenv"]
+    for k, v in env.items():
+        a += ["--setenv", k, v]
+    a += ["--ro-bind", "/usr", "/usr", *_lib_links()]
     for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d"):
         if (Path("/etc") / name).exists():
             a += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
@@ -375,6 +406,7 @@ def run_child(argv: list[str], workdir: Path, env_extra: dict[str, str], limits:
     layout = interpreter_layout(python)
     prepare_workdir(workdir)
     as_nobody = os.geteuid() == 0
+    check_bwrap(bwrap, as_nobody)
     sources = [*layout["roots"], str(SHIMS)]
     ro, stage = [], []
     for i, src in enumerate(sources):

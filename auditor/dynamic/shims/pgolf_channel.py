@@ -15,8 +15,11 @@ MAX_CAPTURE_VALUES = 4_000_000
 KINDS = {"nll": 0, "logp": 1}
 
 
+_FD = int(os.environ.get("PGOLF_RESULTS_FD", "-1"))  # read at import: the runner hides PGOLF_* from the script
+
+
 def _send(msg: dict) -> None:
-    fd = int(os.environ.get("PGOLF_RESULTS_FD", "-1"))
+    fd = _FD
     if fd < 0:
         return
     view = memoryview((json.dumps(msg, separators=(",", ":")) + "\n").encode())

@@ -1,8 +1,10 @@
 """In-child sandbox guard: an audit hook that denies network, process creation, writes outside the work dir and
 reads of secrets, and records every denial plus every data-shard access (with a timestamp) for the probes.
 
-Installed first by sitecustomize. The kernel-level limits (rlimits, network namespace, unprivileged uid) are set by
-the parent; this hook is the second line and the one that *explains* what happened.
+Installed first by sitecustomize. It is NOT the security boundary: it lives in the untrusted script's interpreter and
+the script can switch it off (tests/test_dynamic_hostile.py does). The boundary is the bubblewrap sandbox
+(auditor/dynamic/sandbox.py: namespaces, empty read-only root, capped tmpfs, rlimits); this hook *explains* what a
+cooperative-enough script tried, as PG5D3/PG5D4 findings.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ STATE = {
     "writes": [],  # [{path, t}] files the script opened for writing in its work dir (artifacts, logs)
 }
 _WORK = os.path.realpath(os.environ.get("PGOLF_SANDBOX_DIR", os.getcwd()))
-_REAL_HOME = os.environ.get("PGOLF_REAL_HOME", "/root")
+_REAL_HOME = os.path.expanduser("~")
 _SECRET_PATH = re.compile(
     r"(/\.ssh/|/\.aws/|/\.gnupg/|/\.netrc$|/\.git-credentials$|/\.docker/config|/\.kube/|/\.pypirc$|/\.config/gcloud"
     r"|/\.huggingface/token|/\.cache/huggingface/token|^/etc/shadow|^/etc/ssh/|^/proc/\d+/environ|^/proc/self/environ"

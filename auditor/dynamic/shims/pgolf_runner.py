@@ -59,7 +59,8 @@ def main() -> int:
     plan = json.load(open(sys.argv[1]))
     script, out = plan["script"], plan["out"]
     results = {"runs": [], "secret_env": [], "started": time.time()}
-    base_env = dict(os.environ)
+    # the auditor's own variables are not the script's business (and make detecting the audit a one-liner)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGOLF_") and k != "PYTHONPATH"}
     sys.argv = [script]
     torch.set_num_threads(1)
     sys.path.insert(0, os.path.dirname(script))
