@@ -364,3 +364,15 @@ def test_tree_discovery_keeps_nested_copies_inside_their_record(tmp_path, capsys
     assert [Path(s["path"]).name for s in _json(capsys)] == ["rec"]
     assert main(["audit", "--format", "json", str(rec / "human_readable")]) in (0, 1)  # named directly: audited alone
     assert Path(_json(capsys)[0]["path"]).name == "human_readable"
+
+
+def test_changed_in_the_current_repository(repo, capsys, monkeypatch):
+    monkeypatch.chdir(repo)
+    assert main(["audit", "--changed", "HEAD...refs/pull/7/head", "--format", "json"]) == 1
+    assert [s["path"] for s in _json(capsys)] == ["refs/pull/7/head:records/track_10min_16mb/bad"]
+    assert main(["audit", "--changed", "HEAD..refs/pull/7/head"]) == 2
+    assert "BASE...HEAD" in capsys.readouterr().err
+    assert main(["audit", "--changed", "HEAD...HEAD"]) == 2  # nothing changed: nothing to audit
+    assert "no folder" in capsys.readouterr().err
+    assert main(["audit", "--changed", "HEAD...refs/pull/7/head", "HEAD"]) == 2
+    assert "takes no REF" in capsys.readouterr().err
