@@ -255,6 +255,10 @@ class _Walker:
             if (VAL in idx_labels or VAL in labels) and LOSS not in labels:
                 self._site("stats", s, idx_labels | labels, table=base)
                 self._taint(base, frozenset({STATS}) | self._get(base))
+            elif isinstance(s.operator, (cst.AddAssign, cst.SubtractAssign)) and VAL in labels and LOSS in labels:
+                # a per-document / per-position buffer of losses (`doc_loss[b] += nll.sum()`) is scoring too
+                self._taint(base, self._get(base) | labels)
+                self._score(s, base, labels, s.value)
             return
         self._taint(tname, self._get(tname) | labels)
         if isinstance(s.operator, (cst.AddAssign, cst.SubtractAssign)) and VAL in labels and LOSS in labels:

@@ -15,6 +15,7 @@ from auditor.findings import Finding
 from auditor.flow import GATE, GRAD, LOSS, STATS, VAL
 from auditor.flow import _root_names as _roots
 from auditor.rules.base import Rule, register
+from auditor.rules.legality_state import train_effect, uses_any
 from auditor.rules.legality_examples import ILLEGAL_EXAMPLES, LEGAL_EXAMPLES, examples  # noqa: F401
 
 _CALIB_NAME = re.compile(r"(?i)(hessian|calib|gptq)")
@@ -30,9 +31,13 @@ class Summary:
         self.trains = {f: [False, False] for f in prog.funcs}  # [any, on]
         self.scores = {f: [False, False] for f in prog.funcs}
         self.stats = {f: [False, False] for f in prog.funcs}
+        self.effect = {}  # train site -> ("persistent" | "local" | "restored", names the optimizer updates)
         for f in prog.funcs:
             for s in f.sites:
                 if s.kind == "train" and VAL in s.labels:
+                    self.effect[s] = train_effect(prog, f, s)
+                    if self.effect[s][0] != "persistent":
+                        continue  # a throw-away adapter or restored weights: callers never see the change
                     self.trains[f][0] = True
                     self.trains[f][1] |= not s.off
                 elif s.kind == "score":
@@ -83,6 +88,7 @@ class Summary:
 
 class Event:
     calib = False
+    effect = ("persistent", set())
 
     def __init__(
         self, kind, order, loops, off, guards, unit, node, labels=frozenset(), callee=None, call=None, site=None
@@ -95,7 +101,9 @@ def _events(f, summ):
     ev = []
     for s in f.sites:
         if s.kind == "train" and VAL in s.labels:
-            ev.append(Event("train", s.order, s.loops, s.off, s.guards, f.unit, s.node, s.labels, site=s))
+            e = Event("train", s.order, s.loops, s.off, s.guards, f.unit, s.node, s.labels, site=s)
+            e.effect = summ.effect.get(s, e.effect)
+            ev.append(e)
         elif s.kind == "score":
             ev.append(Event("score", s.order, s.loops, s.off, s.guards, f.unit, s.node, s.labels, site=s))
     for c in f.calls:
@@ -282,9 +290,9 @@ def analyse(ctx) -> list:
                     )
                     if _PREV.search(code):
                         continue  # trains on an earlier chunk than the one scored next
+                    if t.site is not None and _context_only(f, t):
+                        continue  # trains only on context positions before the scored ones (already scored)
                     if GRAD in t.labels:
-                        if _context_only(f, t):
-                            continue
                         add(
                             "PG405",
                             t,
@@ -333,6 +341,19 @@ def analyse(ctx) -> list:
                         lvl,
                     )
                     continue
+                if t.site is not None and t.effect[0] == "local" and not _scoring_reads(f, s, t.effect[1]):
+                    names = ", ".join(f"`{n}`" for n in sorted(t.effect[1])[:3])
+                    add(
+                        "PG401",
+                        t,
+                        f"{f.qualname} trains a throw-away object ({names}, created here and never handed out) on "
+                        f"validation tokens before they are scored ({_fname(s)} at line {_line(s)}); the scored "
+                        f"weights are not updated by it, so the reported score does not depend on it. Disputed: "
+                        f"touching validation tokens before scoring them at all (e.g. a compile warm-up); warm up "
+                        f"on dummy or training tokens to avoid the question.",
+                        "warning" if lvl == "error" else lvl,
+                    )
+                    continue
                 what = f"calls {t.callee.qualname}, which trains" if t.callee is not None else "trains"
                 add(
                     "PG401",
@@ -363,7 +384,7 @@ def analyse(ctx) -> list:
                     f"target token (`== y` / `y in cache`); gates and mixing weights must not depend on the target. "
                     f"Compute gates from the context only and mix full distributions.",
                 )
-            elif site.kind == "min_loss" and any(x.kind == "score" for x in f.sites):
+            elif site.kind == "min_loss" and any(x.kind == "score" for x in f.sites) and not _lse_shift(f, site):
                 e = _site_event(f, site)
                 add(
                     "PG403",
@@ -421,6 +442,27 @@ def analyse(ctx) -> list:
                     )
                     break
     return out
+
+
+def _scoring_reads(f, s, names: set) -> bool:
+    """Does a scoring event use any of `names` (e.g. the adapter a warm-up trained)? Unknown -> True."""
+    if s.call is not None:
+        return any(code.split(".")[0] in names for _k, _lab, code in s.call.arg_labels if code) or uses_any(
+            f, s.node, names
+        )
+    if s.site is not None:
+        return uses_any(f, s.node, names)
+    return True
+
+
+def _lse_shift(f, site) -> bool:
+    """`m = max(a, b)` used only as the log-sum-exp shift (`m + log(w*exp(a - m) + ...)`): a mixture, no oracle."""
+    names = [n for n, vals in f.defs.items() if any(v is site.node for v in vals)]
+    if len(names) != 1:
+        return False
+    m = re.escape(names[0])
+    code = f.unit.code(f.node)
+    return bool(re.search(r"exp\([^()]*-\s*" + m + r"\b", code))
 
 
 def _same_token_index(f, b, s) -> bool:

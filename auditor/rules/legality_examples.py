@@ -789,3 +789,112 @@ def examples(rule_id: str) -> tuple:
     legal = tuple(_example(d) for d in LEGAL_EXAMPLES if rule_id in d["rules"])
     illegal = tuple(_example(d) for d in ILLEGAL_EXAMPLES if d["rules"] == [rule_id])
     return legal, illegal
+
+
+# ---- calibration on real submissions: shapes that were false positives / negatives -------------------------------
+
+# Per-window TTT on the already-scored context prefix only, weights restored after each window; the caller then
+# evaluates again (legal: the restored weights carry nothing from validation tokens).
+_PREFIX_TTT_RESTORED = _HP + """
+def eval_prefix_ttt(args, model, val_tokens, stride=64):
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for ws in range(0, val_tokens.numel() - 1 - args.seq_len, stride):
+        chunk = val_tokens[ws:ws + args.seq_len + 1].long()
+        x, y = chunk[:-1][None], chunk[1:][None]
+        s = 0 if ws == 0 else args.seq_len - stride
+        if s > 0:
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+            for _ in range(2):
+                opt.zero_grad()
+                ttt_loss = model(x[:, :s], y[:, :s])
+                ttt_loss.backward()
+                opt.step()
+        with torch.inference_mode():
+            nll = F.cross_entropy(model.forward_logits(x)[0], y[0], reduction="none")
+        loss_sum += nll[s:].double().sum()
+        model.load_state_dict(saved)
+    return loss_sum
+""" + _MAIN.replace("{call}", "eval_prefix_ttt(args, model, val_tokens)\n    final = eval_val(args, model, val_tokens)")
+
+# A logit bias tensor created per call and fitted on context positions only; the model is untouched, so scoring
+# again afterwards is not a rescoring of adapted weights.
+_CONTEXT_BIAS = _HP + """
+def eval_context_bias(args, model, val_tokens, stride=64):
+    bias = torch.zeros(1024)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for ws in range(0, val_tokens.numel() - 1 - args.seq_len, stride):
+        chunk = val_tokens[ws:ws + args.seq_len + 1].long()
+        x, y = chunk[:-1], chunk[1:]
+        with torch.inference_mode():
+            logits = model.forward_logits(x[None])[0]
+        s = 0 if ws == 0 else args.seq_len - stride
+        if s > 0:
+            b = bias.clone().detach().requires_grad_(True)
+            opt = torch.optim.SGD([b], lr=0.1)
+            ctx_logits, ctx_y = logits[:s].detach(), y[:s]
+            loss = F.cross_entropy(ctx_logits + b, ctx_y)
+            loss.backward()
+            opt.step()
+            bias = b.detach()
+        loss_sum += F.cross_entropy(logits[s:] + bias, y[s:], reduction="sum").double()
+    return loss_sum
+""" + _MAIN.replace("{call}", "eval_context_bias(args, model, val_tokens)\n    final = eval_val(args, model, val_tokens)")
+
+# A compile warm-up that trains a throw-away adapter on a few validation tokens and deletes it before the scored
+# evaluation (warning: disputed, the scored weights never see it) vs. the same adapter then used for scoring (error).
+_WARMUP = _HP + """
+class Adapter(torch.nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.delta = torch.nn.Parameter(torch.zeros(dim))
+
+def main():
+    args = Hyperparameters()
+    model = torch.nn.Module()
+    val_tokens = load_validation_tokens(args.val_files, args.seq_len)
+    warm = Adapter(1024)
+    wopt = torch.optim.AdamW(warm.parameters(), lr=1e-3)
+    xw = val_tokens[:args.seq_len].long()[None]
+    yw = val_tokens[1:args.seq_len + 1].long()[None]
+    warm_loss = model(xw, yw, adapter=warm)
+    warm_loss.backward()
+    wopt.step()
+    {after}
+
+if __name__ == "__main__":
+    main()
+"""
+
+_LSE_MIX = _HP + """
+import numpy as np
+
+def eval_mixture(args, model, ema_model, val_tokens, w=0.2):
+    loss_sum = 0.0
+    with torch.no_grad():
+        for s in range(0, val_tokens.numel() - 1 - args.seq_len, args.seq_len):
+            x = val_tokens[s:s + args.seq_len].long()[None]
+            y = val_tokens[s + 1:s + 1 + args.seq_len].long()[None]
+            lp_a = -F.cross_entropy(model.forward_logits(x)[0], y[0], reduction="none").numpy()
+            lp_b = -F.cross_entropy(ema_model.forward_logits(x)[0], y[0], reduction="none").numpy()
+            max_lp = np.maximum(lp_a, lp_b)
+            mix_lp = max_lp + np.log((1 - w) * np.exp(lp_a - max_lp) + w * np.exp(lp_b - max_lp))
+            loss_sum += float(-mix_lp.sum())
+    return loss_sum
+""" + _MAIN.replace("{call}", "eval_mixture(args, model, model, val_tokens)")
+
+LEGAL_EXAMPLES += [
+    {"name": "per_window_prefix_ttt_weights_restored", "files": {"train_gpt.py": _PREFIX_TTT_RESTORED},
+     "rules": ["PG401", "PG403", "PG405"]},
+    {"name": "context_only_logit_bias_then_plain_eval", "files": {"train_gpt.py": _CONTEXT_BIAS},
+     "rules": ["PG401", "PG403", "PG405"]},
+    {"name": "logsumexp_mixture_shift_is_not_an_oracle", "files": {"train_gpt.py": _LSE_MIX}, "rules": ["PG403"]},
+]
+ILLEGAL_EXAMPLES += [
+    {"name": "adapter_trained_on_val_then_used_for_scoring", "rules": ["PG401"],
+     "files": {"train_gpt.py": _WARMUP.replace(
+         "{after}", "model.adapter = warm\n    print(eval_val(args, model, val_tokens))")},
+     "at": (("train_gpt.py", "warm_loss.backward()"),)},
+]
+# the throw-away form is a warning (tests/test_legality_calibration.py), so it is no LEGAL example of PG401
+WARMUP_THROWAWAY = _WARMUP.replace("{after}", "del warm, wopt\n    print(eval_val(args, model, val_tokens))")
