@@ -149,25 +149,13 @@ def run(args) -> int:
 
 def _settings(args, registry):
     """[tool.pgolf.audit] of the nearest pyproject.toml (or --config), overridden by the command line."""
-    from auditor.suppress import Settings, find_pyproject, load_settings, parse_ids
+    from auditor.suppress import Settings, find_pyproject, load_config_file, load_settings, parse_ids
 
     known = set(registry) | {"PG000"}
     settings = Settings()
     try:
         if args.config:
-            cfg = Path(args.config)
-            if not cfg.is_file():
-                raise PgolfError(f"audit --config: file not found: {args.config}")
-            from auditor.suppress import _toml
-
-            try:
-                doc = _toml().loads(cfg.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, _toml().TOMLDecodeError) as exc:
-                raise PgolfError(f"audit --config: {cfg} is not valid TOML ({exc})") from None
-            table = doc.get("tool", {}).get("pgolf", {}).get("audit")
-            if table is None:
-                raise PgolfError(f"audit --config: {cfg} has no [tool.pgolf.audit] table")
-            settings = load_settings(cfg, table, known)
+            settings = load_config_file(Path(args.config), known)
         elif not args.isolated and not args.git:
             found, table = find_pyproject(args.paths)
             if found is not None:

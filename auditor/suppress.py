@@ -184,6 +184,20 @@ def find_pyproject(paths, cwd=None):
     return None, None
 
 
+def load_config_file(path, known) -> Settings:
+    """Settings from [tool.pgolf.audit] of an explicitly named file (--config); ValueError on any problem."""
+    if not path.is_file():
+        raise ValueError(f"--config: file not found: {path}")
+    try:
+        doc = _toml().loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, _toml().TOMLDecodeError) as exc:
+        raise ValueError(f"--config: {path} is not valid TOML ({exc})") from None
+    table = doc.get("tool", {}).get("pgolf", {}).get("audit")
+    if table is None:
+        raise ValueError(f"--config: {path} has no [tool.pgolf.audit] table")
+    return load_settings(path, table, known)
+
+
 def load_settings(path, table: dict, known) -> Settings:
     where = f"{path} [tool.pgolf.audit]"
     if not isinstance(table, dict):

@@ -61,14 +61,30 @@ def _audit_folder(folder: str) -> dict:
     tops = [t for t in (top_finding(r) for r in results) if t is not None]
     top = min(tops, key=lambda f: ({"error": 0, "warning": 1, "note": 2}[f.level], f.rule[:3] not in LEGALITY,
                                     f.rule)) if tops else None
+    proof = []
+    for r, (root, _e, _d, _f) in zip(results, items):
+        for f in r.findings:
+            if f.level == "error" or (f.level == "warning" and f.rule.startswith(LEGALITY)):
+                proof.append(f"{f.rule} {f.level} {f.file}:{f.line}: {_source_line(Path(root), f)}")
     return {
         "verdict": verdict,
+        "proof": proof,
         "errors": sorted({f.rule for f in findings if f.level == "error"}),
         "warnings": sorted({f.rule for f in findings if f.level == "warning"}),
         "top": f"{top.rule} {top.level} {top.file}:{top.line}: {top.message}" if top is not None else "",
         "cpu_s": round(time.process_time() - t0, 3),
         "submissions": len(results),
     }
+
+
+def _source_line(root: Path, f) -> str:
+    """The line of the folder's own file a finding points at (what proves it), shortened."""
+    try:
+        lines = (root / f.file).read_text(encoding="utf-8", errors="replace").splitlines()
+        text = lines[f.line - 1].strip() if 0 < f.line <= len(lines) else ""
+    except (OSError, ValueError):
+        text = ""
+    return (text[:140] + "...") if len(text) > 140 else text
 
 
 def legality_error(row: dict) -> bool:
@@ -180,6 +196,16 @@ def main(argv=None) -> int:
               f"{sum(r['verdict'] == 'pass' for r in rows):5d} {sum(r['verdict'] == 'fail' for r in rows):5d} "
               f"{sum(r['verdict'] in ('error', 'crash') for r in rows):5d}")
     del matrix
+    print("\nclean/accepted not passing, illegal not caught, borderline without a PG4/PG5 flag "
+          "(what the folder's own files show):")
+    for e, row in pairs:
+        c = category(e)
+        miss = ((c in ("clean", "accepted") and row["verdict"] != "pass") or (c == "illegal" and not legality_error(row))
+                or (c == "borderline" and not legality_flag(row)))
+        if miss:
+            print(f"  {c} {e['folder']} ({row['verdict']}): " + (e.get("pattern") or ""))
+            for p in row.get("proof", [])[:6] or ["(no error-level or PG4/PG5 finding)"]:
+                print(f"      {p}")
     t = targets(pairs)
     met = targets_met(t)
     print()
