@@ -422,8 +422,9 @@ def _val_into_train_commands(sub):
 
 
 def _val_storing_scripts(sub):
-    """Python files of the folder that the run does not execute but its README / run scripts run, which read
-    validation shards and write them out compressed (a 'paid prefix' blob the run then loads)."""
+    """Python files of the folder that the run does not execute but its README / run scripts run with python, which
+    read validation shards and write them out compressed (a 'paid prefix' blob the run then loads) and train
+    nothing."""
     run_texts = (sub.readme_text or "") + "\n".join(sub.scripts.values())
     executed = {u.rel for u in sub.units}
     try:
@@ -434,8 +435,8 @@ def _val_storing_scripts(sub):
         if not e.rel.endswith(".py") or e.rel in executed or e.size > MAX_SCRIPT_BYTES:
             continue
         name = e.rel.rsplit("/", 1)[-1]
-        if name not in run_texts:
-            continue
+        if not any(("python" in ln and name in ln) for _i, ln in _text_lines(run_texts)):
+            continue  # the README/run script does not run it
         try:
             text = sub.reader.read_bytes(e.rel, MAX_SCRIPT_BYTES).decode("utf-8", errors="replace")
         except Exception:
@@ -449,6 +450,8 @@ def _val_storing_scripts(sub):
             if store is None and _STORE.search(line):
                 store = i
         reads_val = reads_val or weak
+        if ".backward(" in text:
+            continue  # a training script (a readable copy of the trainer): its compressed output is the model
         if reads_val is not None and store is not None:
             yield e.rel, store, reads_val
 
