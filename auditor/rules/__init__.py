@@ -9,6 +9,7 @@ sees one shape. This module imports no rule module at import time (the dynamic a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
@@ -45,10 +46,14 @@ def finding_at(ctx_unit, node, rule: str, level: str, message: str, evidence=Non
     return Finding(rule, level, note + message, file, line, col, evidence or {})
 
 
+@functools.lru_cache(maxsize=1)
+def _module_names() -> tuple:
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_RULES))
+
+
 def _import_all() -> list:
     """Import every module of this package (importing a module registers its rule classes), in name order."""
-    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_RULES)
-    return [importlib.import_module(f"{__name__}.{n}") for n in names]
+    return [importlib.import_module(f"{__name__}.{n}") for n in _module_names()]
 
 
 def rule_modules() -> list:
