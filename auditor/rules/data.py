@@ -498,6 +498,11 @@ def _setting_location(facts, env: str):
             if f"{env}=" in line:
                 return src, i
         return src, 1
+    for attr, e in cfg.attr_env.items():
+        if e == env and attr in cfg.attr_expr:
+            node, unit = cfg.attr_expr[attr]
+            file, line, _col, note = unit.location(node)
+            return file, line, note
     for u in sub.units:
         if u.kind == "decoded":
             continue
@@ -548,9 +553,9 @@ class PG504(Rule):
 
     def check(self, facts):
         for env, v, frac in _subset_settings(facts):
-            rel, line = _setting_location(facts, env)
+            rel, line, *note = _setting_location(facts, env)
             yield self.finding(
-                f"{env}={v} limits evaluation to {'a fraction' if frac else 'part'} of the validation set "
+                f"{note[0] if note else ''}{env}={v} limits evaluation to {'a fraction' if frac else 'part'} of the validation set "
                 f"(set by {facts.cfg.source_of(env)}); the reported score is then not the full-validation bits per "
                 f"byte. Leave it unset (0) for the submitted run.", rel, line,
                 evidence={"env": env, "value": v})
