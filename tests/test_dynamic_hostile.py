@@ -86,24 +86,31 @@ def test_kernel_sandbox_holds_without_the_guard(tmp_path, canary):
     listener.bind(str(sock_path))
     listener.listen(1)
     listener.settimeout(0.2)
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(1)
+    tcp.settimeout(0.2)
     out = Path(tempfile.mkdtemp(prefix="pgolf-h5-out-"))
     os.chmod(out, 0o777)
     sleep = "4242.25"
     try:
         src = (FIX / "hostile_escape" / "train_gpt.py").read_text()
-        for k, v in {"CANARY": canary, "SOCK": sock_path, "OUT": out / "escaped.txt", "SLEEP": sleep}.items():
+        subs = {"CANARY": canary, "SOCK": sock_path, "OUT": out / "escaped.txt", "SLEEP": sleep,
+                "PORT": tcp.getsockname()[1]}
+        for k, v in subs.items():
             src = src.replace(f"@{k}@", str(v))
         child = _run_script(tmp_path, src)
         line = next(x for x in child.output_tail.splitlines() if x.startswith("REPORT"))
         report = eval(line[len("REPORT "):])  # noqa: S307 - our own fixture's repr of a dict of strings
         for key in ("read", "symlink_read", "proc1root", "unix_socket", "inet", "replace", "dirfd", "proc_sys",
-                    "host_sys"):
+                    "host_sys", "dev_write", "userns"):
             assert report[key].startswith("blocked"), (key, report[key])
         assert report["dev_shm"].startswith("OK")  # the sandbox's own /dev/shm (capped tmpfs), not the host's
         uid, caps = eval(report["uid"][3:])  # noqa: S307
         assert uid == sandbox.SANDBOX_UID and int(caps, 16) == 0
-        with pytest.raises(socket.timeout):
-            listener.accept()
+        for sock in (listener, tcp):
+            with pytest.raises(socket.timeout):
+                sock.accept()
         assert list(out.iterdir()) == []
         assert not Path("/dev/shm/pgolf_h5_escape").exists()
         assert CANARY_TEXT not in child.output_tail
@@ -111,6 +118,7 @@ def test_kernel_sandbox_holds_without_the_guard(tmp_path, canary):
         assert _procs(sleep) == []  # the setsid'd survivor died with the sandbox's PID namespace
     finally:
         listener.close()
+        tcp.close()
         shutil.rmtree(sock_path.parent, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
 
@@ -139,7 +147,7 @@ def test_audit_of_escape_fixture_leaks_nothing(tmp_path, canary):
     sleep = "4243.25"
     try:
         sub = _fill("hostile_escape", tmp_path / "rec", CANARY=canary, SOCK="/tmp/none.sock", OUT=out / "x.txt",
-                    SLEEP=sleep)
+                    SLEEP=sleep, PORT=9)
         res = run_dynamic(sub, timeout=60, cache_dir=tmp_path / "cache")
         assert not any(f.rule == "PG9D1" for f in res.findings), [f.message for f in res.findings]
         text = _everything(res, tmp_path / "cache")
@@ -241,3 +249,18 @@ def test_bwrap_without_namespaces_is_one_line(tmp_path, monkeypatch):
         assert "\n" not in str(e.value)
     finally:
         shutil.rmtree(bindir, ignore_errors=True)
+
+
+def test_copy_caps(tmp_path):
+    src = tmp_path / "src"
+    (src / "pkg" / "deep").mkdir(parents=True)
+    (src / "a.py").write_text("a" * 10)
+    (src / "big.bin").write_bytes(b"x" * 100)
+    (src / "pkg" / "b.py").write_text("b")
+    (src / "pkg" / "deep" / "c.py").write_text("c")
+    copied, skipped = sandbox.copy_submission(src, tmp_path / "dst", sandbox.CopyCaps(file_bytes=50, total_bytes=1000,
+                                                                                      files=2, depth=1))
+    assert copied == ["a.py", "pkg/b.py"]  # depth 1 stops at pkg/deep; the file cap stops after two files
+    why = dict(skipped)
+    assert "cap" in why["big.bin"] and "cap" in why["pkg/deep/"]
+    assert not (tmp_path / "dst" / "big.bin").exists() and (tmp_path / "dst" / "pkg" / "b.py").read_text() == "b"

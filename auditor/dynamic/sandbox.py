@@ -184,7 +184,10 @@ def copy_submission(src: Path, dest: Path, caps: CopyCaps | None = None) -> tupl
                     except OSError:
                         continue
                     if stat.S_ISDIR(st.st_mode):
-                        if name in (".git", "__pycache__") or depth >= caps.depth:
+                        if name in (".git", "__pycache__"):
+                            continue
+                        if depth >= caps.depth:
+                            skipped.append((rel + "/", f"folder deeper than the {caps.depth}-level cap"))
                             continue
                         try:
                             sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
