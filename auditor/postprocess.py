@@ -18,6 +18,7 @@ def finish(results, items, settings, registry) -> None:
     for (root, entry, _display, is_folder), r in zip(items, results):
         real = Path(root)
         r.real_root = str(real)
+        r.item = (root, entry, _display, is_folder)  # to reload decoded payloads for excerpts
         r.suppressed = []
         findings = list(r.findings)
         if is_folder:  # a single train_gpt.py is not a folder: its neighbours' suppression file is not its own

@@ -235,17 +235,40 @@ def render_explain(cls) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _decoded_text(result, label: str):
+    """Source of a decoded payload (`train_gpt.py#decoded1`), decoded again from the submission's files."""
+    cache = result.__dict__.setdefault("_decoded", {})
+    if "all" not in cache:
+        cache["all"] = {}
+        item = getattr(result, "item", None)
+        if item is not None:
+            from auditor.source import load_submission
+
+            root, entry, display, is_folder = item
+            try:
+                sub = load_submission(Path(root), Path(entry) if entry else None, display, is_folder)
+                cache["all"] = sub.decoded_sources()
+            except Exception:  # an excerpt is a convenience: the finding itself is already reported
+                pass
+    return cache["all"].get(label)
+
+
 def _excerpt(result, f, around: int = 2) -> list:
     real = getattr(result, "real_root", None)
     if not real or not f.file:
         return []
-    p = Path(real) / f.file
-    try:
-        if not p.is_file() or p.stat().st_size > 8_000_000:
+    if "#decoded" in f.file:
+        text = _decoded_text(result, f.file)
+        if text is None:
             return []
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
+    else:
+        p = Path(real) / f.file
+        try:
+            if not p.is_file() or p.stat().st_size > 8_000_000:
+                return []
+            text = p.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
     if f.line > len(text.splitlines()):
         return []
     return _numbered(text, {f.line}, around=around)

@@ -90,3 +90,19 @@ def test_triage_escapes_table_cells(tmp_path, capsys):
     assert main(["audit", "--format", "triage", str(root)]) == 1
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| `")]
     assert len(rows) == 1 and "a\\|b" in rows[0] and rows[0].count(" | ") == 7
+
+
+def test_markdown_excerpt_of_a_wrapped_script_shows_the_decoded_line(tmp_path, capsys):
+    import base64
+    import lzma
+
+    ex = _example("PG401", "train_then_score_chunk")
+    raw = lzma.compress(ex.files["train_gpt.py"].encode(), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+    wrapped = ('import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
+               'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode())
+    root = _write(tmp_path / "w", dict(ex.files, **{"train_gpt.py": wrapped}))
+    assert main(["audit", "--format", "markdown", str(root)]) == 1
+    out = capsys.readouterr().out
+    _file, line = ex.points_at[0]
+    code = ex.files["train_gpt.py"].splitlines()[line - 1].strip()
+    assert re.search(rf"^\s*>\s*{line} \| .*{re.escape(code)}", out, re.M), out
