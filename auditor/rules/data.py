@@ -200,6 +200,42 @@ _NORESERVE = _HP.replace(
 )
 
 
+_BASELINE = _NORESERVE.replace(
+    """    train_stream = TokenStream(args.train_files)
+    for step in range(100):
+        x = train_stream.take(1025)
+        loss = model(x[:-1][None], x[1:][None])
+        loss.backward()
+        opt.step()
+    collect_hessians(model, args.train_files)
+    {save}""",
+    """    train_stream = TokenStream(args.train_files)
+    for warmup_step in range(20):
+        x = train_stream.take(1025)
+        loss = model(x[:-1][None], x[1:][None])
+        loss.backward()
+        opt.step()
+    train_stream = TokenStream(args.train_files)
+    step = 0
+    while True:
+        x = train_stream.take(1025)
+        loss = model(x[:-1][None], x[1:][None])
+        loss.backward()
+        opt.step()
+        step += 1
+        if step >= 100:
+            break
+    {after}
+    torch.save(model.state_dict(), "final_model.pt")""")
+# a distillation loop that is switched off follows the calibration: training ended with the main loop
+_DISTILL_OFF = _BASELINE.replace("{after}", """collect_hessians(model, args.train_files)
+    if int(os.environ.get("DISTILL_STEPS", "0")) > 0:
+        for _ in range(10):
+            x = train_stream.take(1025)
+            model(x[:-1][None], x[1:][None]).backward()
+            opt.step()""")
+
+
 @register
 class PG501(Rule):
     id, level, title = "PG501", "error", "training shards read after the training phase"
@@ -210,8 +246,12 @@ class PG501(Rule):
     LEGAL = (
         Example("gptq_calibration_with_reserve", {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
             "{save}", "torch.save(model.state_dict(), 'final_model.pt')")}),
+        Example("baseline_warmup_then_recreated_loader", {"train_gpt.py": _BASELINE.replace("{after}", "pass")},
+                note="loader built, warm-up steps, loader re-created, main loop: all of it is training"),
     )
     ILLEGAL = (
+        Example("calibration_before_a_switched_off_loop", {"train_gpt.py": _DISTILL_OFF},
+                points_at=(("train_gpt.py", 44),)),
         Example("calibration_after_train_model_returns", {"train_gpt.py": _SPLIT}, points_at=(("train_gpt.py", 37),)),
         Example("gptq_on_train_after_loop_no_reserve", {"train_gpt.py": _NORESERVE.replace("{save}", "pass")},
                 points_at=(("train_gpt.py", 34),)),
