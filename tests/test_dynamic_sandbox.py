@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from auditor.dynamic import run_dynamic
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "dynamic"
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
 
 def _audit(name, tmp_path, timeout=60):
@@ -125,3 +128,28 @@ def test_timeout_after_main_run_keeps_its_findings(tmp_path):
     r = _rules(run_dynamic(sub, timeout=20, cache_dir=tmp_path / "cache"))
     assert r["PG5D5"].level == "warning" and "main" in r["PG5D5"].evidence["finished_runs"]
     assert r["PG4D1"].level == "error" and "PG900" not in r
+
+
+def test_another_interpreter_runs_in_the_sandbox(tmp_path):
+    """`python` (audit --python): a virtualenv's prefix and its base installation are bound read-only, even when the
+    virtualenv lives under /tmp (where the sandbox mounts its tmpfs)."""
+    import sys
+    import tempfile
+
+    from auditor.dynamic import sandbox
+
+    venv = Path(tempfile.mkdtemp(prefix="pgolf-test-venv-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="pgolf-dyn-test-", dir="/tmp"))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+        os.chmod(venv, 0o755)
+        for d in ("data", "submission", ".pgolf"):
+            (work / d).mkdir()
+        (work / "submission" / "x.py").write_text("import sys, torch\nprint('PREFIX', sys.prefix)\n")
+        child = sandbox.run_child([str(work / "submission" / "x.py")], work, {}, sandbox.Limits(timeout=60),
+                                  python=str(venv / "bin" / "python"))
+        assert child.returncode == 0, child.output_tail[-1500:]
+        assert f"PREFIX {venv}" in child.output_tail
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)

@@ -312,6 +312,11 @@ def _bwrap_argv(bwrap: str, workdir: Path, ro: list[tuple[str, str]], env: dict[
     a = [bwrap, *_NS_FLAGS, "--hostname", "localhost", "--clearenv"]
     for k, v in env.items():
         a += ["--setenv", k, v]
+    # the writable tmpfs first: read-only binds that live below /tmp (a virtualenv there) land on top of it
+    a += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm",
+          "--remount-ro", "/dev", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
+          "--dir", str(workdir), "--dir", str(workdir / "tmp"), "--dir", str(workdir / "out"),
+          "--dir", str(workdir / "data")]
     a += ["--ro-bind", "/usr", "/usr", *_lib_links()]
     for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d"):
         if (Path("/etc") / name).exists():
@@ -320,10 +325,6 @@ def _bwrap_argv(bwrap: str, workdir: Path, ro: list[tuple[str, str]], env: dict[
         a += ["--ro-bind", str(workdir / ".etc" / name), f"/etc/{name}"]
     for src, dst in ro:
         a += ["--ro-bind", src, dst]
-    a += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm",
-          "--remount-ro", "/dev", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
-          "--dir", str(workdir), "--dir", str(workdir / "tmp"), "--dir", str(workdir / "out"),
-          "--dir", str(workdir / "data")]
     for name in ("submission", ".pgolf"):  # the staged inputs, read-only on top of the writable work dir
         a += ["--ro-bind", str(workdir / name), str(workdir / name)]
     a += ["--ro-bind", str(workdir / "data"), STAGE_DATA.format(workdir=workdir)]  # copied into the tmpfs by boot
