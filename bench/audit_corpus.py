@@ -47,14 +47,24 @@ def _audit_folder(folder: str) -> dict:
     from auditor.source import discover
     from auditor.suppress import Settings
 
-    t0 = time.process_time()
+    t0, c0 = time.process_time(), _children_cpu()
     try:
         items = [(str(r), str(e) if e else None, d, f) for r, e, d, f in discover([folder])]
-        results = [analyse(Path(r), Path(e) if e else None, d, f, Options()) for r, e, d, f in items]
+        try:  # the CLI's path: each submission in a forked child under the auditor's resource limits
+            from auditor.engine import audit_items
+        except ImportError:
+            audit_items = None
+        if audit_items is not None:
+            results, crashed = audit_items(items, Options(), jobs=1)
+            if crashed:
+                raise RuntimeError("; ".join(c.strip() for c in crashed))
+        else:
+            results = [analyse(Path(r), Path(e) if e else None, d, f, Options()) for r, e, d, f in items]
         finish(results, items, Settings(), all_rules())
     except Exception as exc:
         return {"verdict": "crash", "errors": [], "warnings": [], "top": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(limit=8), "cpu_s": time.process_time() - t0, "submissions": 0}
+    cpu = time.process_time() - t0 + _children_cpu() - c0
     findings = [f for r in results for f in r.findings]
     order = {"pass": 0, "fail": 1, "error": 2}
     verdict = max((r.verdict for r in results), key=order.get, default="error")
@@ -72,9 +82,16 @@ def _audit_folder(folder: str) -> dict:
         "errors": sorted({f.rule for f in findings if f.level == "error"}),
         "warnings": sorted({f.rule for f in findings if f.level == "warning"}),
         "top": f"{top.rule} {top.level} {top.file}:{top.line}: {top.message}" if top is not None else "",
-        "cpu_s": round(time.process_time() - t0, 3),
+        "cpu_s": round(cpu, 3),
         "submissions": len(results),
     }
+
+
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _source_line(root: Path, f) -> str:

@@ -53,6 +53,21 @@ def test_targets_and_expectations_from_rows():
     assert exp["borderline/e"]["assert"] == ["legality_flag"] and exp["borderline/f"]["verdict"] == "error"
 
 
+def test_bench_audits_a_labelled_folder_like_the_cli(tmp_path):
+    from auditor.rules import all_rules
+
+    ex = all_rules()["PG401"].ILLEGAL[0]
+    folder = tmp_path / "illegal" / "x"
+    folder.mkdir(parents=True)
+    for rel, text in ex.files.items():
+        (folder / rel).write_text(text)
+    (folder / "copy").mkdir()
+    (folder / "copy" / "train_gpt.py").write_text("print('readable copy')\n")  # belongs to the folder
+    row = _bench()._audit_folder(str(folder))
+    assert row["verdict"] == "fail" and "PG401" in row["errors"] and row["submissions"] == 1
+    assert row["cpu_s"] > 0 and any(p.startswith("PG401 error train_gpt.py:") for p in row["proof"])
+
+
 def test_bench_rejects_a_folder_without_labels(tmp_path, capsys):
     assert _bench().main([str(tmp_path)]) == 2
     assert "labels.json not found" in capsys.readouterr().err
