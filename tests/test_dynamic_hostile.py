@@ -211,6 +211,11 @@ def test_missing_bwrap_is_one_line_exit_2(tmp_path, monkeypatch):
     with pytest.raises(PgolfError, match="needs bubblewrap") as e:
         run_dynamic(FIX / "hostile_secrets", timeout=30, cache_dir=tmp_path / "cache")
     assert "\n" not in str(e.value) and "apt-get install bubblewrap" in str(e.value)
+    p = subprocess.run([sys.executable, "-m", "pgolf", "audit", "--dynamic-only", "--no-progress",
+                        str(FIX / "hostile_secrets")], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PATH=str(tmp_path), PGOLF_CACHE_DIR=str(tmp_path / "cache")))
+    assert p.returncode == 2 and p.stdout == ""
+    assert len(p.stderr.strip().splitlines()) == 1 and "apt-get install bubblewrap" in p.stderr
 
 
 def test_cache_is_keyed_by_the_copied_content(tmp_path):
