@@ -56,6 +56,8 @@ def add_parser(sub, name: str, help: str):
     p.add_argument("--dynamic", action="store_true", help="also run the dynamic (sandboxed execution) audit")
     p.add_argument("--dynamic-only", action="store_true", help="run only the dynamic audit")
     p.add_argument("--timeout", type=float, default=180.0, metavar="S", help="dynamic audit time limit per submission")
+    p.add_argument("--python", metavar="PATH", help="interpreter the dynamic audit runs the submission under (needs "
+                   "torch and numpy; default: the one running pgolf)")
     p.add_argument("--list-rules", action="store_true", help="print the rule ids, levels and titles and exit")
     p.add_argument("--explain", metavar="RULE", help="what a rule checks, why, how to fix it, with examples; then exit")
     p.set_defaults(handler=run)
@@ -224,7 +226,21 @@ def _audit(items, args, settings, rules, registry) -> int:
     return exit_code
 
 
+def _python_arg(path: str | None) -> str | None:
+    """--python PATH: an executable (a bare name is looked up on PATH), checked before any audit runs."""
+    if path is None:
+        return None
+    import shutil
+
+    found = shutil.which(path) if os.sep not in path else (path if os.access(path, os.X_OK) else None)
+    if not found or not os.path.isfile(found):
+        raise PgolfError(f"audit --python {path}: no such executable (expected a Python interpreter, e.g. "
+                         "/usr/bin/python3.12)")
+    return os.path.abspath(found)
+
+
 def _run_dynamic(items, results, args, crashed) -> None:
+    python = _python_arg(getattr(args, "python", None))
     from auditor.engine import LEVEL_RANK
 
     try:
@@ -252,7 +268,7 @@ def _run_dynamic(items, results, args, crashed) -> None:
         except Exception:
             static_context = None
         try:
-            out = run_dynamic(Path(root if is_folder else entry), static_context, args.timeout)
+            out = run_dynamic(Path(root if is_folder else entry), static_context, args.timeout, python=python)
         except PgolfError:
             raise
         except Exception:

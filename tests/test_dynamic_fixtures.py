@@ -16,6 +16,7 @@ FIX = Path(__file__).resolve().parent / "fixtures" / "dynamic"
 CASES = {
     "legal_score_first_ttt": None,
     "context_only_slot": None,
+    "context_ttt_restored": None,  # context-only adaptation, weights restored per window, two sweeps
     "normalized_ngram_tilt": None,
     "pre_eval_ttt": "PG4D1",
     "pre_quant_ttt": "PG4D1",

@@ -22,18 +22,20 @@ class DynamicResult:
     metrics: dict = field(default_factory=dict)
 
 
-def run_dynamic(submission_path, static_context=None, timeout: float = 180.0, cache_dir=None) -> DynamicResult:
-    """Audit one submission dynamically. Failures to run become a PG900 warning, never an exception, except bad
-    arguments (a missing path) which raise PgolfError."""
+def run_dynamic(submission_path, static_context=None, timeout: float = 180.0, cache_dir=None,
+                python=None) -> DynamicResult:
+    """Audit one submission dynamically, running it under `python` (default: this interpreter). Failures to run
+    become a PG900 warning (or a PG901-PG903 note saying what the machine lacks), never an exception, except bad
+    arguments (a missing path, an interpreter that does not run) which raise PgolfError."""
     from auditor.dynamic import harness
     from trainer.errors import PgolfError
 
     sub = Path(submission_path)
     cdir = Path(cache_dir) if cache_dir else harness.default_cache_dir()
     try:
-        findings, metrics = harness.execute(sub, float(timeout), cdir, static_context)
+        findings, metrics = harness.execute(sub, float(timeout), cdir, static_context, python=python)
     except PgolfError as e:
-        if not sub.exists() or "no train_gpt.py" in str(e) or "bubblewrap" in str(e):
+        if not sub.exists() or "no train_gpt.py" in str(e) or "bubblewrap" in str(e) or "--python" in str(e):
             raise
         return DynamicResult([Finding("PG900", "warning", f"dynamic audit could not prepare the run: {e}; the static "
                                       "verdict stands", sub.name)], {})

@@ -113,7 +113,8 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
     tail = child.output_tail[-3000:]
     metrics = {"child_wall_s": round(child.wall_s, 3), "isolation": child.isolation, "vocab_size": prep["vocab"],
                "env": prep["env"], "runs": {n: {"ok": r["ok"], "wall_s": round(r["wall_s"], 3)} for n, r in runs.items()},
-               "log_times": _log_times(submission)}
+               "log_times": _log_times(submission), "shrunk": prep.get("shrunk", {}),
+               "hard_coded": prep.get("hard_coded", []), "python": prep.get("python_version")}
     # --- sandbox -------------------------------------------------------------------------------------------
     viol = [v for r in results.get("runs", []) for v in r.get("violations", [])]
     for kind in ("secret_read", "write_outside", "process", "tamper"):
@@ -147,8 +148,13 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
             if e["type"] == "MemoryError":
                 findings.append(Finding("PG5D5", "warning", f"resource limit: the run ran out of its address-space "
                                         f"limit ({e['where']})", rel))
+            special = _cannot_run_on_cpu(e, prep, rel, tail)
+            if special is not None:
+                return findings + [special], metrics
         elif child.timed_out:
             why = f"the main run did not finish within {plan.get('timeout', 0):g} s"
+            if prep.get("hard_coded"):
+                return findings + [_too_big(plan, prep, rel, tail)], metrics
         else:
             why = f"the child exited with status {child.returncode} before the run completed"
             if child.returncode is not None and child.returncode < 0:
@@ -237,9 +243,54 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
                                 "normalization probes skipped", rel))
     ph = metrics.get("phases", {})
     findings.append(Finding("PG9D0", "note", "dynamic audit ran the script on tiny data: " + ", ".join(
-        f"{k}={v}s" for k, v in ph.items()) + (f"; logs report {metrics['log_times']}" if metrics["log_times"] else ""),
-        rel, evidence={"phases": ph, "log_times": metrics["log_times"]}))
+        f"{k}={v}s" for k, v in ph.items()) + (f"; logs report {metrics['log_times']}" if metrics["log_times"] else "")
+        + "; " + shrink_text(prep), rel,
+        evidence={"phases": ph, "log_times": metrics["log_times"], "shrunk": prep.get("shrunk", {}),
+                  "hard_coded": prep.get("hard_coded", [])}))
     return findings, metrics
+
+
+# the f-string grammar of PEP 701 (quotes reused inside replacement fields, backslashes, comments) is Python 3.12+
+_PEP701 = re.compile(r"f-string|unterminated string|unmatched|expecting '}'")
+
+
+def shrink_text(prep: dict) -> str:
+    """What the audit changed to make the run tiny, through the script's own knobs, and what it could not."""
+    sh = prep.get("shrunk") or {}
+    parts = [f"{k} {'(default)' if v[0] is None else v[0]}->{v[1]}" for k, v in sorted(sh.items())]
+    out = ("shrunk through the script's environment: " + ", ".join(parts)) if parts else "nothing shrunk"
+    if prep.get("hard_coded"):
+        out += f"; hard-coded (not shrunk): {', '.join(prep['hard_coded'])}"
+    return out
+
+
+def _cannot_run_on_cpu(e: dict, prep: dict, rel: str, tail: str) -> Finding | None:
+    """A run stopped by what the machine lacks, not by the script: a GPU-only kernel (PG901) or an interpreter older
+    than the code's syntax (PG902). Notes: the static verdict stands and the message says what would run it."""
+    if e["type"] == "PgolfNeedsGPU":
+        return Finding("PG901", "note", f"dynamic audit: {e['msg']} (launched from {e['where']}); this code path "
+                       "cannot be observed on CPU, the static verdict stands; audit on a machine with a GPU",
+                       rel, evidence={"where": e["where"], "output_tail": tail[-1500:]})
+    if e["type"] in ("SyntaxError", "IndentationError", "TabError"):
+        ver = prep.get("python_version") or "?"
+        need = "3.12" if _PEP701.search(e["msg"]) else None
+        wants = f"Python >= {need} (PEP 701 f-strings)" if need else f"a newer Python than {ver}"
+        return Finding("PG902", "note", f"dynamic audit: the script's code does not parse under Python {ver} "
+                       f"({e['msg']} at {e['where'] or 'decoded payload'}); it needs {wants}. Run the audit with one: "
+                       f"`pgolf audit --dynamic --python /path/to/python{need or '3.X'}` (it needs torch and numpy "
+                       "installed); the static verdict stands", rel,
+                       evidence={"python": prep.get("python"), "python_version": ver, "needs": need,
+                                 "error": e["msg"]})
+    return None
+
+
+def _too_big(plan: dict, prep: dict, rel: str, tail: str) -> Finding:
+    hard = ", ".join(prep["hard_coded"])
+    return Finding("PG903", "note", f"dynamic audit: the tiny run did not finish within {plan.get('timeout', 0):g} s; "
+                   f"the script hard-codes its {hard} (no environment knob to shrink), so the CPU run keeps the record's "
+                   "size; the static verdict stands (raise --timeout or audit on a GPU)", rel,
+                   evidence={"hard_coded": prep["hard_coded"], "shrunk": prep.get("shrunk", {}),
+                             "output_tail": tail[-1500:]})
 
 
 def _pos(v) -> bool:

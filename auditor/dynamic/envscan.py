@@ -73,11 +73,27 @@ def scan_env(source: str, where: str = "train_gpt.py") -> dict[str, str | None]:
     """{ENV_NAME: literal default or None} for every environment variable the script reads."""
     try:
         module = cst.parse_module(source)
-    except cst.ParserSyntaxError as e:
-        raise PgolfError(f"{where}: cannot parse as Python ({str(e).splitlines()[0]})") from None
+    except (cst.ParserSyntaxError, RecursionError, ValueError):
+        # syntax newer than the parser knows (or not Python): the plain `os.environ.get("NAME", default)` shapes
+        return _scan_env_text(source)
     v = _EnvVisitor()
     module.visit(v)
     return v.names
+
+
+_ENV_CALL = re.compile(r"""(?:environ\.get|getenv|environ\.setdefault)\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""
+                       r"""(?:\s*,\s*(?:str\(|int\(|float\()?\s*["']?(-?[\w.]+)["']?)?""")
+_ENV_SUB = re.compile(r"""environ\[\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\]""")
+
+
+def _scan_env_text(source: str) -> dict[str, str | None]:
+    names: dict[str, str | None] = {}
+    for m in _ENV_CALL.finditer(source):
+        if names.get(m.group(1)) is None:
+            names[m.group(1)] = m.group(2)
+    for m in _ENV_SUB.finditer(source):
+        names.setdefault(m.group(1), None)
+    return names
 
 
 def _num(s) -> float | None:
@@ -132,6 +148,21 @@ LAUNCH_NAMES = re.compile(r"^(WORLD_SIZE|RANK|LOCAL_RANK|LOCAL_WORLD_SIZE|NPROC_
                           r"MASTER_PORT|CUDA_VISIBLE_DEVICES|TORCHELASTIC_\w+|NCCL_\w+)$")
 # where a script writes (often baked as the author's absolute path): redirected into the sandbox's work dir
 OUTPUT_NAMES = re.compile(r"^(OUT|OUTPUT|LOG|LOGS|RUN|RUNS|ARTIFACT|ARTIFACTS|CHECKPOINT|CKPT|SAVE|RESULTS?)_(DIR|PATH|ROOT)$")
+
+
+# what a CPU run must be able to shrink; a script with no knob of a kind keeps the record's size for it
+SIZE_KINDS = {
+    "depth (layers)": r"^(NUM_LAYERS|N_LAYERS|N_LAYER|DEPTH|NUM_BLOCKS)$",
+    "width": r"^(MODEL_DIM|D_MODEL|N_EMBD|HIDDEN_DIM|EMBED_DIM|WIDTH)$",
+    "iterations": r"^(ITERATIONS|NUM_ITERATIONS|NUM_STEPS|MAX_STEPS|TRAIN_STEPS)$",
+    "sequence length": r"^(TRAIN_SEQ_LEN|SEQ_LEN|BLOCK_SIZE|CONTEXT_LEN)$",
+    "batch": r"^(TRAIN_BATCH_TOKENS|BATCH_TOKENS|BATCH_SIZE|TRAIN_BATCH_SIZE)$",
+}
+
+
+def hard_coded(names) -> list[str]:
+    """Size kinds the script has no environment knob for."""
+    return [k for k, pat in SIZE_KINDS.items() if not any(re.match(pat, n) for n in names)]
 
 
 def shrink_plan(names: dict[str, str | None]) -> dict[str, str]:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +42,38 @@ def _vocab(env: dict[str, str], names: dict[str, str | None]) -> int:
     return 1024
 
 
+def python_version(python: str) -> str:
+    """'3.11' for the interpreter the submission runs under (the auditor's own without asking it)."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        return f"{sys.version_info[0]}.{sys.version_info[1]}"
+    try:
+        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
+                             text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise PgolfError(f"audit --python {python}: cannot run it ({e}); expected a Python interpreter") from None
+    if out.returncode != 0 or not out.stdout.strip():
+        raise PgolfError(f"audit --python {python}: exited with status {out.returncode} for `-c 'import sys'`; "
+                         "expected a Python interpreter")
+    return out.stdout.strip()
+
+
+def _fits_default(value: str, default: str | None) -> bool:
+    """A recovered value the script can parse the way it parses its default: a log line that printed a per-rank list
+    (`36,36,...`) for a knob whose default is a number is not the environment value, so the default is kept. Booleans
+    printed as True/False are mapped by auditor.config, not here."""
+    try:
+        float(default) if default is not None else None
+    except ValueError:
+        return True  # a text default: any text fits
+    if default is None or value.strip().lower() in ("true", "false"):
+        return True
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _unresolved(value: str) -> bool:
     """A README/run-script value that is still a shell expression (`SEED=$SEED`, `$(nproc)`): the run's real value is
     unknown, so the script's own default is used."""
@@ -50,7 +83,8 @@ def _unresolved(value: str) -> bool:
 def build_env(names: dict, recovered: dict, vocab: int, workdir: Path, datadir: Path, tok: Path) -> dict[str, str]:
     env: dict[str, str] = {}
     for k, v in recovered.items():
-        if (k in names or k.endswith("_ENABLED")) and not envscan.LAUNCH_NAMES.match(k) and not _unresolved(v):
+        if (k in names or k.endswith("_ENABLED")) and not envscan.LAUNCH_NAMES.match(k) and not _unresolved(v) \
+                and _fits_default(v, names.get(k)):
             env[k] = v
     # size knobs are shrunk from their *effective* value: a switch the run turned on (EVAL_STRIDE=64) stays on
     effective = {k: recovered.get(k, d) for k, d in names.items()}
@@ -58,7 +92,9 @@ def build_env(names: dict, recovered: dict, vocab: int, workdir: Path, datadir: 
     env["VOCAB_SIZE"] = str(vocab)
     for name in names:
         if envscan.DATA_NAMES.match(name):
-            env[name] = str(datadir)
+            # `DATA_DIR="./data/"` means the official layout's root (datasets/ and tokenizers/ below it)
+            root = (names[name] or "").rstrip("/").endswith("data") and "datasets" not in (names[name] or "")
+            env[name] = str(datadir.parent.parent if root else datadir)
         elif envscan.TOKENIZER_NAMES.match(name):
             env[name] = str(tok)
         elif envscan.OUTPUT_NAMES.match(name):
@@ -74,6 +110,14 @@ def configure(submission: Path, script: Path, static_context) -> dict:
     """Everything that decides the run and is known without touching data: names, recovered config, vocab, env."""
     source = script.read_text(encoding="utf-8", errors="replace")
     names = envscan.scan_env(source, str(script))
+    # knobs read by a decoded payload (LZMA/base64 wrappers) or by helper modules next to the script count too
+    extra = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(script.parent.glob("*.py")) if p != script]
+    if isinstance(static_context, dict):
+        extra += [t for t in (static_context.get("decoded_sources") or {}).values() if isinstance(t, str)]
+    for text in extra:
+        for k, d in envscan.scan_env(text).items():
+            if names.get(k) is None:
+                names[k] = d
     if isinstance(static_context, dict):
         recovered = {str(k): str(v) for k, v in (static_context.get("env") or static_context).items()
                      if isinstance(k, str) and k.isupper()}
@@ -81,7 +125,11 @@ def configure(submission: Path, script: Path, static_context) -> dict:
         recovered = envscan.recover_config(submission, script)
     vocab = _vocab(recovered, names)
     env = build_env(names, recovered, vocab, Path("@WORK"), Path("@DATA"), Path("@TOK"))
-    return {"names": names, "recovered": recovered, "vocab": vocab, "env": env}
+    # reported with the verdict: each size knob's run value (None = code default) -> the tiny value
+    shrunk = {k: [recovered.get(k, names.get(k)), v] for k, v in envscan.shrink_plan(
+        {k: recovered.get(k, d) for k, d in names.items()}).items() if recovered.get(k, names.get(k)) != v}
+    return {"names": names, "recovered": recovered, "vocab": vocab, "env": env, "shrunk": shrunk,
+            "hard_coded": envscan.hard_coded(names)}
 
 
 def prepare(cfg: dict, workdir: Path, cache_dir: Path) -> dict:
@@ -213,6 +261,7 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
             return hit
         (workdir / ".pgolf").mkdir()
         prep = prepare(configure(sub, local, static_context), workdir, cache_dir)
+        prep.update(python=python, python_version=python_version(python))
         runs, meta = plan_runs(prep, workdir)
         plan = {"script": str(local), "out": "results-channel", "vocab_size": prep["vocab"], "runs": runs, "norm_pos": meta["norm_pos"],
                 "timeout": timeout}

@@ -96,6 +96,28 @@ PG900 = _rule(
     "The dynamic audit is evidence in addition to the static one; a script it cannot run on CPU is not judged by it.",
     "Read the message (missing dependency, CUDA-only code path) and rerun with a fix if the script should run.",
 )
+PG901 = _rule(
+    "PG901", "note",
+    "the dynamic audit needs a GPU for this script (a kernel the CPU interpreter cannot run)",
+    "Some records launch GPU kernels (Triton, inline PTX) on the path the tiny run takes; the CPU shims interpret "
+    "the common Triton kernels, and report the others by name instead of guessing their result.",
+    "Audit on a machine with a GPU, or give the script a CPU fallback for that kernel; the static verdict stands.",
+)
+PG902 = _rule(
+    "PG902", "note",
+    "the dynamic audit needs a newer Python for this script's syntax",
+    "The submission runs under the interpreter the audit is given; code written for a newer Python (f-strings of "
+    "PEP 701 need 3.12) does not parse under an older one.",
+    "Pass an interpreter of that version with torch and numpy installed: `pgolf audit --dynamic --python PATH`.",
+)
+PG903 = _rule(
+    "PG903", "note",
+    "the dynamic audit could not shrink the run enough for CPU (hard-coded sizes)",
+    "The tiny run shrinks depth, width, iterations, sequence and batch through the script's environment knobs; a "
+    "script that hard-codes them keeps the record's size, which a CPU cannot run within the time limit.",
+    "Read sizes from the environment (NUM_LAYERS, MODEL_DIM, ITERATIONS, TRAIN_SEQ_LEN, TRAIN_BATCH_TOKENS), raise "
+    "--timeout, or audit on a GPU; the static verdict stands.",
+)
 PG9D0 = _rule(
     "PG9D0", "note",
     "dynamic audit summary (phase timings)",
@@ -104,4 +126,4 @@ PG9D0 = _rule(
 )
 
 DYNAMIC_RULES = {c.id: c for c in (PG4D1, PG4D2, PG4D3, PG5D1, PG5D2, PG5D3, PG5D4, PG5D5, PG5D6, PG900, PG9D1,
-                                                PG9D0)}
+                                                PG901, PG902, PG903, PG9D0)}

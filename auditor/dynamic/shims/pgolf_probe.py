@@ -16,6 +16,7 @@ unique (and absent from the training stream), so any integer tensor slice of it 
 from __future__ import annotations
 
 import time
+import weakref
 
 import numpy as np
 import torch
@@ -41,7 +42,8 @@ def begin_run(val_tokens: np.ndarray, vocab: int) -> None:
         scored=0, tainted=0, tainted_first=[], tainted_detail=[], sweeps=0, tainted_versions=[],
         last_targets=None, captures=[], t0=time.time(), t_first_train=None, t_last_train=None,
         t_first_score_after_train=None, t_last_score=None, last_backward_was_train=False,
-        trained_events=0, first_trained_positions=[],
+        trained_events=0, first_trained_positions=[], new_mask=np.zeros(len(v), dtype=bool),
+        lineage={}, by_ptr={}, table={}, dead_union=np.zeros(len(v), dtype=bool),
     )
 
 
@@ -77,6 +79,8 @@ def _score_rows(pos: np.ndarray) -> None:
     rows = pos.reshape(-1, pos.shape[-1]) if pos.ndim >= 1 else pos.reshape(1, -1)
     now = time.time()
     all_targets = []
+    trained = live_trained()
+    R["new_mask"] = np.zeros(R["n"], dtype=bool)
     for row in rows:
         t = row[row >= 0] + 1
         t = t[t < R["n"]]
@@ -93,7 +97,8 @@ def _score_rows(pos: np.ndarray) -> None:
             R["frontier"] = max(R["frontier"], int(new.max()))
         R["scored"] += int(new.size)
         R["scored_version"][new] = R["version"]
-        bad = new[R["trained"][new]]
+        R["new_mask"][new] = True
+        bad = new[trained[new]]
         if bad.size:
             R["tainted"] += int(bad.size)
             if len(R["tainted_first"]) < 10:
@@ -148,7 +153,13 @@ def _capture(kind: str, values: torch.Tensor, positions: np.ndarray | None) -> N
             positions = lt[:, -s:].reshape(-1)
         else:
             return
-    R["captures"].append((kind, np.asarray(positions, dtype=np.int64).reshape(-1).copy(), v.copy()))
+    positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+    keep = positions >= 0
+    fresh = keep.copy()
+    fresh[keep] = R["new_mask"][positions[keep]]
+    if fresh.any():  # scores of a forward the ledger saw: only the positions it newly scored (not the context)
+        keep = fresh
+    R["captures"].append((kind, positions[keep].copy(), v[keep].copy()))
 
 
 _orig_ce = F.cross_entropy
@@ -174,7 +185,7 @@ def _on_ce(target, out, reduction, logits=None, kwargs=None) -> None:
             _capture("nll", out.reshape(-1)[torch.from_numpy(keep)], pos.reshape(-1)[keep])
 
 
-def _on_backward() -> None:
+def _on_backward(roots=(), inputs=None) -> None:
     if not R:
         return
     pend = R["pending_ce"] or R["pending_emb"]
@@ -183,6 +194,7 @@ def _on_backward() -> None:
     if pend:
         p = np.unique(np.concatenate(pend))
         if p.size:
+            _mark_leaves(inputs if inputs is not None else _leaves(roots), p)
             newly = p[~R["trained"][p]]
             if len(R["first_trained_positions"]) < 5 and newly.size:
                 R["first_trained_positions"].append([int(newly.min()), int(newly.max()), R["version"]])
@@ -201,6 +213,112 @@ def _on_backward() -> None:
         R["t_first_score_after_train"] = None
     R["pending_ce"] = []
     R["pending_emb"] = []
+
+
+# ---- weight lineage: which validation positions the *current values* of each trained tensor have seen -------------
+# A val backward marks the leaves of its graph (parameters, SLOT deltas, LoRA adapters); the values each had just
+# before are remembered by content hash. Copying remembered values back (load_state_dict, copy_) restores that set:
+# a context-only adaptation whose weights are restored after each window leaves nothing trained. Unknown values
+# (dequantized, averaged) keep what the tensor had and inherit what every trained tensor currently holds.
+
+
+def _tensors(x) -> tuple:
+    if isinstance(x, torch.Tensor):
+        return (x,)
+    return tuple(t for t in (x or ()) if isinstance(t, torch.Tensor))
+
+
+def _leaves(roots) -> list:
+    """Leaf tensors (AccumulateGrad variables) reachable from the roots' autograd graphs."""
+    out, seen = [], set()
+    stack = [r.grad_fn for r in roots if getattr(r, "grad_fn", None) is not None]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        var = getattr(fn, "variable", None)
+        if isinstance(var, torch.Tensor):
+            out.append(var)
+        stack.extend(nxt for nxt, _ in getattr(fn, "next_functions", ()) if nxt is not None)
+    for r in roots:
+        if r.grad_fn is None and r.requires_grad:
+            out.append(r)
+    return out
+
+
+def _digest(t: torch.Tensor):
+    if t.numel() == 0 or t.numel() > 20_000_000:
+        return None
+    import hashlib
+
+    raw = t.detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+    return (str(t.dtype), tuple(t.shape), hashlib.blake2b(raw, digest_size=16).digest())
+
+
+def _entry(t: torch.Tensor, create: bool = True):
+    key = id(t)
+    e = R["lineage"].get(key)
+    if e is None and create:
+        def gone(_ref, key=key, ptr=t.data_ptr()):
+            dead = R.get("lineage", {}).pop(key, None)
+            if dead is not None:
+                R["dead_union"] |= dead[1]
+            if R.get("by_ptr", {}).get(ptr) == key:
+                R["by_ptr"].pop(ptr, None)
+
+        e = [weakref.ref(t, gone), np.zeros(R["n"], dtype=bool)]
+        R["lineage"][key] = e
+    if e is not None and t.data_ptr():
+        R["by_ptr"][t.data_ptr()] = key
+    return e
+
+
+def _mark_leaves(leaves, positions: np.ndarray) -> None:
+    for t in leaves:
+        e = _entry(t)
+        h = _digest(t)
+        if h is not None:
+            R["table"].setdefault(h, e[1].copy())
+        e[1][positions] = True
+
+
+def live_trained() -> np.ndarray:
+    """Positions trained into the values of the tensors alive now (what a forward right now can have seen)."""
+    out = np.zeros(R["n"], dtype=bool)
+    for ref, tr in list(R.get("lineage", {}).values()):
+        if ref() is not None:
+            out |= tr
+    return out
+
+
+def _held() -> np.ndarray:
+    """What every trained tensor holds now (the dead ones as they were when freed)."""
+    return live_trained() | R["dead_union"]
+
+
+def _reassess(params) -> None:
+    held = None
+    for t in params:
+        e = _entry(t, create=False)
+        h = _digest(t)
+        if h is not None and h in R["table"]:
+            if e is None:
+                e = _entry(t)
+            e[1] = R["table"][h].copy()
+            continue
+        held = _held() if held is None else held
+        if held.any():  # unknown values while something trained exists: conservatively inherit it
+            e = e or _entry(t)
+            e[1] |= held
+
+
+def _on_copy(t: torch.Tensor) -> None:
+    key = R["by_ptr"].get(t.data_ptr())
+    e = R["lineage"].get(key) if key is not None else None
+    if e is None or e[0]() is None:
+        return
+    _reassess([e[0]()])
 
 
 def _on_opt_step(*a, **k) -> None:
@@ -278,16 +396,33 @@ def install() -> None:
         return out
 
     def backward(self, *a, **k):
-        _observe(_on_backward)
+        _observe(_on_backward, (self,))
         return _quiet(tb, self, *a, **k)
 
-    def autograd_backward(*a, **k):
-        _observe(_on_backward)
-        return _quiet(ab, *a, **k)
+    def autograd_backward(tensors, *a, **k):
+        _observe(_on_backward, _tensors(tensors), _tensors(k["inputs"]) if k.get("inputs") is not None else None)
+        return _quiet(ab, tensors, *a, **k)
 
-    def autograd_grad(*a, **k):
-        _observe(_on_backward)
-        return _quiet(ag, *a, **k)
+    def autograd_grad(outputs, inputs, *a, **k):
+        _observe(_on_backward, _tensors(outputs), _tensors(inputs))
+        return _quiet(ag, outputs, inputs, *a, **k)
+
+    load_sd = torch.nn.Module.load_state_dict
+    copy_ = torch.Tensor.copy_
+
+    def load_state_dict(self, *a, **k):
+        out = load_sd(self, *a, **k)
+        _observe(_reassess, list(self.parameters()))
+        return out
+
+    def tensor_copy_(self, *a, **k):
+        out = copy_(self, *a, **k)
+        if R.get("by_ptr") and not _busy[0]:
+            _observe(_on_copy, self)
+        return out
+
+    torch.nn.Module.load_state_dict = load_state_dict
+    torch.Tensor.copy_ = tensor_copy_
 
     F.embedding = embedding
     F.cross_entropy = cross_entropy

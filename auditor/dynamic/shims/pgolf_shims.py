@@ -270,8 +270,34 @@ def _sdpa_bthd(q, k, v, causal=False, softmax_scale=None, window_size=(-1, -1)):
     return out.to(dt).transpose(1, 2).contiguous()
 
 
+class _FlashOut(torch.Tensor):
+    """The attention output, which also unpacks as `(out, softmax_lse)`: FlashAttention 3 builds differ in whether
+    `flash_attn_func` returns the tensor or the pair, and records use both (`y = f(...)`, `y, _ = f(...)`)."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl  # results of ops on it are plain tensors
+
+    def __iter__(self):
+        plain = self.as_subclass(torch.Tensor)
+        lse = getattr(self, "_pgolf_lse", None)
+        return iter((plain, lse() if lse is not None else None))
+
+
+def _lse(q, k, causal, softmax_scale):
+    """log-sum-exp of the attention scores, [B, H, T] (FlashAttention's softmax_lse), computed only if unpacked."""
+    qt, kt = q.transpose(1, 2).float(), k.transpose(1, 2).float()
+    if kt.size(1) != qt.size(1):
+        kt = kt.repeat_interleave(qt.size(1) // kt.size(1), dim=1)
+    s = (qt @ kt.transpose(-1, -2)) * (softmax_scale or qt.size(-1) ** -0.5)
+    if causal:
+        tq, tk = s.shape[-2:]
+        s = s.masked_fill(torch.ones(tq, tk, dtype=torch.bool).triu(tk - tq + 1), float("-inf"))
+    return torch.logsumexp(s, -1)
+
+
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), *args, **kwargs):
-    return _sdpa_bthd(q, k, v, causal=causal, softmax_scale=softmax_scale, window_size=window_size)
+    out = _sdpa_bthd(q, k, v, causal=causal, softmax_scale=softmax_scale, window_size=window_size).as_subclass(_FlashOut)
+    out._pgolf_lse = lambda: _lse(q, k, causal, softmax_scale)
+    return out
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, dropout_p=0.0,

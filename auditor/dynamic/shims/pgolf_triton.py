@@ -478,9 +478,39 @@ def modules() -> dict[str, types.ModuleType]:
             "triton.tools.tensor_descriptor": td, "triton.runtime": runtime, "triton.testing": testing}
 
 
+class _HideFromTorch:
+    """Meta-path finder: torch's own triton-compatibility modules are executed with `import triton` failing, so
+    torch records that triton is absent (importing them eagerly instead costs ~1 s of start-up)."""
+
+    TARGETS = ("torch._inductor.runtime.triton_compat", "torch.utils._triton")
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.TARGETS:
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "triton" or k.startswith("triton.")}
+            sys.modules["triton"] = None  # `import triton` raises ImportError, which torch expects without triton
+            try:
+                run(module)
+            finally:
+                sys.modules.pop("triton", None)
+                sys.modules.update(saved)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
 def install() -> None:
     """Put the stand-in in sys.modules (a real triton cannot launch on CPU tensors either) and tell torch there is
     no usable triton, so torch's own optional triton paths stay off."""
+    sys.meta_path.insert(0, _HideFromTorch())
     for name, mod in modules().items():
         sys.modules[name] = mod
     try:
@@ -494,4 +524,3 @@ def install() -> None:
                 setattr(tt, name, lambda *a, **k: False)
     except Exception:  # noqa: BLE001 - older torch: nothing to switch off
         pass
-
