@@ -269,3 +269,31 @@ def test_copy_caps(tmp_path):
     why = dict(skipped)
     assert "cap" in why["big.bin"] and "cap" in why["pkg/deep/"]
     assert not (tmp_path / "dst" / "big.bin").exists() and (tmp_path / "dst" / "pkg" / "b.py").read_text() == "b"
+
+
+def test_sandbox_dies_with_a_killed_auditor(tmp_path):
+    """SIGKILL of the auditor process (no cleanup runs) still ends every process of the audit (--die-with-parent and
+    the PID namespace), including one that left the session."""
+    marker = "4244.25"
+    work = _stage(tmp_path, "import os, time\n"
+                            "if os.fork() == 0:\n"
+                            "    os.setsid(); os.execv('/bin/sleep', ['sleep', '" + marker + "'])\n"
+                            "os.execv('/bin/sleep', ['sleep', '" + marker + "'])\n")
+    code = ("import sys\nfrom pathlib import Path\nfrom auditor.dynamic import sandbox\n"
+            f"sandbox.run_child([{str(work / 'submission' / 'x.py')!r}], Path({str(work)!r}), {{}}, "
+            "sandbox.Limits(timeout=120))\n")
+    auditor = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.time() + 60
+        while len(_procs(marker)) < 2 and time.time() < deadline:
+            time.sleep(0.3)
+        assert len(_procs(marker)) == 2
+        auditor.kill()
+        auditor.wait()
+        deadline = time.time() + 10
+        while _procs(marker) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _procs(marker) == []
+    finally:
+        auditor.kill()
+        shutil.rmtree(work, ignore_errors=True)
