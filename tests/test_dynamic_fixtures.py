@@ -5,6 +5,7 @@ on CPU through the shims. Legal patterns must get none of PG4D*/PG5D*; each ille
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,79 @@ def test_normalization_sum_reported(dyn_cache):
     legal = run_dynamic(FIX / "normalized_ngram_tilt", timeout=240, cache_dir=dyn_cache)
     lc = legal.metrics["normalization"]
     assert lc["observed"] >= 8 and 0.0 < lc["sum_p"] <= 1.0 + 1e-3
+
+
+# ---- what the machine lacks: notes that say what would run the script, never a crash --------------------------------
+def _submission(tmp_path, code: str) -> Path:
+    d = tmp_path / "sub"
+    d.mkdir()
+    (d / "train_gpt.py").write_text(code)
+    return d
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="PEP 701 f-strings parse on this Python")
+def test_newer_python_payload_is_a_note(tmp_path, dyn_cache):
+    """A decoded payload with Python 3.12 f-string syntax under this (older) Python: PG902 names the version and the
+    --python option, and the run is not a PG900 failure."""
+    payload = 'd = {"k": 1}\nprint(f"{d["k"]}")\n'
+    sub = _submission(tmp_path, f"import os\nexec(compile({payload!r}, '<payload>', 'exec'))\n")
+    res = run_dynamic(sub, timeout=120, cache_dir=dyn_cache)
+    rules = {f.rule: f for f in res.findings}
+    assert "PG902" in rules and "PG900" not in rules, [f.message for f in res.findings]
+    f = rules["PG902"]
+    assert f.level == "note" and "3.12" in f.message and "--python" in f.message
+    assert f.evidence["python_version"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def test_gpu_only_kernel_is_a_note_naming_it(tmp_path, dyn_cache):
+    """A Triton kernel the CPU interpreter cannot execute (inline PTX) is PG901 naming the kernel."""
+    code = '''import torch, triton, triton.language as tl
+
+
+@triton.jit
+def _ptx_kernel(x_ptr):
+    tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [tl.load(x_ptr)], dtype=tl.int32, is_pure=True, pack=1)
+
+
+_ptx_kernel[(1,)](torch.ones(4, device="cuda"))
+'''
+    res = run_dynamic(_submission(tmp_path, code), timeout=120, cache_dir=dyn_cache)
+    f = next((f for f in res.findings if f.rule == "PG901"), None)
+    assert f is not None and f.level == "note", [x.message for x in res.findings]
+    assert "_ptx_kernel" in f.message and "GPU" in f.message
+
+
+def test_hard_coded_sizes_timeout_is_a_note(tmp_path, dyn_cache):
+    """A script with no size knobs that outlives the limit: PG903 lists what is hard-coded (not a silent timeout)."""
+    res = run_dynamic(_submission(tmp_path, "import time\nwhile True:\n    time.sleep(0.05)\n"), timeout=8,
+                      cache_dir=dyn_cache)
+    f = next((f for f in res.findings if f.rule == "PG903"), None)
+    assert f is not None and f.level == "note", [x.message for x in res.findings]
+    assert "width" in f.message and "depth (layers)" in f.evidence["hard_coded"]
+    assert "PG900" not in {x.rule for x in res.findings}
+
+
+def test_python_option_runs_the_named_interpreter(tmp_path, dyn_cache):
+    """--python: the submission runs under the interpreter named (a venv of this Python, so no newer Python is
+    needed); the script reports its sys.prefix through the failure message."""
+    import subprocess
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True,
+                   timeout=120)
+    sub = _submission(tmp_path, "import sys\nraise SystemExit('prefix=' + sys.prefix)\n")
+    res = run_dynamic(sub, timeout=120, cache_dir=dyn_cache, python=venv / "bin" / "python")
+    msg = next(f.message for f in res.findings if f.rule == "PG900")
+    assert f"prefix={venv}" in msg, msg
+    default = run_dynamic(sub, timeout=120, cache_dir=dyn_cache)
+    assert f"prefix={sys.prefix}" in next(f.message for f in default.findings if f.rule == "PG900")
+
+
+def test_python_option_bad_interpreter_is_a_usage_error(tmp_path):
+    import subprocess
+
+    repo = FIX.parents[2]
+    out = subprocess.run([sys.executable, "-m", "pgolf", "audit", str(FIX / "pre_eval_ttt"), "--dynamic-only",
+                          "--python", str(tmp_path / "no-such-python")], cwd=repo, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "--python" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
