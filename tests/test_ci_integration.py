@@ -28,7 +28,8 @@ def test_no_expression_is_pasted_into_a_shell_script():
 
 
 def test_install_needs_no_torch():
-    installs = [ln for step in ACTION["runs"]["steps"] for ln in step.get("run", "").splitlines() if "pip install" in ln]
+    installs = [ln for step in ACTION["runs"]["steps"] for ln in step.get("run", "").splitlines()
+                if "pip install" in ln]
     assert installs and not any(re.search(r"torch|\[train\]|\[gpu\]", ln) for ln in installs)
     hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
     assert all(not re.search(r"torch|\[train\]", str(h.get("additional_dependencies", ""))) for h in hooks)

@@ -75,7 +75,7 @@ def test_infinite_loop_is_killed(tmp_path):
     r = _rules(res)
     assert time.time() - t0 < 12 + 25
     assert r["PG5D5"].level == "warning" and "killed" in r["PG5D5"].message
-    # could not run: PG900, or PG903 when the script hard-codes its size (it cannot be shrunk); the static verdict stands
+    # could not run: PG900, or PG903 when the script hard-codes its size (cannot be shrunk); the static verdict stands
     assert (r.get("PG900") or r["PG903"]).level in ("warning", "note")
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert res.metrics["workdir"] not in out  # the whole process group is gone

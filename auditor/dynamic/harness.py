@@ -263,8 +263,8 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
         prep = prepare(configure(sub, local, static_context), workdir, cache_dir)
         prep.update(python=python, python_version=python_version(python))
         runs, meta = plan_runs(prep, workdir)
-        plan = {"script": str(local), "out": "results-channel", "vocab_size": prep["vocab"], "runs": runs, "norm_pos": meta["norm_pos"],
-                "timeout": timeout}
+        plan = {"script": str(local), "out": "results-channel", "vocab_size": prep["vocab"], "runs": runs,
+                "norm_pos": meta["norm_pos"], "timeout": timeout}
         (workdir / ".pgolf" / "plan.json").write_text(json.dumps(plan))
         prep_s = time.time() - t_prep
         child = sandbox.run_child([str(sandbox.SHIMS / "pgolf_runner.py"), str(workdir / ".pgolf" / "plan.json")],

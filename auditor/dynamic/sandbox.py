@@ -284,7 +284,8 @@ def scrubbed_env(workdir: Path, extra: dict[str, str], threads: int) -> dict[str
 
 
 _ETC = {
-    "passwd": f"root:x:0:0::/nonexistent:/usr/sbin/nologin\npgolf:x:{SANDBOX_UID}:{SANDBOX_UID}::/tmp:/usr/sbin/nologin\n",
+    "passwd": (f"root:x:0:0::/nonexistent:/usr/sbin/nologin\n"
+               f"pgolf:x:{SANDBOX_UID}:{SANDBOX_UID}::/tmp:/usr/sbin/nologin\n"),
     "group": f"root:x:0:\npgolf:x:{SANDBOX_UID}:\n",
     "hosts": "127.0.0.1 localhost\n::1 localhost\n",
 }
