@@ -98,9 +98,11 @@ class Func:
     taint: dict = field(default_factory=dict)
     param_labels: dict = field(default_factory=dict)
     return_labels: frozenset = frozenset()
+    return_hasht: tuple | None = None  # per element of a returned tuple: does it carry HASHT (None: not a tuple)
     sites: list = field(default_factory=list)
     calls: list = field(default_factory=list)
     defs: dict = field(default_factory=dict)  # name -> [rhs nodes]
+    augs: dict = field(default_factory=dict)  # name -> [rhs of `name op= rhs`] (hashes built up in a loop)
     backward_roots: set = field(default_factory=set)
     reach: str = "dead"  # "on" | "off" | "dead"
     deep_copies: bool = False
@@ -209,13 +211,14 @@ class Program:
                             dirty.add(g)
             changed_ret = set()
             for g in list(dirty):
-                before = g.return_labels
+                before = (g.return_labels, g.return_hasht)
                 _Walker(self, g).run()
-                if g.return_labels != before:
+                if (g.return_labels, g.return_hasht) != before:
                     changed_ret.add(g.name)
             if changed_ret:
+                # callers see the new return labels (also callers walked earlier in this round, before the callee)
                 for f in self.funcs:
-                    if f not in dirty and any(c.name in changed_ret for c in f.calls):
+                    if f.name not in changed_ret and any(c.name in changed_ret for c in f.calls):
                         _Walker(self, f).run()
                         dirty.add(f)
             if not dirty:

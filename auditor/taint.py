@@ -47,6 +47,47 @@ from auditor.cstwalk import walk
 _GRAD_OFF = {"no_grad", "inference_mode"}
 
 
+def _stream_reads(f, node, depth: int = 3) -> list:
+    """[(stream, index code, index roots, behind)] of subscripts an expression reads, directly or through the
+    assignments (and `h ^= ...` updates) of the names it uses, a few levels back. `behind`: the index is an offset
+    back from a position (`s[pos - k]`, `s[off:off + n]` with `off = start - (n - 1) + k`)."""
+    out, seen, frontier = [], set(), [node]
+    for _ in range(depth):
+        nxt = []
+        for n in frontier:
+            for sub in walk(n):
+                if isinstance(sub, cst.Subscript) and isinstance(sub.value, (cst.Name, cst.Attribute)):
+                    code = f.unit.code(sub.slice[0].slice) if sub.slice else ""
+                    roots = set()
+                    for el in sub.slice:
+                        roots |= _root_names(el.slice)
+                    behind = "-" in code.split(":")[0] or any(
+                        "-" in f.unit.code(v) for r in roots for v in f.defs.get(r, [])[:3]
+                    )
+                    out.append((dotted(sub.value), code, roots, behind))
+            for r in _root_names(n) - seen:
+                seen.add(r)
+                nxt += f.defs.get(r, [])[:4] + f.augs.get(r, [])[:4]
+        frontier = nxt
+        if not frontier:
+            break
+    return out
+
+
+def _extends_context(f, left, right) -> bool:
+    """`ctx_hash ^ (s[pos] * prime)` where ctx_hash mixes `s[pos - k]`: a key of the context plus the token that
+    follows it (the token being predicted when the key is looked up), as opposed to a key of context tokens only."""
+    a, b = _stream_reads(f, left), _stream_reads(f, right)
+    for x, y in ((a, b), (b, a)):
+        back = [(s, roots) for s, _c, roots, behind in x if behind and roots]
+        ahead = [(s, roots) for s, code, roots, behind in y if not behind and roots and "-" not in code]
+        for s1, r1 in back:
+            for s2, r2 in ahead:
+                if s1 == s2 and (r1 | {v for r in r1 for d in f.defs.get(r, [])[:3] for v in _root_names(d)}) & r2:
+                    return True
+    return False
+
+
 class _Walker:
     """One pass over a function body: labels, guards, loops, calls and sites."""
 
@@ -242,6 +283,13 @@ class _Walker:
             if s.value is not None:
                 labels = self.expr(s.value)
                 self.f.return_labels = frozenset(self.f.return_labels | labels)
+                if isinstance(s.value, cst.Tuple):
+                    # which element carries a target-extended key (`return ctx_idx, full_idx`)
+                    elems = tuple(HASHT in self.expr(e.value) for e in s.value.elements)
+                    prev = self.f.return_hasht
+                    if prev is not None and len(prev) == len(elems):
+                        elems = tuple(a or b for a, b in zip(prev, elems))
+                    self.f.return_hasht = elems
 
     def aug_assign(self, s: cst.AugAssign) -> None:
         labels = self.expr(s.value)
@@ -261,6 +309,10 @@ class _Walker:
                 self._score(s, base, labels, s.value)
             return
         self._taint(tname, self._get(tname) | labels)
+        if tname:
+            vals = self.f.augs.setdefault(tname, [])
+            if len(vals) < 8 and all(v is not s.value for v in vals):
+                vals.append(s.value)
         if isinstance(s.operator, (cst.AddAssign, cst.SubtractAssign)) and VAL in labels and LOSS in labels:
             self._score(s, tname, labels, s.value)
 
@@ -300,7 +352,22 @@ class _Walker:
             self._taint(base, self._get(base) | keep)
             return
         names = _target_names(target)
+        if isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, cst.Call) and HASHT in labels:
+            per = self._hasht_elements(value, len(target.elements))
+            if per is not None:
+                for e, has in zip(target.elements, per):
+                    self._assign_names(_target_names(e.value), labels if has else labels - {HASHT}, e.value, value)
+                return
         self._assign_names(names, labels, target, value)
+
+    def _hasht_elements(self, call, n: int):
+        """Per unpacked element, whether the callee's returned tuple carries HASHT there (None: unknown)."""
+        out = None
+        for g in self.prog.by_name.get(last_name(call.func), []):
+            if g.return_hasht is None or len(g.return_hasht) != n:
+                return None
+            out = g.return_hasht if out is None else tuple(a or b for a, b in zip(out, g.return_hasht))
+        return out
 
     def _assign_names(self, names, labels, target_node, value=None) -> None:
         for n in names:
@@ -416,6 +483,14 @@ class _Walker:
                 if (TGT in left and _mixes(right, node.right)) or (TGT in right and _mixes(left, node.left)):
                     if LOSS not in lab:
                         lab = lab | {HASHT}
+                elif (
+                    isinstance(node.operator, (cst.BitXor, cst.Add, cst.BitOr))
+                    and self._pass > 0
+                    and VAL in lab
+                    and LOSS not in lab
+                    and _extends_context(self.f, node.left, node.right)
+                ):
+                    lab = lab | {HASHT}  # context hash extended by the token that follows the context
             return frozenset(lab)
         if isinstance(node, cst.UnaryOperation):
             return ex(node.expression)

@@ -43,6 +43,7 @@ _CASES = [
     ("clean/pr789", None),  # per-window prefix TTT, weights restored after each window
     ("clean/pr1514", None),  # context-only logit bias (local tensor), then TTT evaluation
     ("illegal/pr596", "PG402"),  # per-doc accumulators inside the epoch loop
+    ("illegal/pr870", "PG404"),  # context hash extended by the token at the predicted position (no target names)
 ]
 
 

@@ -898,3 +898,76 @@ ILLEGAL_EXAMPLES += [
 ]
 # the throw-away form is a warning (tests/test_legality_calibration.py), so it is no LEGAL example of PG401
 WARMUP_THROWAWAY = _WARMUP.replace("{after}", "del warm, wopt\n    print(eval_val(args, model, val_tokens))")
+
+# Hashed n-gram cache whose lookup key is the context hash extended by the token that follows the context (the
+# realized target), written with position offsets instead of target names; and the context-only form that reads a
+# full row of next-token counts.
+_NGRAM_OFFSET_KEY = _HP + """
+import numpy as np
+
+def ngram_keys(toks, pos, order, mask, primes):
+    h = np.zeros(pos.size, dtype=np.uint64)
+    for k in range(order - 1):
+        h ^= toks[pos - (order - 1 - k)].astype(np.uint64) * primes[k]
+    ctx_idx = (h & mask).astype(np.int64)
+    full_idx = ((h ^ (toks[pos].astype(np.uint64) * primes[order])) & mask).astype(np.int64)
+    return ctx_idx, full_idx
+
+def eval_ngram_mix(args, model, val_tokens, alpha=0.3, mask=4194303):
+    toks = val_tokens.numpy()
+    primes = np.array([36313, 27191, 51647, 81929, 131071], dtype=np.uint64)
+    ctx_t, full_t = np.zeros(mask + 1), np.zeros(mask + 1)
+    loss_sum = 0.0
+    with torch.no_grad():
+        for s in range(0, len(toks) - 1 - args.seq_len, args.seq_len):
+            x = torch.from_numpy(toks[s:s + args.seq_len]).long()[None]
+            y = torch.from_numpy(toks[s + 1:s + 1 + args.seq_len]).long()[None]
+            p = torch.exp(-F.cross_entropy(model.forward_logits(x)[0], y[0], reduction="none")).numpy()
+            pos = np.arange(s + 3, s + 1 + args.seq_len)
+            ck, fk = ngram_keys(toks, pos, 3, mask, primes)
+            cc, fc = ctx_t[ck], full_t[fk]
+            p_ng = np.minimum(fc, cc) / np.maximum(cc, 1.0)
+            p[2:] = (1 - alpha) * p[2:] + alpha * p_ng
+            loss_sum += float(-np.log(p).sum())
+            np.add.at(ctx_t, ck, 1)
+            np.add.at(full_t, fk, 1)
+    return loss_sum
+""" + _MAIN.replace("{call}", "eval_ngram_mix(args, model, val_tokens)")
+
+ILLEGAL_EXAMPLES.append(
+    {"name": "ngram_key_extends_context_with_next_token", "rules": ["PG404"],
+     "files": {"train_gpt.py": _NGRAM_OFFSET_KEY}, "at": (("train_gpt.py", "cc, fc = ctx_t[ck], full_t[fk]"),)}
+)
+
+_NGRAM_CTX_ROW = _HP + """
+import numpy as np
+
+def ctx_keys(toks, pos, order, mask, primes):
+    h = np.zeros(pos.size, dtype=np.uint64)
+    for k in range(order - 1):
+        h ^= toks[pos - (order - 1 - k)].astype(np.uint64) * primes[k]
+    return (h & mask).astype(np.int64)
+
+def eval_ngram_rows(args, model, val_tokens, alpha=0.3, mask=4095, vocab=1024):
+    toks = val_tokens.numpy()
+    primes = np.array([36313, 27191, 51647], dtype=np.uint64)
+    counts = np.zeros((mask + 1, vocab))
+    loss_sum = 0.0
+    with torch.no_grad():
+        for s in range(0, len(toks) - 1 - args.seq_len, args.seq_len):
+            x = torch.from_numpy(toks[s:s + args.seq_len]).long()[None]
+            y = torch.from_numpy(toks[s + 1:s + 1 + args.seq_len]).long()[None]
+            probs = torch.softmax(model.forward_logits(x)[0], -1).numpy()
+            pos = np.arange(s + 3, s + 1 + args.seq_len)
+            ck = ctx_keys(toks, pos, 3, mask, primes)
+            rows = counts[ck]
+            p_ng = (rows + 1e-3) / (rows + 1e-3).sum(-1, keepdims=True)
+            mixed = probs[2:] * (1 - alpha) + alpha * p_ng
+            loss_sum += float(-np.log(mixed[np.arange(len(pos)), toks[pos]]).sum())
+            np.add.at(counts, (ck, toks[pos]), 1)
+    return loss_sum
+""" + _MAIN.replace("{call}", "eval_ngram_rows(args, model, val_tokens)")
+LEGAL_EXAMPLES.append(
+    {"name": "ngram_context_key_full_row_mixture", "rules": ["PG404", "PG406"],
+     "files": {"train_gpt.py": _NGRAM_CTX_ROW}}
+)
