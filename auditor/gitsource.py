@@ -30,7 +30,9 @@ class GitError(Exception):
 def _git(repo: str, *args, input: bytes | None = None) -> bytes:
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
     try:
-        p = subprocess.run(["git", "-C", repo, *args], input=input, capture_output=True, env=env, timeout=120)
+        # the repository is untrusted input: no fsmonitor hook, no external diff or textconv programs
+        cmd = ["git", "-c", "core.fsmonitor=false", "-c", "diff.external=", "-C", repo, *args]
+        p = subprocess.run(cmd, input=input, capture_output=True, env=env, timeout=120)
     except FileNotFoundError:
         raise GitError("git is not installed (needed for --git/--changed)") from None
     except subprocess.TimeoutExpired:
@@ -161,8 +163,8 @@ def changed_folders(repo: str, spec: str) -> tuple:
         raise GitError(f"--changed expects BASE...HEAD, got {spec!r}")
     base, head = spec.split("...")
     base_sha, head_sha = resolve(repo, base or "HEAD"), resolve(repo, head or "HEAD")
-    names = _git(repo, "diff", "--name-only", "-z", "--no-renames", "--end-of-options",
-                 f"{base_sha}...{head_sha}", "--").split(b"\x00")
+    names = _git(repo, "diff", "--name-only", "-z", "--no-renames", "--no-ext-diff", "--no-textconv",
+                 "--end-of-options", f"{base_sha}...{head_sha}", "--").split(b"\x00")
     changed = [n.decode("utf-8", "surrogateescape") for n in names if n]
     entries = _tree(repo, head_sha, "")
     records = record_folders(entries)

@@ -1,6 +1,7 @@
 """Measure `pgolf audit` against the labelled corpus of real submissions.
 
-    python bench/audit_corpus.py ../shared/submissions [--jobs 2] [--write-expectations tests/data/audit_corpus_expectations.json]
+    python bench/audit_corpus.py ../shared/submissions [--jobs 2] [--json ROWS.json]
+        [--write-expectations tests/data/audit_corpus_expectations.json]
 
 Each labelled folder of labels.json is audited as one submission (discovery does not descend into a record folder,
 so a nested readable copy belongs to its folder; a labelled folder without its own train_gpt*.py would be the union
@@ -172,7 +173,8 @@ def expectations(pairs) -> dict:
         if c == "borderline" and legality_flag(row):
             holds.append("legality_flag")
         out[e["folder"]] = {"category": c, "verdict": row["verdict"], "errors": row["errors"], "assert": holds}
-    return {"corpus": "../shared/submissions", "folders": out, "targets": {k: list(v) for k, v in targets(pairs).items()}}
+    totals = {k: list(v) for k, v in targets(pairs).items()}
+    return {"corpus": "../shared/submissions", "folders": out, "targets": totals}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -217,7 +219,8 @@ def main(argv=None) -> int:
           "(what the folder's own files show):")
     for e, row in pairs:
         c = category(e)
-        miss = ((c in ("clean", "accepted") and row["verdict"] != "pass") or (c == "illegal" and not legality_error(row))
+        miss = ((c in ("clean", "accepted") and row["verdict"] != "pass")
+                or (c == "illegal" and not legality_error(row))
                 or (c == "borderline" and not legality_flag(row)))
         if miss:
             print(f"  {c} {e['folder']} ({row['verdict']}): " + (e.get("pattern") or ""))

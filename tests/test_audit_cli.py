@@ -169,7 +169,7 @@ def test_dynamic_wiring_passes_static_context_and_merges(tree, capsys, monkeypat
         findings = [Finding("PG4D1", "error", "dynamic: scored after update", "train_gpt.py", 3, 1)]
         metrics = {"phases": 2}
 
-    def fake(path, static_context, timeout):
+    def fake(path, static_context, timeout, **_kw):
         seen.update(path=str(path), ctx=static_context, timeout=timeout)
         return Out()
 
@@ -241,7 +241,8 @@ def test_pyproject_config_is_found_above_the_path(tree, tmp_path, capsys):
     cfg.write_text('[tool.pgolf.audit]\nignores = ["PG401"]\n')
     assert main(["audit", str(bad)]) == 2
     assert "unknown key 'ignores'" in capsys.readouterr().err
-    cfg.write_text('[tool.pgolf.audit]\n[[tool.pgolf.audit.per-path-ignores]]\npath = "records/bad"\nrules = ["PG401"]\n')
+    cfg.write_text('[tool.pgolf.audit]\n[[tool.pgolf.audit.per-path-ignores]]\npath = "records/bad"\n'
+                   'rules = ["PG401"]\n')
     assert main(["audit", str(bad)]) == 2
     assert "a reason is required" in capsys.readouterr().err
     cfg.write_text('[tool.pgolf.audit]\n[[tool.pgolf.audit.per-path-ignores]]\npath = "records/b*"\nrules = ["PG401"]\n'
@@ -316,9 +317,10 @@ def test_git_refs_without_checkout(repo, capsys):
     before = set(Path(tempfile.gettempdir()).glob("pgolf-git-*"))
     assert main(["audit", "--git", str(repo), "--format", "json", "refs/pull/7/head"]) == 1
     subs = {s["path"]: s for s in _json(capsys)}
-    assert set(subs) == {"refs/pull/7/head:records/track_10min_16mb/bad", "refs/pull/7/head:records/track_10min_16mb/good"}
-    assert subs["refs/pull/7/head:records/track_10min_16mb/good"]["verdict"] == "pass"
-    assert "PG401" in _rules(subs["refs/pull/7/head:records/track_10min_16mb/bad"])
+    pr = "refs/pull/7/head:records/track_10min_16mb/"
+    assert set(subs) == {pr + "bad", pr + "good"}
+    assert subs[pr + "good"]["verdict"] == "pass"
+    assert "PG401" in _rules(subs[pr + "bad"])
     assert main(["audit", "--git", str(repo), "--format", "json", "HEAD:records/track_10min_16mb/good"]) == 0
     assert [s["path"] for s in _json(capsys)] == ["HEAD:records/track_10min_16mb/good"]
     # text output names the findings' files under REF:folder

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from auditor.rules.base import Example, Rule, register
 
-_OK = 'import os\n\n\ndef main():\n    print(os.environ.get("SEED", "1337"))\n\n\nif __name__ == "__main__":\n    main()\n'
+_OK = (
+    'import os\n\n\ndef main():\n    print(os.environ.get("SEED", "1337"))\n\n\n'
+    'if __name__ == "__main__":\n    main()\n'
+)
 
 
 @register
