@@ -1,22 +1,33 @@
-# The README's two commands: `make demo` and `make test`. Both install what they need first.
+# The README's commands: `make demo`, `make test`, `make test-fast`. Each installs what it needs first, visibly.
 PY ?= python3
 PIP := $(PY) -m pip
-# torch is pinned first so pip never resolves a CUDA build on CPU machines.
-TORCH_PIN ?= torch==2.13.0
+TORCH_VERSION ?= 2.13.0
+# PyPI's default torch wheel is the CUDA build (plus ~20 nvidia packages, GBs). On a CPU-only machine take the CPU
+# wheel instead: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_FLAGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: setup demo test test-fast wheel-test clean
+.PHONY: setup demo test test-fast clean
 
 setup:
-	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e ".[test]"
+	@if $(PY) -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" 2>/dev/null; then \
+		echo "torch $(TORCH_VERSION) is installed"; \
+	else \
+		command -v nvidia-smi >/dev/null 2>&1 || [ -n "$(TORCH_INDEX)" ] || echo "note: no GPU found; PyPI's torch is the CUDA build (GBs). For the CPU wheel: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu"; \
+		echo "$(PIP) install $(TORCH_FLAGS) torch==$(TORCH_VERSION)"; \
+		$(PIP) install $(TORCH_FLAGS) "torch==$(TORCH_VERSION)"; \
+	fi
+	$(PIP) install -e ".[test]"
 
+# One intra-op thread per process on CPU is the default of `pgolf train` (see --threads).
 demo: setup
-	$(PY) -m trainer demo
+	$(PY) -m pgolf demo
 
+# ~N min on 2 cores (see README); -n 2 runs two test processes.
 test: setup
 	$(PY) -m pytest -q -n 2 --durations=15
 
-test-fast:
+test-fast: setup
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
 clean:
