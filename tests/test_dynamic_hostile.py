@@ -181,7 +181,8 @@ def test_symlinks_and_fifos_in_the_submission_are_never_followed(tmp_path, canar
     assert CANARY_TEXT not in text and CANARY_ENV not in text and "NUM_LAYERS" not in json.dumps(res.metrics["env"])
 
 
-@pytest.mark.parametrize("mode", ["garbage", "flood", "shape", "bomb", "silent", "dev_zero"])
+@pytest.mark.parametrize("mode", ["garbage", pytest.param("flood", marks=pytest.mark.slow), "shape", "bomb", "silent",
+                                  pytest.param("dev_zero", marks=pytest.mark.slow)])
 def test_results_channel_attacks_are_errors(tmp_path, mode):
     sub = _fill("hostile_results", tmp_path / "rec", MODE=mode)
     res = run_dynamic(sub, timeout=60, cache_dir=tmp_path / "cache")
