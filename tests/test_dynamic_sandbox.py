@@ -153,3 +153,34 @@ def test_another_interpreter_runs_in_the_sandbox(tmp_path):
     finally:
         shutil.rmtree(venv, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists() or not shutil.which("setpriv"),
+                    reason="needs root (to become an ordinary user), /usr/bin/python3 and setpriv")
+def test_launcher_as_an_ordinary_user():
+    """The non-root path (a CI runner's user): bwrap runs unprivileged with the user's own binds, same namespaces.
+    The system interpreter has no torch, so the child skips the shims (PGOLF_DYNAMIC_CHILD=0)."""
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    d = Path(tempfile.mkdtemp(prefix="pgolf-test-user-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    driver = d / "drive.py"
+    driver.write_text(
+        "import os, sys, tempfile, shutil\nfrom pathlib import Path\n"
+        f"sys.path.insert(0, {str(repo)!r})\n"
+        "from auditor.dynamic import sandbox\n"
+        "work = Path(tempfile.mkdtemp(prefix='pgolf-dyn-user-', dir='/tmp'))\n"
+        "for x in ('data', 'submission', '.pgolf'):\n    (work / x).mkdir()\n"
+        "(work / 'submission' / 'x.py').write_text(\"import os\\nprint('UID', os.getuid(), "
+        "open('/proc/self/status').read().split('CapEff:')[1].split()[0], os.path.exists('/root'))\\n\")\n"
+        "c = sandbox.run_child([str(work / 'submission' / 'x.py')], work, {'PGOLF_DYNAMIC_CHILD': '0'}, "
+        "sandbox.Limits(timeout=30), python=sys.executable)\n"
+        "shutil.rmtree(work)\nprint('RC', c.returncode, c.isolation['uid'])\nprint(c.output_tail)\n")
+    try:
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "/usr/bin/python3",
+                            str(driver)], capture_output=True, text=True, timeout=120, cwd="/tmp")
+        assert "RC 0 65534" in p.stdout, p.stdout + p.stderr
+        assert "UID 1000 0000000000000000 False" in p.stdout
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
