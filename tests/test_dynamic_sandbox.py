@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from auditor.dynamic import run_dynamic
+from auditor.dynamic import run_dynamic, sandbox
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "dynamic"
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+_NO_SANDBOX = sandbox.unavailable_reason()  # no bwrap, or no user namespaces here (a locked-down container)
+pytestmark = pytest.mark.skipif(_NO_SANDBOX is not None, reason=str(_NO_SANDBOX))
 
 
 def _audit(name, tmp_path, timeout=60):
@@ -135,8 +136,6 @@ def test_another_interpreter_runs_in_the_sandbox(tmp_path):
     virtualenv lives under /tmp (where the sandbox mounts its tmpfs)."""
     import sys
     import tempfile
-
-    from auditor.dynamic import sandbox
 
     venv = Path(tempfile.mkdtemp(prefix="pgolf-test-venv-", dir="/tmp"))
     work = Path(tempfile.mkdtemp(prefix="pgolf-dyn-test-", dir="/tmp"))

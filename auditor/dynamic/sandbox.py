@@ -308,6 +308,15 @@ def _lib_links() -> list[str]:
     return a
 
 
+def unavailable_reason() -> str | None:
+    """Why the sandbox cannot run on this machine (no bwrap, no user namespaces), or None when it can."""
+    try:
+        check_bwrap(bwrap_path(), os.geteuid() == 0)
+    except PgolfError as exc:
+        return str(exc)
+    return None
+
+
 def _bwrap_argv(bwrap: str, workdir: Path, ro: list[tuple[str, str]], env: dict[str, str], limits: Limits,
                 argv: list[str]) -> list[str]:
     a = [bwrap, *_NS_FLAGS, "--hostname", "localhost", "--clearenv"]
