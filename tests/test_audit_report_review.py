@@ -106,3 +106,17 @@ def test_markdown_excerpt_of_a_wrapped_script_shows_the_decoded_line(tmp_path, c
     _file, line = ex.points_at[0]
     code = ex.files["train_gpt.py"].splitlines()[line - 1].strip()
     assert re.search(rf"^\s*>\s*{line} \| .*{re.escape(code)}", out, re.M), out
+
+
+def test_markdown_says_where_the_score_first_loop_scores_and_updates(tmp_path, capsys):
+    ex = _example("PG401", "score_first_chunked_ttt")
+    root = _write(tmp_path / "legal", ex.files)
+    main(["audit", "--format", "markdown", str(root)])
+    out = capsys.readouterr().out
+    m = re.search(r"PG401: score-first adaptation in (\w+): each chunk is scored at train_gpt.py:(\d+) before the "
+                  r"update at train_gpt.py:(\d+)", out)
+    assert m, out
+    lines = ex.files["train_gpt.py"].splitlines()
+    score, update = lines[int(m.group(2)) - 1], lines[int(m.group(3)) - 1]
+    assert int(m.group(2)) < int(m.group(3)) and ".backward()" in update and "backward" not in score
+    assert re.search(r"PG404: scores come from (cross_entropy|log_softmax)", out)

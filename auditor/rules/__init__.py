@@ -19,7 +19,7 @@ from auditor.rules.base import REGISTRY, Example, Rule, register
 
 __all__ = ["AuditContext", "Example", "Rule", "all_rules", "finding_at", "register", "rule_modules", "run_rules"]
 
-_NOT_RULES = {"base"}  # package modules that register nothing
+_NOT_RULES = {"base", "evidence"}  # package modules that register nothing
 
 
 @dataclass
@@ -75,7 +75,10 @@ def static_rule_classes() -> list:
 def run_rules(ctx) -> list:
     """Findings of every static rule. A class that reports no error/warning may say what it verified through an
     optional `clean(facts)` -> iterable of short statements ("score-first TTT: scored at line 210 before the step at
-    line 230"); they land in ctx.checked[id] for the review comment."""
+    line 230"), and auditor.rules.evidence adds what the flow model shows for the legality rules; they land in
+    ctx.checked[id] for the review comment."""
+    from auditor.rules import evidence
+
     classes = static_rule_classes()
     by_class = {cls.id for cls in classes}
     out = []
@@ -83,11 +86,13 @@ def run_rules(ctx) -> list:
         rule = cls()
         got = list(rule.check(ctx) or ())
         out.extend(got)
+        if any(f.rule == cls.id and f.level != "note" for f in got):
+            continue
         clean = getattr(rule, "clean", None)
-        if callable(clean) and not any(f.rule == cls.id and f.level != "note" for f in got):
-            statements = [str(x) for x in clean(ctx) or ()]
-            if statements:
-                ctx.checked[cls.id] = statements
+        statements = [str(x) for x in clean(ctx) or ()] if callable(clean) else []
+        statements += evidence.statements(cls.id, ctx)
+        if statements:
+            ctx.checked[cls.id] = statements
     for mod in rule_modules():
         out.extend(f for f in mod.check(ctx) if f.rule not in by_class)
     return out
