@@ -28,7 +28,7 @@ class Suppression:
 def collect(units) -> list:
     out = []
     for u in units:
-        if u.kind == "decoded" or "pgolf:" not in u.text:
+        if "pgolf:" not in u.text:
             continue
         try:
             toks = list(tokenize.generate_tokens(io.StringIO(u.text).readline))
@@ -44,7 +44,9 @@ def collect(units) -> list:
             line = tok.start[0]
             own_line = lines[line - 1][: tok.start[1]].strip() == "" if line - 1 < len(lines) else False
             ids = {x.strip().upper() for x in m.group("ids").split(",") if x.strip()}
-            out.append(Suppression(u.rel, line, line + 1 if own_line else line, ids, m.group("reason").strip()))
+            # u.file: a decoded payload's comments cover the findings in it (`train_gpt.py#decoded1`)
+            file = getattr(u, "file", u.rel)
+            out.append(Suppression(file, line, line + 1 if own_line else line, ids, m.group("reason").strip()))
     return out
 
 

@@ -123,3 +123,56 @@ def test_tree_discovery_finds_every_record_folder(tmp_path):
     found = discover([tmp_path])
     assert [str(r.relative_to(tmp_path)) for r, *_ in found] == ["a", "b/c", "b/d"]
     assert found[2][1].name == "train_gpt_cuda_ternary.py"
+
+
+def test_many_adjacent_literals_and_long_plus_chains():
+    enc = base64.b85encode(lzma.compress(INNER.encode())).decode()
+    chunks = [enc[i : i + 2] for i in range(0, len(enc), 2)]
+    assert len(chunks) > 60  # one libcst nesting level per literal
+    head = "import lzma as L,base64 as B\nexec(L.decompress(B.b85decode(%s)))\n"
+    adjacent = head % "\n".join(f'"{c}"' for c in chunks)
+    plus = head % "+".join(f'"{c}"' for c in chunks)
+    for src in (adjacent, plus):
+        dec, err = _decode(src)
+        assert err == [] and [d.source for d in dec] == [INNER]
+
+
+def test_exec_compile_of_a_constant_is_one_unit():
+    enc = base64.b85encode(lzma.compress(INNER.encode())).decode()
+    src = (f'import lzma as L,base64 as B\ns=L.decompress(B.b85decode("{enc}")).decode()\nf=__file__+"::x"\n'
+           'exec(compile(s,f,"exec"))\n')
+    dec, err = _decode(src)
+    assert err == [] and [d.source for d in dec] == [INNER]
+
+
+def test_exec_of_non_payload_names_is_not_a_wrapper():
+    src = "import argparse\nargs = argparse.ArgumentParser().parse_args()\ncode = args.code\nexec(code)\nexec(args)\n"
+    assert _decode(src) == ([], [])
+
+
+def test_brotli_payload_and_bomb(tmp_path):
+    brotli = __import__("pytest").importorskip("brotli")
+    enc = base64.b85encode(brotli.compress(INNER.encode())).decode()
+    dec, err = _decode(f'import brotli,base64 as B\nexec(brotli.decompress(B.b85decode("{enc}")))\n')
+    assert err == [] and dec[0].source == INNER and dec[0].layers == ["b85decode", "brotli"]
+    bomb = base64.b85encode(brotli.compress(b"#" * (64 << 20), quality=5)).decode()
+    dec, err = _decode(f'import brotli,base64 as B\nexec(brotli.decompress(B.b85decode("{bomb}")))\n')
+    assert dec == [] and "cap" in err[0][2]
+
+
+def test_suppression_inside_a_decoded_payload(tmp_path):
+    from auditor.rules import all_rules
+
+    ex = all_rules()["PG401"].ILLEGAL[0]
+    line = next(ln for f, ln in ex.points_at if f == "train_gpt.py")
+    lines = ex.files["train_gpt.py"].splitlines(True)
+    lines[line - 1] = lines[line - 1].rstrip("\n") + "  # pgolf: ignore[PG401] reviewed: scored before update\n"
+    raw = lzma.compress("".join(lines).encode(), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+    wrapped = ('import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
+               'filters=[{"id":L.FILTER_LZMA2}]))\n' % base64.b85encode(raw).decode())
+    for k, v in dict(ex.files, **{"train_gpt.py": wrapped}).items():
+        (tmp_path / k).write_text(v)
+    r = audit_paths([tmp_path])[0]
+    assert r.metrics["decoded_units"] == 1
+    assert not [f for f in r.findings if f.rule == "PG401" and f.line == line], r.findings
+    assert not [f for f in r.findings if f.rule in ("PG004", "PG005")], r.findings  # the suppression was used
