@@ -43,8 +43,10 @@ def render_text(results) -> str:
         lines.append(f"== {r.path}")
         for f in r.findings:
             lines.append(f"{finding_path(r, f)}:{f.line}:{f.col}: {f.rule} [{f.level}] {f.message}")
+        sup = len(getattr(r, "suppressed", None) or ())
         lines.append(
-            f"{r.path}: {r.verdict.upper()} ({c['error']} error(s), {c['warning']} warning(s), {c['note']} note(s))"
+            f"{r.path}: {r.verdict.upper()} ({c['error']} error(s), {c['warning']} warning(s), {c['note']} note(s)"
+            + (f", {sup} suppressed with a reason" if sup else "") + ")"
         )
         lines.append("")
     total = {"pass": 0, "fail": 0, "error": 0}

@@ -273,6 +273,8 @@ def test_folder_suppression_file_for_logs_and_metadata(tmp_path, capsys):
     assert main(["audit", "--format", "json", str(root)]) in (0, 1)
     sub = _json(capsys)[0]
     assert "PG101" not in _rules(sub) and sub["suppressed"][0]["by"] == ".pgolf-audit.toml:2"
+    main(["audit", str(root)])
+    assert "1 suppressed with a reason" in capsys.readouterr().out
     # no reason: PG005 at the table's line, and the finding stays
     sup.write_text('[[ignore]]\nrules = ["PG101"]\n')
     assert main(["audit", "--format", "json", str(root)]) == 1
