@@ -381,6 +381,12 @@ class PG503(Rule):
             "def main():", "def fetch_data():\n    from huggingface_hub import hf_hub_download\n"
                            "    hf_hub_download('someone/data', 'fineweb_train_000000.bin')\n\ndef main():")},
             points_at=(("train_gpt.py", 27),), note="before training: a warning, not an evaluation violation"),
+        Example("pip_install_at_start_of_training_function", {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
+            "{save}", "pass").replace("import os, glob,", "import subprocess, sys, os, glob,").replace(
+            "    args = Hyperparameters()\n",
+            "    subprocess.check_call([sys.executable, '-m', 'pip', 'install', 'brotli'])\n"
+            "    args = Hyperparameters()\n")},
+            points_at=(("train_gpt.py", 26),), note="before the training loop of the same function: a warning"),
         Example("hub_download_at_eval", {"train_gpt.py": _HP.replace("{reserve}", "12").replace(
             "{save}", "from huggingface_hub import hf_hub_download\n"
                       "    hf_hub_download(repo_id='someone/cache', filename='ngram.bin')")},
@@ -397,7 +403,7 @@ class PG503(Rule):
                 if s.kind != "net":
                     continue
                 lvl = "note" if _off(s) else "error"
-                setup = lvl == "error" and _before_training(facts, f)
+                setup = lvl == "error" and _site_before_training(facts, f, s)
                 if setup:
                     lvl = "warning"
                 yield _f(self, f.unit, s.node, lvl,
@@ -407,6 +413,25 @@ class PG503(Rule):
                          + (" (data set-up: every call to it happens before training starts, so it cannot feed "
                             "evaluation anything the run did not have at training time)" if setup else "")
                          + (_note(s) if lvl == "note" else ""))
+
+
+def _training_start(facts, f):
+    """Statement order at which `f` starts training (its first train site or call into a training function)."""
+    prog = facts.prog
+    r = facts.memo("data.reads", lambda: _reads(facts))
+    starts = [s.order for s in f.sites if s.kind == "train" and TRAIN in s.labels]
+    starts += [x.order for x in f.calls if not x.is_ref and any(r.trains[t] for t in prog.targets(x) if t is not f)]
+    return min(starts) if starts else None
+
+
+def _site_before_training(facts, f, site) -> bool:
+    """Does `site` (in `f`) run before training starts: earlier in a function that trains, or in a function only
+    called before training?"""
+    r = facts.memo("data.reads", lambda: _reads(facts))
+    if r.trains[f]:
+        start = _training_start(facts, f)
+        return start is not None and site.order < start and not site.loops
+    return _before_training(facts, f)
 
 
 def _before_training(facts, g, depth: int = 0) -> bool:
@@ -420,10 +445,8 @@ def _before_training(facts, g, depth: int = 0) -> bool:
         return False
     for f, c in callers:
         if r.trains[f]:
-            starts = [s.order for s in f.sites if s.kind == "train" and TRAIN in s.labels]
-            starts += [x.order for x in f.calls if not x.is_ref and any(r.trains[t] for t in prog.targets(x)
-                                                                         if t is not f)]
-            if not starts or c.order >= min(starts):
+            start = _training_start(facts, f)
+            if start is None or c.order >= start:
                 return False
         elif not _before_training(facts, f, depth + 1):
             return False
