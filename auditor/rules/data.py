@@ -321,7 +321,8 @@ class PG502(Rule):
                                "files = sorted(glob.glob('data/fineweb_val_*.bin'))\n"
                                "toks = np.concatenate([np.fromfile(f, dtype='<u2')[512:] for f in files])\n"
                                "open('prefix.xz', 'wb').write(lzma.compress(toks[:6_000_000].tobytes()))\n",
-            "README.md": "```\npython build_prefix.py\nPREFIX=prefix.xz torchrun --nproc_per_node=8 train_gpt.py\n```\n"},
+            "README.md": "```\npython build_prefix.py\n"
+                         "PREFIX=prefix.xz torchrun --nproc_per_node=8 train_gpt.py\n```\n"},
             points_at=(("build_prefix.py", 4),)),
     )
 
@@ -618,7 +619,8 @@ class PG504(Rule):
         for env, v, frac in _subset_settings(facts):
             rel, line, *note = _setting_location(facts, env)
             yield self.finding(
-                f"{note[0] if note else ''}{env}={v} limits evaluation to {'a fraction' if frac else 'part'} of the validation set "
+                f"{note[0] if note else ''}{env}={v} limits evaluation to {'a fraction' if frac else 'part'} of the "
+                f"validation set "
                 f"(set by {facts.cfg.source_of(env)}); the reported score is then not the full-validation bits per "
                 f"byte. Leave it unset (0) for the submitted run.", rel, line,
                 evidence={"env": env, "value": v})

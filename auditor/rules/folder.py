@@ -92,7 +92,8 @@ class PG202(Rule):
     ILLEGAL = (
         Example("json_bpb_disagrees", dict(_FILES, **{"submission.json": _JSON % "1.10"}),
                 points_at=(("submission.json", 1),)),
-        Example("json_bpb_disagrees_multiline", dict(_FILES, **{"submission.json": (_JSON % "1.10").replace(", ", ",\n")}),
+        Example("json_bpb_disagrees_multiline",
+                dict(_FILES, **{"submission.json": (_JSON % "1.10").replace(", ", ",\n")}),
                 points_at=(("submission.json", 4),), note="the finding points at the key's line"),
         Example("json_invalid", dict(_FILES, **{"submission.json": '{"name": "x", '}),
                 points_at=(("submission.json", 1),)),

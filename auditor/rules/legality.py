@@ -384,6 +384,17 @@ def analyse(ctx) -> list:
                     f"target token (`== y` / `y in cache`); gates and mixing weights must not depend on the target. "
                     f"Compute gates from the context only and mix full distributions.",
                 )
+            elif site.kind == "byte_mix" and VAL in site.labels:
+                e = _site_event(f, site)
+                add(
+                    "PG404",
+                    e,
+                    f"{f.qualname} mixes a byte-level model with the neural model's log-probability of the realized "
+                    f"token spread over that token's bytes (divided by its byte count); this scores only the "
+                    f"observed token's bytes, not a normalized distribution over the next token (every byte "
+                    f"sequence the vocabulary could produce). Mix full next-token distributions (token level), or "
+                    f"derive a proper byte distribution from the full token distribution.",
+                )
             elif site.kind == "min_loss" and any(x.kind == "score" for x in f.sites) and not _lse_shift(f, site):
                 e = _site_event(f, site)
                 add(

@@ -971,3 +971,26 @@ LEGAL_EXAMPLES.append(
     {"name": "ngram_context_key_full_row_mixture", "rules": ["PG404", "PG406"],
      "files": {"train_gpt.py": _NGRAM_CTX_ROW}}
 )
+
+# The better of two predictions kept by a comparison instead of min(): the mixed loss replaces the model's loss only
+# where it happens to be lower for the realized token.
+_KEEP_BETTER = _HP + """
+def eval_keep_better(args, model, ema_model, val_tokens):
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for s in range(0, val_tokens.numel() - 1 - args.seq_len, args.seq_len):
+            x = val_tokens[s:s + args.seq_len].long()[None]
+            y = val_tokens[s + 1:s + 1 + args.seq_len].long()[None]
+            scored_nll = F.cross_entropy(model.forward_logits(x)[0], y[0], reduction="none")
+            alt_nll = F.cross_entropy(ema_model.forward_logits(x)[0], y[0], reduction="none")
+            for t in range(scored_nll.numel()):
+                new_nll = alt_nll[t].item()
+                if new_nll < scored_nll[t].item():
+                    scored_nll[t] = new_nll
+            loss_sum += scored_nll.double().sum()
+    return loss_sum
+""" + _MAIN.replace("{call}", "eval_keep_better(args, model, model, val_tokens)")
+ILLEGAL_EXAMPLES.append(
+    {"name": "better_of_two_losses_kept_by_comparison", "rules": ["PG403"],
+     "files": {"train_gpt.py": _KEEP_BETTER}, "at": (("train_gpt.py", "if new_nll < scored_nll[t].item():"),)}
+)

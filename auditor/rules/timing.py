@@ -126,10 +126,12 @@ class PG302(Rule):
         level = lvl if lvl == "note" else ("warning" if worst <= GRACE_S else self.level)
         rel, info, _e = over[0]
         reserve = info.gptq_reserve_s
+        each = _logs_list((r, f"{i.train_time_ms / 1000:.1f} s + {i.calibration_s:.1f} s, over by {e:.1f} s")
+                          for r, i, e in over)
         yield self.finding(
             f"training + calibration on training data ran over {LIMIT_S:.0f} s"
             f"{f' (reserved {reserve:g} s)' if reserve is not None else ''}: "
-            f"{_logs_list((r, f'{i.train_time_ms / 1000:.1f} s + {i.calibration_s:.1f} s, over by {e:.1f} s') for r, i, e in over)}"
+            f"{each}"
             f"; calibration on training data counts against the training budget. Reserve its time (e.g. "
             f"GPTQ_RESERVE_SECONDS).{tail}", rel, info.lines.get("calibration", info.lines.get("stop", 1)),
             level=level, evidence={"logs": [r for r, _i, _e in over], "max_excess_s": round(worst, 3)})
