@@ -123,7 +123,7 @@ def test_qat_forward_weight_equals_reloaded_weight():
 
 
 def test_qat_model_matches_artifact_model():
-    model_mod = pytest.importorskip("trainer.model")
+    from trainer import model as model_mod
     h = Hyperparameters.resolve(preset=scale_tiny(PRESETS["seed910"]), env={},
                                 cli=dict(passthrough_max_numel=0, quant_scheme="mlp:int4,attn:int6,*:int8", num_layers=2,
                                          ve_layers="1"))
@@ -227,7 +227,7 @@ def test_corrupt_artifact():
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_size_bound_for_every_preset_at_full_size(preset):
-    model_mod = pytest.importorskip("trainer.model")
+    from trainer import model as model_mod
     h = Hyperparameters.resolve(preset=PRESETS[preset], env={})
     with torch.device("meta"):
         model = model_mod.GPT(h)
@@ -244,7 +244,7 @@ def test_size_bound_for_every_preset_at_full_size(preset):
 
 @pytest.mark.parametrize("preset", ["seed910", "seed1216"])
 def test_size_bound_equals_real_container_size(preset):
-    model_mod = pytest.importorskip("trainer.model")
+    from trainer import model as model_mod
     h = Hyperparameters.resolve(preset=scale_tiny(PRESETS[preset]), env={}, cli=dict(passthrough_max_numel=2048))
     torch.manual_seed(0)
     sd = model_mod.GPT(h).export_state_dict()

@@ -318,7 +318,7 @@ def test_sliding_real_bytes_equal_full_bytes_on_fineweb(fineweb, monkeypatch):
 
 
 def tiny_gpt(**overrides):
-    model_mod = pytest.importorskip("trainer.model")
+    from trainer import model as model_mod
     from trainer.presets import get_preset, scale_tiny
 
     preset = scale_tiny(get_preset("seed347"))

@@ -173,7 +173,7 @@ def test_scale_candidates_are_row_scales():
 
 
 def test_collect_hessians_on_the_gpt_uses_export_names():
-    model_mod = pytest.importorskip("trainer.model")
+    from trainer import model as model_mod
     from trainer.config import Hyperparameters
     from trainer.presets import PRESETS, scale_tiny
     h = Hyperparameters.resolve(preset=scale_tiny(PRESETS["seed1216"]), env={}, cli=dict(num_layers=2, ve_layers="1"))

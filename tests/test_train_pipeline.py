@@ -317,3 +317,52 @@ def test_code_form_reserves_the_shipped_wrapper_and_builds(tiny_data, tmp_path):
     shipped = (out / "track_non_record_16mb" / "2026-01-01_CodeForm" / "train_gpt.py").stat().st_size
     assert metrics["code_bytes"] == shipped < 60_000
     assert metrics["artifact_bytes"] == metrics["model_bytes"] + shipped
+
+
+def test_cpu_runs_use_one_thread_unless_told(monkeypatch):
+    from pgolf.train_cmd import set_cpu_threads
+    from trainer.config import Hyperparameters
+
+    n = torch.get_num_threads()
+    h = Hyperparameters.resolve(env={}, cli={"device": "cpu"})
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        set_cpu_threads(h, None)
+        assert torch.get_num_threads() == 1  # the default on CPU
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        set_cpu_threads(h, None)
+        assert torch.get_num_threads() == 2  # the user's OMP_NUM_THREADS is left alone
+        set_cpu_threads(h, 3)
+        assert torch.get_num_threads() == 3  # --threads wins
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_long_phases_log_progress_lines(tiny_data, single_torch_thread, monkeypatch):
+    """Sliding-window eval reports `eval_progress: P% windows:done/total elapsed:Ns` (here every batch), never a
+    carriage return, and the score does not depend on it."""
+    from trainer.bpb import build_byte_lut, load_tokenizer
+    from trainer.config import Hyperparameters
+    from trainer.evaluate import eval_sliding
+    from trainer.loader import load_validation_tokens
+    from trainer.model import GPT
+    from trainer.presets import get_preset
+    from trainer.runlog import Progress
+
+    lines = []
+    p = Progress(lines.append, "eval", 10, unit="windows", every_s=0.0)
+    p(5)
+    assert lines == ["eval_progress: 50% windows:5/10 elapsed:0s"]
+    h = Hyperparameters.resolve(preset=get_preset("tiny"), env={}, cli={"eval_stride": 64, "eval_batch_seqs": 4})
+    torch.manual_seed(0)
+    model = GPT(h)
+    lut = build_byte_lut(load_tokenizer(str(tiny_data["tokenizer"]), h.vocab_size), h.vocab_size)
+    val = load_validation_tokens(str(tiny_data["data"]), 1, 2048)
+    lines.clear()
+    monkeypatch.setattr("trainer.runlog.PROGRESS_EVERY_S", 0.0)  # a line per batch for this test
+    got = eval_sliding(model, val, lut, h, log=lines.append)
+    assert got == eval_sliding(model, val, lut, h)
+    assert lines and all(re.fullmatch(r"eval_progress: \d+% windows:\d+/\d+ elapsed:\d+s", ln) for ln in lines), lines
+    assert lines[-1].startswith("eval_progress: 100% ") and not any("\r" in ln for ln in lines)

@@ -57,12 +57,17 @@ class RunLog:
             self._fh = None
 
 
+# Seconds between two progress lines of one long phase.
+PROGRESS_EVERY_S = 10.0
+
+
 class Progress:
     """`<phase>_progress: 35% <unit>:done/total elapsed:12s` lines at most every `every_s` seconds, so a long phase
     (sliding-window eval, TTT, GPTQ calibration) is never silent. `log` is a RunLog.log (rank 0 writes) or None."""
 
-    def __init__(self, log, phase: str, total: int, unit: str = "tokens", every_s: float = 10.0):
-        self.log, self.phase, self.total, self.unit, self.every_s = log, phase, max(int(total), 1), unit, every_s
+    def __init__(self, log, phase: str, total: int, unit: str = "tokens", every_s: float | None = None):
+        self.log, self.phase, self.total, self.unit = log, phase, max(int(total), 1), unit
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
         self.t0 = self.last = time.perf_counter()
 
     def __call__(self, done: int) -> None:
