@@ -104,7 +104,7 @@ def test_kernel_sandbox_holds_without_the_guard(tmp_path, canary):
         line = next(x for x in child.output_tail.splitlines() if x.startswith("REPORT"))
         report = eval(line[len("REPORT "):])  # noqa: S307 - our own fixture's repr of a dict of strings
         for key in ("read", "symlink_read", "proc1root", "unix_socket", "inet", "replace", "dirfd", "proc_sys",
-                    "host_sys", "dev_write", "userns"):
+                    "host_sys", "dev_write", "userns", "own_folder"):
             assert report[key].startswith("blocked"), (key, report[key])
         assert report["dev_shm"].startswith("OK")  # the sandbox's own /dev/shm (capped tmpfs), not the host's
         uid, caps = eval(report["uid"][3:])  # noqa: S307
@@ -143,21 +143,34 @@ def test_tmpfs_and_shm_are_capped(tmp_path):
     assert full["/tmp/fill"] <= 8 << 20 and full["/dev/shm/fill"] <= 4 << 20
 
 
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def test_audit_of_escape_fixture_leaks_nothing(tmp_path, canary):
+    """The whole `pgolf audit --dynamic-only` run, as CI would: the canaries are nowhere in its stdout, stderr or
+    cache, the submission folder is unchanged, and nothing of the audit is left."""
     out = Path(tempfile.mkdtemp(prefix="pgolf-h5-out-"))
     sleep = "4243.25"
     try:
         sub = _fill("hostile_escape", tmp_path / "rec", CANARY=canary, SOCK="/tmp/none.sock", OUT=out / "x.txt",
                     SLEEP=sleep, PORT=9)
-        res = run_dynamic(sub, timeout=60, cache_dir=tmp_path / "cache")
-        assert not any(f.rule == "PG9D1" for f in res.findings), [f.message for f in res.findings]
-        text = _everything(res, tmp_path / "cache")
-        assert CANARY_TEXT not in text and CANARY_ENV not in text
-        assert res.metrics["isolation"]["sandbox"] == "bwrap"
-        assert not Path(res.metrics["workdir"]).exists()
-        assert list(out.iterdir()) == []
+        before = _tree(sub)
+        env = dict(os.environ, PGOLF_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+        p = subprocess.run([sys.executable, "-m", "pgolf", "audit", "--dynamic-only", "--format", "json",
+                            "--no-progress", "--timeout", "60", str(sub)], capture_output=True, text=True, env=env,
+                           timeout=180)
+        report = json.loads(p.stdout)["submissions"][0]
+        assert not any(f["rule"] == "PG9D1" for f in report["findings"]), report["findings"]
+        cache = "".join(q.read_text(errors="replace") for q in (tmp_path / "cache").rglob("*") if q.is_file())
+        for text in (p.stdout, p.stderr, cache):
+            assert CANARY_TEXT not in text and CANARY_ENV not in text
+        dyn = report["metrics"]["dynamic"]
+        assert dyn["isolation"]["sandbox"] == "bwrap"
+        assert not Path(dyn["workdir"]).exists()
+        assert list(out.iterdir()) == [] and _tree(sub) == before
         time.sleep(0.3)
-        assert _procs(sleep) == [] and _procs(res.metrics["workdir"]) == []
+        assert _procs(sleep) == [] and _procs(dyn["workdir"]) == []
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
