@@ -13,6 +13,7 @@ import base64
 import binascii
 import bz2
 import lzma
+import posixpath
 import zlib
 from dataclasses import dataclass
 
@@ -141,10 +142,35 @@ def brotli_decompress(data: bytes, max_bytes: int = MAX_DECODED_BYTES) -> bytes:
 # The interpreter
 
 
+@dataclass(frozen=True)
+class _FsPath:
+    """A path derived from `__file__`, relative to the submission folder ("" is the folder itself)."""
+
+    rel: str
+
+
+@dataclass(frozen=True)
+class _Opened:
+    path: _FsPath
+    binary: bool
+
+
+def _fs_join(base: _FsPath, *parts) -> _FsPath:
+    if not all(isinstance(p, str) for p in parts):
+        raise DecodeError("path join of non-strings")
+    rel = posixpath.normpath(posixpath.join(base.rel or ".", *parts))
+    if rel.startswith("/") or rel == ".." or rel.startswith("../"):
+        raise DecodeError("the payload is read from outside the submission folder")
+    return _FsPath("" if rel == "." else rel)
+
+
 class _Env:
-    def __init__(self, module: cst.Module, max_bytes: int, budget: Budget | None = None):
+    def __init__(self, module: cst.Module, max_bytes: int, budget: Budget | None = None, file_rel: str | None = None,
+                 read_file=None):
         self.budget = budget or Budget()
         self.max_bytes = max_bytes
+        self.file_rel = file_rel  # `__file__` of the code (the wrapper's file for decoded code)
+        self.read_file = read_file  # rel -> bytes of a regular file in the submission (DecodeError when refused)
         self.aliases: dict[str, str] = {}  # local name -> module or module.attr
         self.consts: dict[str, cst.BaseExpression] = {}
         for stmt in module.body:
@@ -242,6 +268,20 @@ def _eval(node: cst.BaseExpression, env: _Env, layers: list, depth: int = 0):
         if sum(len(p) for p in parts) > env.max_bytes:
             raise DecodeError(f"string exceeds the {env.max_bytes}-byte cap")
         return parts[0][:0].join(parts)
+    if isinstance(node, cst.Name) and node.value == "__file__" and env.file_rel is not None:
+        return _FsPath(env.file_rel)
+    if isinstance(node, cst.Attribute) and node.attr.value == "parent":
+        base = _eval(node.value, env, layers, depth + 1)
+        if not isinstance(base, _FsPath):
+            raise DecodeError(".parent of a non-path")
+        return _fs_join(base, "..")
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Divide):
+        base = _eval(node.left, env, layers, depth + 1)
+        if not isinstance(base, _FsPath):
+            raise DecodeError("'/' of a non-path")
+        return _fs_join(base, _eval(node.right, env, layers, depth + 1))
+    if isinstance(node, cst.Subscript) and len(node.slice) == 1:
+        return _subscript(_eval(node.value, env, layers, depth + 1), node.slice[0].slice, env, layers, depth)
     if isinstance(node, (cst.Name, cst.Attribute)):
         resolved = env.resolve(node)
         if resolved in _LZMA_CONSTS:
@@ -267,6 +307,35 @@ def _eval(node: cst.BaseExpression, env: _Env, layers: list, depth: int = 0):
     if isinstance(node, cst.Call):
         return _eval_call(node, env, layers, depth)
     raise DecodeError(f"unsupported expression {type(node).__name__}")
+
+
+def _subscript(value, sl, env, layers, depth):
+    if not isinstance(value, (str, bytes, list, tuple)):
+        raise DecodeError("subscript of a non-sequence")
+
+    def ev(x):
+        if x is None:
+            return None
+        v = _eval(x, env, layers, depth + 1)
+        if not isinstance(v, int):
+            raise DecodeError("non-integer index")
+        return v
+
+    try:
+        if isinstance(sl, cst.Index):
+            return value[ev(sl.value)]
+        if isinstance(sl, cst.Slice):
+            return value[ev(sl.lower) : ev(sl.upper) : ev(sl.step)]
+    except IndexError:
+        raise DecodeError("index out of range") from None
+    raise DecodeError("unsupported subscript")
+
+
+def _read(env, opened: _Opened):
+    if env.read_file is None:
+        raise DecodeError("the payload is read from a file")
+    data = env.read_file(opened.path.rel)
+    return data if opened.binary else data.decode("utf-8", errors="strict")
 
 
 def _args(call: cst.Call, env, layers, depth):
@@ -304,10 +373,29 @@ def _eval_call(call: cst.Call, env: _Env, layers: list, depth: int):
         "bytes",
         "str",
         "brotli",
+        "os",
+        "os.path",
+        "pathlib",
+        "io",
+        "builtins",
     ):
         recv = _eval(func.value, env, layers, depth + 1)
         pos, kw = _args(call, env, layers, depth)
         meth = func.attr.value
+        if isinstance(recv, _FsPath):
+            if meth in ("resolve", "absolute", "expanduser") and not pos:
+                return recv
+            if meth in ("read_bytes", "read_text"):
+                return _read(env, _Opened(recv, meth == "read_bytes"))
+            if meth == "open":
+                return _Opened(recv, "b" in (pos[0] if pos else kw.get("mode", "r")))
+            if meth == "joinpath":
+                return _fs_join(recv, *pos)
+            raise DecodeError(f"unsupported path method .{meth}()")
+        if isinstance(recv, _Opened) and meth == "read" and not pos:
+            return _read(env, recv)
+        if meth in ("split", "rsplit") and isinstance(recv, (str, bytes)) and len(pos) <= 2:
+            return getattr(recv, meth)(*pos, **{k: v for k, v in kw.items() if k in ("sep", "maxsplit")})
         if meth == "decode" and isinstance(recv, (bytes, bytearray)):
             enc = pos[0] if pos else kw.get("encoding", "utf-8")
             return bytes(recv).decode(enc, errors=kw.get("errors", "strict"))
@@ -340,6 +428,9 @@ def _eval_call(call: cst.Call, env: _Env, layers: list, depth: int):
 
 
 def _eval_named(name: str, pos: list, kw: dict, env: _Env, layers: list, mb: int):
+    if name in ("os.path.dirname", "os.path.abspath", "os.path.realpath", "os.path.normpath", "pathlib.Path",
+                "pathlib.PurePath", "os.path.join", "open", "builtins.open", "io.open"):
+        return _path_call(name, pos, kw)
     if name in ("base64.b85decode",):
         layers.append("b85decode")
         return _wrap_binascii(base64.b85decode, _as_bytes(pos[0]))
@@ -406,6 +497,22 @@ def _eval_named(name: str, pos: list, kw: dict, env: _Env, layers: list, mb: int
     raise DecodeError(f"unsupported call {name or '?'}()")
 
 
+def _path_call(name: str, pos: list, kw: dict):
+    if not pos or not isinstance(pos[0], _FsPath):
+        raise DecodeError(f"{name}() of something other than a path derived from __file__")
+    p = pos[0]
+    if name == "os.path.dirname":
+        return _fs_join(p, "..")
+    if name == "os.path.join":
+        return _fs_join(p, *pos[1:])
+    if name in ("open", "builtins.open", "io.open"):
+        mode = pos[1] if len(pos) > 1 else kw.get("mode", "r")
+        if not isinstance(mode, str) or any(c in mode for c in "wax+"):
+            raise DecodeError("open() for writing")
+        return _Opened(p, "b" in mode)
+    return p  # abspath / realpath / normpath / Path(): the same file
+
+
 def _wrap_binascii(fn, data: bytes) -> bytes:
     try:
         return fn(data)
@@ -419,19 +526,22 @@ def _wrap_binascii(fn, data: bytes) -> bytes:
 _EXEC_NAMES = ("exec", "eval", "builtins.exec", "builtins.eval", "compile")
 
 
-def _is_static_payload(node: cst.BaseExpression) -> bool:
-    """True when the exec argument is built from calls/literals only (a wrapper), not `open(...).read()` or code."""
+def _is_static_payload(node: cst.BaseExpression, reads: bool = False) -> bool:
+    """True when the exec argument is built from calls/literals only (a wrapper), not `open(...).read()` or code.
+    `reads`: reading files is allowed (the payload is a compressed blob read via a `__file__`-derived path)."""
     if isinstance(node, cst.Call):
         f = node.func
-        if isinstance(f, cst.Attribute) and f.attr.value == "read":
+        if not reads and isinstance(f, cst.Attribute) and f.attr.value in ("read", "read_bytes", "read_text"):
             return False
-        if isinstance(f, cst.Name) and f.value == "open":
+        if not reads and isinstance(f, cst.Name) and f.value == "open":
             return False
-        return all(_is_static_payload(a.value) for a in node.args) and (
+        return all(_is_static_payload(a.value, reads) for a in node.args) and (
             not isinstance(f, cst.Attribute)
-            or _is_static_payload(f.value)
+            or _is_static_payload(f.value, reads)
             or isinstance(f.value, (cst.Name, cst.Attribute))
         )
+    if isinstance(node, cst.Subscript):
+        return _is_static_payload(node.value, reads)
     return isinstance(
         node,
         (
@@ -469,22 +579,30 @@ def _payload_expr(arg: cst.BaseExpression, env: _Env):
             return _payload_expr(inner, env)
     if isinstance(arg, cst.Name):
         value = env.consts.get(arg.value)
-        if value is None or not _mentions_decoder(value, env) or not _is_static_payload(value):
+        if value is None or not _mentions_decoder(value, env) or not _is_static_payload(value, _reads_self(value)):
             return None
         return arg
-    if isinstance(arg, cst.Call) and _is_static_payload(arg):
+    if isinstance(arg, cst.Call) and _is_static_payload(arg, _reads_self(arg) and _mentions_decoder(arg, env)):
         return arg
     return None
 
 
+def _reads_self(node) -> bool:
+    """The expression reads a file located through `__file__` (`open(__file__,'rb').read()[n:]`,
+    `Path(__file__).with...`): such a payload is decoded here; plain `exec(open(x).read())` is the helper follower's."""
+    return any(isinstance(n, cst.Name) and n.value == "__file__" for n in walk(node))
+
+
 def find_wrapped_sources(module: cst.Module, positions=None, max_bytes: int = MAX_DECODED_BYTES, calls=None,
-                         budget: Budget | None = None):
+                         budget: Budget | None = None, file_rel: str | None = None, read_file=None):
     """Decode every exec/eval of a static payload in `module`.
 
     Returns (decoded: list[Decoded], errors: list[(line, col, message)]). Only the payload of exec calls whose
     argument is a call chain over literals (or a constant holding one) is attempted; `exec(open(...).read())` is left
-    to the helper follower. `budget` is shared by every unit of one submission's nesting tree."""
-    env = _Env(module, max_bytes, budget)
+    to the helper follower. `budget` is shared by every unit of one submission's nesting tree. `file_rel` is the
+    code's `__file__` relative to the submission folder and `read_file(rel) -> bytes` reads a regular file there
+    (payloads located through `__file__`)."""
+    env = _Env(module, max_bytes, budget, file_rel, read_file)
     if calls is None:
         calls = [n for n in walk(module) if type(n) is cst.Call]
     calls = [n for n in calls if n.args and env.resolve(n.func) in _EXEC_NAMES]

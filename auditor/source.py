@@ -18,7 +18,7 @@ import libcst as cst
 import libcst.metadata as md
 
 from auditor.cstwalk import children, dotted, index, walk
-from auditor.decode import MAX_DECODED_BYTES, MAX_DEPTH, Budget, find_wrapped_sources
+from auditor.decode import MAX_DECODED_BYTES, MAX_DEPTH, Budget, DecodeError, find_wrapped_sources
 from auditor.findings import Finding
 from auditor.fsread import FolderReader, Refused
 from auditor.logs import LogInfo, parse_log
@@ -250,6 +250,14 @@ def _read_source(sub: "Submission", rel: str, limit: int = MAX_SOURCE_BYTES, wha
         return None
 
 
+def _read_for_decoder(sub: "Submission", rel: str) -> bytes:
+    """A file a wrapper reads its payload from (located through __file__): regular files of the folder only."""
+    try:
+        return sub.reader.read_bytes(rel, MAX_SOURCE_BYTES)
+    except Refused as exc:
+        raise DecodeError(f"payload file {exc}") from None
+
+
 def _decode_text(data: bytes, rel: str, findings: list, what: str = "source") -> str | None:
     if b"\x00" in data:
         findings.append(
@@ -358,6 +366,8 @@ def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
         MAX_DECODED_BYTES,
         calls=[n for n, _ in unit.nodes(cst.Call)],
         budget=sub.decode_budget,
+        file_rel=unit.rel,  # __file__ of decoded code is still its wrapper's file
+        read_file=lambda rel: _read_for_decoder(sub, rel),
     )
     for line, col, msg in errors:
         note = unit.location(None)[3]

@@ -176,3 +176,28 @@ def test_suppression_inside_a_decoded_payload(tmp_path):
     assert r.metrics["decoded_units"] == 1
     assert not [f for f in r.findings if f.rule == "PG401" and f.line == line], r.findings
     assert not [f for f in r.findings if f.rule in ("PG004", "PG005")], r.findings  # the suppression was used
+
+
+def test_payloads_located_through_dunder_file(tmp_path):
+    blob = lzma.compress(INNER.encode())
+    head = "import lzma,os,base64\nfrom pathlib import Path\n"
+    tail = "#P:" + base64.b85encode(blob).decode() + "\n"  # the payload in the script's own last comment
+    cases = {
+        "self": head + "exec(lzma.decompress(base64.b85decode(open(__file__).read().split('#'+'P:')[1].strip())))\n"
+        + tail,
+        "sibling": head
+        + "exec(lzma.decompress(open(os.path.join(os.path.dirname(__file__),'code.xz'),'rb').read()))\n",
+        "pathlib": head + "exec(lzma.decompress((Path(__file__).parent/'code.xz').read_bytes()))\n",
+    }
+    for name, code in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        (d / "train_gpt.py").write_text(code)
+        (d / "code.xz").write_bytes(blob)
+        sub = load_submission(*discover([d / "train_gpt.py"])[0])
+        assert [u.text for u in sub.units if u.kind == "decoded"] == [INNER], (name, sub.findings)
+    d = tmp_path / "outside"
+    d.mkdir()
+    (d / "train_gpt.py").write_text(head + "exec(lzma.decompress((Path(__file__).parent/'../code.xz').read_bytes()))\n")
+    sub = load_submission(*discover([d / "train_gpt.py"])[0])
+    assert [f.rule for f in sub.findings] == ["PG003"] and "outside" in sub.findings[0].message
