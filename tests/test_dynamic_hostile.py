@@ -93,6 +93,8 @@ def test_kernel_sandbox_holds_without_the_guard(tmp_path, canary):
     tcp.settimeout(0.2)
     out = Path(tempfile.mkdtemp(prefix="pgolf-h5-out-"))
     os.chmod(out, 0o777)
+    decoy = Path(tempfile.mkdtemp(prefix="pgolf-dyn-decoy-", dir="/tmp"))  # as if another audit were running
+    os.chmod(decoy, 0o777)
     sleep = "4242.25"
     try:
         src = (FIX / "hostile_escape" / "train_gpt.py").read_text()
@@ -104,8 +106,9 @@ def test_kernel_sandbox_holds_without_the_guard(tmp_path, canary):
         line = next(x for x in child.output_tail.splitlines() if x.startswith("REPORT"))
         report = eval(line[len("REPORT "):])  # noqa: S307 - our own fixture's repr of a dict of strings
         for key in ("read", "symlink_read", "proc1root", "unix_socket", "inet", "replace", "dirfd", "proc_sys",
-                    "host_sys", "dev_write", "userns", "own_folder"):
+                    "host_sys", "dev_write", "userns", "own_folder", "host_cache"):
             assert report[key].startswith("blocked"), (key, report[key])
+        assert report["other_audits"] == "OK []"  # another audit's staging dir (the decoy) is not visible
         assert report["dev_shm"].startswith("OK")  # the sandbox's own /dev/shm (capped tmpfs), not the host's
         uid, caps = eval(report["uid"][3:])  # noqa: S307
         assert uid == sandbox.SANDBOX_UID and int(caps, 16) == 0
@@ -122,6 +125,8 @@ def test_kernel_sandbox_holds_without_the_guard(tmp_path, canary):
         tcp.close()
         shutil.rmtree(sock_path.parent, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
+        assert list(decoy.iterdir()) == []
+        shutil.rmtree(decoy, ignore_errors=True)
 
 
 def test_tmpfs_and_shm_are_capped(tmp_path):
