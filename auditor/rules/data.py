@@ -30,6 +30,24 @@ def _note(site):
     )
 
 
+def _reserves_budget(facts) -> bool:
+    """Does the run reserve part of the training budget (`GPTQ_RESERVE_SECONDS`, `gptq_reserve_ms`) with a value
+    above zero, or do its logs print a reservation (`gptq:reserving 12s`)?"""
+    if any(i.gptq_reserve_s for i in facts.sub.logs.values()):
+        return True
+    cfg = facts.cfg
+    for attr, env in cfg.attr_env.items():
+        if not (_RESERVE.search(attr) or _RESERVE.search(env)):
+            continue
+        v = cfg.env_value(env)
+        try:
+            if v is None or float(str(v)) > 0:
+                return True  # an unknown value gets the benefit of the doubt (a note, not an error)
+        except ValueError:
+            return True
+    return False
+
+
 @dataclass
 class _Reads:
     """Which functions read training data (transitively) and which train on it (the training phase)."""
@@ -42,9 +60,7 @@ class _Reads:
 
 def _reads(facts) -> _Reads:
     prog = facts.prog
-    has_reserve = any(_RESERVE.search(k) for k in facts.cfg.attr_env) or any(
-        i.gptq_reserve_s for i in facts.sub.logs.values()
-    )
+    has_reserve = _reserves_budget(facts)
     # transitive "reads training data", context-sensitive at one level: a helper that reads whatever file it is
     # given (load_data_shard) reads training data only where a caller passes training files
     any_read = {f: any(s.kind == "read_train" for s in f.sites) for f in prog.funcs}
@@ -250,6 +266,8 @@ class PG501(Rule):
                 note="loader built, warm-up steps, loader re-created, main loop: all of it is training"),
     )
     ILLEGAL = (
+        Example("reserve_variable_set_to_zero", {"train_gpt.py": _HP.replace("{reserve}", "0").replace(
+            "{save}", "pass")}, points_at=(("train_gpt.py", 35),), note="a reserve of 0 s reserves nothing"),
         Example("calibration_before_a_switched_off_loop", {"train_gpt.py": _DISTILL_OFF},
                 points_at=(("train_gpt.py", 44),)),
         Example("calibration_after_train_model_returns", {"train_gpt.py": _SPLIT}, points_at=(("train_gpt.py", 37),)),
