@@ -44,12 +44,22 @@ def _version() -> str:
         return "0.1.0"
 
 
+# Packages of the `train` extra: a plain `pip install pgolf` lacks them.
+TRAIN_EXTRA = ("torch", "sentencepiece", "huggingface_hub", "zstandard")
+
+
 def run_handler(args) -> int:
     """Run a parsed subcommand: a PgolfError is one line on stderr and exit 2."""
     try:
         rc = args.handler(args)
     except PgolfError as exc:
         print(f"pgolf: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        print(f"pgolf: error: pgolf {args.command} needs {exc.name}, which is not installed: pip install "
+              f"'pgolf[train]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pgolf: interrupted", file=sys.stderr)

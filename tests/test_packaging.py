@@ -117,3 +117,6 @@ def test_audit_and_build_help_work_without_torch(wheel_env, tmp_path, tiny_data)
         "pgolf: error: pgolf train needs PyTorch: pip install 'pgolf[train]' (CPU-only machines: first pip install "
         "torch --index-url https://download.pytorch.org/whl/cpu)"], proc.stderr
     assert not (tmp_path / "run").exists()
+    proc = _run(wheel_env, "data", "stats", tiny_data["data"], "--tokenizer", tiny_data["tokenizer"], check=False, env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "pgolf: error: pgolf data needs torch, which is not installed: pip install 'pgolf[train]'"], proc.stderr
