@@ -223,7 +223,9 @@ def render_explain(cls) -> str:
     """ruff-style explanation of one rule: what, why, how to fix, and its examples (finding lines marked >)."""
     kind = "dynamic audit (--dynamic)" if cls.kind == "dynamic" else "static audit"
     lines = [f"# {cls.id}: {cls.title}", "", f"Level: {cls.level}; reported by the {kind}.", ""]
-    lines += ["## What it does", "", cls.title[0].upper() + cls.title[1:] + ".", ""]
+    doc = " ".join((cls.__dict__.get("__doc__") or "").split())  # the class's own docstring, if it has one
+    what = doc if doc and doc.rstrip(".") != cls.title else cls.title[0].upper() + cls.title[1:] + "."
+    lines += ["## What it does", "", what, ""]
     lines += ["## Why is this bad?", "", cls.why or "(not documented yet)", ""]
     lines += ["## How to fix", "", cls.fix or "(not documented yet)", ""]
     if cls.ILLEGAL or cls.LEGAL:
