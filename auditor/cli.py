@@ -22,7 +22,8 @@ def add_parser(sub, name: str, help: str):
         description=(
             "Audit Parameter Golf submissions without running them: artifact size, required files, time limits from "
             "the logs, evaluation legality (score-before-update, single pass, no target leakage) and data access. "
-            "PATH is a record folder, a train_gpt.py, or a tree (every folder holding a train_gpt*.py is audited)."
+            "PATH is a record folder, a train_gpt.py, or a tree (every folder holding a train_gpt*.py is a record; its "
+            "subfolders belong to it)."
         ),
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
