@@ -109,6 +109,9 @@ def test_kernel_sandbox_holds_without_the_guard(tmp_path, canary):
                     "host_sys", "dev_write", "userns", "own_folder", "host_cache"):
             assert report[key].startswith("blocked"), (key, report[key])
         assert report["other_audits"] == "OK []"  # another audit's staging dir (the decoy) is not visible
+        if sandbox.seccomp_program() is not None:  # x86_64: the deny list answers EPERM
+            for key in ("ptrace_traceme", "bpf", "userfaultfd"):
+                assert report[key] == "blocked PermissionError", (key, report[key])
         assert report["dev_shm"].startswith("OK")  # the sandbox's own /dev/shm (capped tmpfs), not the host's
         uid, caps = eval(report["uid"][3:])  # noqa: S307
         assert uid == sandbox.SANDBOX_UID and int(caps, 16) == 0

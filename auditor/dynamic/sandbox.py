@@ -318,7 +318,7 @@ def unavailable_reason() -> str | None:
 
 
 def _bwrap_argv(bwrap: str, workdir: Path, ro: list[tuple[str, str]], env: dict[str, str], limits: Limits,
-                argv: list[str]) -> list[str]:
+                argv: list[str], seccomp_fd: int | None = None) -> list[str]:
     a = [bwrap, *_NS_FLAGS, "--hostname", "localhost", "--clearenv"]
     for k, v in env.items():
         a += ["--setenv", k, v]
@@ -338,8 +338,45 @@ def _bwrap_argv(bwrap: str, workdir: Path, ro: list[tuple[str, str]], env: dict[
     for name in ("submission", ".pgolf"):  # the staged inputs, read-only on top of the writable work dir
         a += ["--ro-bind", str(workdir / name), str(workdir / name)]
     a += ["--ro-bind", str(workdir / "data"), STAGE_DATA.format(workdir=workdir)]  # copied into the tmpfs by boot
+    if seccomp_fd is not None:
+        a += ["--seccomp", str(seccomp_fd)]
     a += ["--remount-ro", "/", "--chdir", str(workdir), "--", argv[0], str(SHIMS / "pgolf_boot.py"), *argv[1:]]
     return a
+
+
+# Syscalls the run never needs and kernel exploits often do (tracing other processes, keyrings, eBPF, perf,
+# userfaultfd, io_uring, mounts and namespaces, modules, kexec): they fail with EPERM. x86_64 numbers; on other
+# architectures no filter is installed (the namespaces and --disable-userns still apply).
+_DENY_X86_64 = {
+    "ptrace": 101, "syslog": 103, "pivot_root": 155, "acct": 163, "mount": 165, "umount2": 166, "swapon": 167,
+    "swapoff": 168, "reboot": 169, "init_module": 175, "delete_module": 176, "quotactl": 179, "kexec_load": 246,
+    "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272, "perf_event_open": 298,
+    "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310,
+    "process_vm_writev": 311, "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429,
+    "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+}
+
+
+def seccomp_program() -> bytes | None:
+    """A classic-BPF seccomp filter (struct sock_filter[]) for bwrap --seccomp: other architectures' syscall ABIs
+    (i386 `int 0x80`, x32) kill the process, the deny list returns EPERM, everything else is allowed."""
+    import platform
+    import struct
+
+    if platform.machine() != "x86_64":
+        return None
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, errno_eperm, kill = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x80000000
+    nrs = sorted(_DENY_X86_64.values())
+    n = len(nrs)
+    i_allow, i_eperm, i_kill = 5 + n, 6 + n, 7 + n
+    prog = [(ld_abs, 0, 0, 4), (jeq, 1, 0, 0xC000003E), (ret, 0, 0, kill), (ld_abs, 0, 0, 0),
+            (jge, i_kill - 4 - 1, 0, 0x40000000)]
+    prog += [(jeq, i_eperm - (5 + k) - 1, 0, nr) for k, nr in enumerate(nrs)]
+    prog += [(ret, 0, 0, allow), (ret, 0, 0, errno_eperm), (ret, 0, 0, kill)]
+    assert len(prog) == i_kill + 1
+    return b"".join(struct.pack("<HBBI", *ins) for ins in prog)
 
 
 _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
@@ -440,19 +477,27 @@ def run_child(argv: list[str], workdir: Path, env_extra: dict[str, str], limits:
     env = scrubbed_env(workdir, env_extra, limits.threads)
     env.update(PGOLF_RESULTS_FD=str(res_w), PGOLF_STAGE_DATA=STAGE_DATA.format(workdir=workdir),
                PGOLF_DATA_DIR=str(workdir / "data"))
-    cmd = _bwrap_argv(bwrap, workdir, ro, env, limits, [python, *argv])
+    prog = seccomp_program()
+    sec_r = None
+    if prog is not None:  # bwrap reads the filter from a descriptor; it fits a pipe's buffer
+        sec_r, sec_w = os.pipe()
+        os.write(sec_w, prog)
+        os.close(sec_w)
+    cmd = _bwrap_argv(bwrap, workdir, ro, env, limits, [python, *argv], sec_r)
     info = {"sandbox": "bwrap", "uid": NOBODY if as_nobody else os.geteuid(), "netns": True, "pidns": True,
-            "tmpfs_bytes": limits.tmpfs_bytes}
+            "tmpfs_bytes": limits.tmpfs_bytes, "seccomp": prog is not None}
     sink: dict = {}
     t0 = time.time()
     timed_out = False
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(res_w,),
-                                start_new_session=True, preexec_fn=_preexec(limits, stage, as_nobody), close_fds=True,
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
+                                pass_fds=(res_w,) if sec_r is None else (res_w, sec_r), start_new_session=True,
+                                preexec_fn=_preexec(limits, stage, as_nobody), close_fds=True,
                                 env={"PATH": "/usr/bin:/bin"}, cwd="/")
     finally:
-        os.close(res_w)
-        os.close(out_w)
+        for fd in (res_w, out_w, sec_r):
+            if fd is not None:
+                os.close(fd)
     readers = [threading.Thread(target=_drain, args=(res_r, limits.results_bytes, sink, "results", False), daemon=True),
                threading.Thread(target=_drain, args=(out_r, limits.output_tail_bytes, sink, "output", True),
                                 daemon=True)]
