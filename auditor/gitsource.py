@@ -2,8 +2,9 @@
 checkout, into a private temporary directory that is removed afterwards.
 
 `materialize(repo, specs, changed)` yields (root, entry, display, is_folder) items like `source.discover`:
-- specs: REF or REF:PATH (a commit, branch, tag, or `refs/pull/N/head`); every folder under PATH holding a
-  train_gpt*.py is one submission (its subfolders belong to it), shown as `REF:folder`;
+- specs: REF or REF:PATH (a commit, branch, tag, `refs/pull/N/head`, or a pattern such as `refs/pull/*/head`);
+  every folder under PATH holding a train_gpt*.py is one submission (its subfolders belong to it), shown as
+  `REF:folder`;
 - changed: "BASE...HEAD": the folders (as of HEAD) that hold a file the change touches.
 Refs and paths are validated before git sees them; git runs without a shell and with `--end-of-options`."""
 
@@ -57,6 +58,19 @@ def check_path(path: str) -> str:
     if "\\" in p or "\x00" in p or path.startswith("/") or any(part in ("..", ".") for part in p.split("/")):
         raise GitError(f"invalid path {path!r} inside the repository; expected a relative path like records/x")
     return p
+
+
+def expand(repo: str, ref: str) -> list:
+    """A ref with `*` (e.g. refs/pull/*/head) -> the matching refs, sorted by number-aware name; others as given."""
+    if "*" not in ref:
+        return [ref]
+    check_ref(ref.replace("*", "x"))
+    if not ref.startswith("refs/"):
+        raise GitError(f"a ref pattern must start with refs/ (e.g. refs/pull/*/head), got {ref!r}")
+    names = _git(repo, "for-each-ref", "--format=%(refname)", ref).decode().split()
+    if not names:
+        raise GitError(f"no ref matches {ref!r} in {repo}")
+    return sorted(names, key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
 
 
 def resolve(repo: str, ref: str) -> str:
@@ -194,13 +208,15 @@ def materialize(repo: str, specs, changed: str | None = None):
             label, _sha, entries, folders = changed_folders(repo, changed)
             if folders:
                 items += _items(repo, label, entries, folders, tmp / "changed")
-        for i, spec in enumerate(specs):
-            ref, _, path = spec.partition(":")
-            path = check_path(path)
+        refs = []
+        for spec in specs:
+            pattern, _, path = spec.partition(":")
+            refs += [(ref, check_path(path)) for ref in expand(repo, pattern)]
+        for i, (ref, path) in enumerate(refs):
             sha = resolve(repo, ref)
             entries = _tree(repo, sha, path)
             if not entries:
-                raise GitError(f"{spec}: no such path at {ref}")
+                raise GitError(f"{ref}:{path}: no such path at {ref}")
             folders = record_folders(entries)
             items += _items(repo, ref, entries, folders, tmp / f"ref{i}")
         yield items

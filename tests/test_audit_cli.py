@@ -339,6 +339,9 @@ def test_git_changed_and_triage(repo, capsys):
     rows = [ln for ln in out.splitlines() if ln.startswith("| `")]
     assert len(rows) == 4 and "| **FAIL** |" in rows[0] and "PG401 error" in rows[0]
     assert "4 submission(s): 2 pass, 2 fail, 0 error" in out
+    _git(repo, "update-ref", "refs/pull/10/head", "HEAD")  # a ref pattern: every pull request, in number order
+    assert main(["audit", "--git", str(repo), "--format", "json", "refs/pull/*/head:records/track_10min_16mb/bad"]) == 1
+    assert [s["path"].split(":")[0] for s in _json(capsys)] == ["refs/pull/7/head", "refs/pull/10/head"]
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -348,6 +351,8 @@ def test_git_changed_and_triage(repo, capsys):
     (["no-such-branch"], "unknown git ref"),
     (["HEAD:records/nothing"], "no such path"),
     ([], "needs at least one REF"),
+    (["refs/none/*"], "no ref matches"),
+    (["pull/*"], "must start with refs/"),
 ])
 def test_git_bad_input_is_a_usage_error(repo, capsys, args, msg):
     assert main(["audit", "--git", str(repo), *args]) == 2
