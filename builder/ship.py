@@ -44,12 +44,6 @@ class Form:
                 return alias
         return joined
 
-    def flags(self) -> str:
-        """The `pgolf build` flags that select this form."""
-        out = ["--minify" if self.minify else "--no-minify", f"--wrap {self.wrap}"]
-        out.append("--specialize" if self.specialize else "--no-specialize")
-        return " ".join(out)
-
     def differences(self, other: "Form") -> list[str]:
         """What `other` changes relative to this form, e.g. ['minify no -> yes', 'wrap none -> lzma']."""
         yn = {True: "yes", False: "no"}

@@ -120,6 +120,8 @@ def make_code(opts: BuildOptions, runs: list[SeedRun]) -> Shipped:
         if not p.is_file():
             raise PgolfError(f"--script {p}: no such file")
         form = requested_form(opts, Form())
+        if opts.specialize is None and opts.code_form is None:
+            form = Form(minify=form.minify, wrap=form.wrap)  # another script cannot be specialized; never by default
         return shipped_script(p.read_text(encoding="utf-8"), form)
     reserved = runs_form(runs)
     form = requested_form(opts, reserved or Form())
