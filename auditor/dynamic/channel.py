@@ -29,7 +29,8 @@ class Invalid(ValueError):
 
 def _check(x, spec, where: str):
     """Tiny schema check. spec: "str" | "bool" | "int" | "num" | "num?" | ("list", item, max_len) |
-    ("obj", {key: spec}) (every listed key required; other keys are dropped) | ("enum", values) | ("opt", spec)."""
+    ("fixed", item, len) | ("obj", {key: spec}) (every listed key required; other keys are dropped) |
+    ("enum", values) | ("opt", spec)."""
     if isinstance(spec, tuple):
         tag = spec[0]
         if tag == "opt":
@@ -38,6 +39,10 @@ def _check(x, spec, where: str):
             if x not in spec[1]:
                 raise Invalid(f"{where}: expected one of {list(spec[1])}, got {_short(x)}")
             return x
+        if tag == "fixed":
+            if not isinstance(x, list) or len(x) != spec[2]:
+                raise Invalid(f"{where}: expected a list of exactly {spec[2]} items, got {_short(x)}")
+            return [_check(v, spec[1], f"{where}[{i}]") for i, v in enumerate(x)]
         if tag == "list":
             if not isinstance(x, list) or len(x) > spec[2]:
                 raise Invalid(f"{where}: expected a list of at most {spec[2]} items, got {_short(x)}")
@@ -68,7 +73,7 @@ def _short(x) -> str:
     return f"{type(x).__name__} {str(x)[:60]!r}"
 
 
-_TRIPLES = ("list", ("list", "int", 3), 2000)
+_TRIPLES = ("list", ("fixed", "int", 3), 2000)
 PROBE = ("obj", {
     **{k: "int" for k in ("scored", "tainted", "sweeps", "version", "backwards", "opt_steps", "val_train_backwards",
                           "train_backwards", "trained_positions", "n_val")},
