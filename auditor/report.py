@@ -257,6 +257,24 @@ def _decoded_text(result, label: str):
     return cache["all"].get(label)
 
 
+def _folder_text(root: Path, rel: str, limit: int = 8_000_000):
+    """Text of a regular file inside the submission folder; never through a symlink (a hostile folder could point
+    one at a secret, which would then be quoted into a review comment)."""
+    p = root / rel
+    try:
+        base = root.resolve()
+        cur = root
+        for part in Path(rel).parts:
+            cur = cur / part
+            if part in ("..", "") or cur.is_symlink():
+                return None
+        if not p.resolve().is_relative_to(base) or not p.is_file() or p.stat().st_size > limit:
+            return None
+        return p.read_text(encoding="utf-8", errors="replace")
+    except (OSError, ValueError):
+        return None
+
+
 def _excerpt(result, f, around: int = 2) -> list:
     real = getattr(result, "real_root", None)
     if not real or not f.file:
@@ -266,12 +284,8 @@ def _excerpt(result, f, around: int = 2) -> list:
         if text is None:
             return []
     else:
-        p = Path(real) / f.file
-        try:
-            if not p.is_file() or p.stat().st_size > 8_000_000:
-                return []
-            text = p.read_text(encoding="utf-8", errors="replace")
-        except OSError:
+        text = _folder_text(Path(real), f.file)
+        if text is None:
             return []
     if f.line > len(text.splitlines()):
         return []

@@ -110,6 +110,7 @@ def apply(findings: list, sups: list) -> list:
 # files for findings in logs and metadata (a `# pgolf: ignore` comment inside train_gpt.py would cost artifact bytes).
 
 SUPPRESSION_FILE = ".pgolf-audit.toml"
+MAX_SUPPRESSION_BYTES = 64 * 1024
 _ID = re.compile(r"^PG[0-9A-Z]{0,4}$")
 _SETTINGS_KEYS = {"select", "ignore", "fail-on", "max-bytes", "per-path-ignores"}
 
@@ -254,12 +255,17 @@ def load_folder_file(folder, known) -> tuple:
     from pathlib import Path
 
     p = Path(folder) / SUPPRESSION_FILE
+    if p.is_symlink() or (p.exists() and not p.is_file()):  # never read through a link out of the folder
+        return [], [Finding("PG006", "error", f"{SUPPRESSION_FILE} is a symlink or special file; it was not read and "
+                            "its suppressions were not applied. Commit a regular file.", SUPPRESSION_FILE, 1, 1)]
     if not p.is_file():
         return [], []
     try:
+        if p.stat().st_size > MAX_SUPPRESSION_BYTES:
+            raise ValueError(f"over {MAX_SUPPRESSION_BYTES} bytes")
         text = p.read_text(encoding="utf-8")
         doc = _toml().loads(text)
-    except (OSError, UnicodeDecodeError, _toml().TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
         return [], [Finding("PG002", "error", f"{SUPPRESSION_FILE} does not parse as TOML ({exc}); its "
                             "suppressions were not applied.", SUPPRESSION_FILE, 1, 1)]
     lines = text.splitlines()

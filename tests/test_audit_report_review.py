@@ -120,3 +120,15 @@ def test_markdown_says_where_the_score_first_loop_scores_and_updates(tmp_path, c
     score, update = lines[int(m.group(2)) - 1], lines[int(m.group(3)) - 1]
     assert int(m.group(2)) < int(m.group(3)) and ".backward()" in update and "backward" not in score
     assert re.search(r"PG404: scores come from (cross_entropy|log_softmax)", out)
+
+
+def test_review_never_quotes_a_file_through_a_symlink(tmp_path, capsys):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("Total submission size int6+lzma: 16000131 bytes SECRET-TOKEN\n" * 6)
+    root = _write(tmp_path / "r", _example("PG401", "train_then_score_chunk").files)
+    (root / "train_seed1.log").symlink_to(secret)
+    (root / ".pgolf-audit.toml").symlink_to(secret)
+    assert main(["audit", "--format", "markdown", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "SECRET-TOKEN" not in out
+    assert "PG006" in out and ".pgolf-audit.toml" in out  # the link is reported, not followed
