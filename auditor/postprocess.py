@@ -52,8 +52,11 @@ def _under(folder: Path, base: Path, glob: str) -> bool:
 
 def _claimed_bpb(folder: Path):
     """val_bpb that submission.json claims (None if absent or unreadable; PG202 reports problems)."""
+    p = folder / "submission.json"
     try:
-        doc = json.loads((folder / "submission.json").read_text(encoding="utf-8"))
+        if p.is_symlink() or not p.is_file() or p.stat().st_size > 1_000_000:
+            return None  # never through a link or from a FIFO/device (PG006 reports those)
+        doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     if not isinstance(doc, dict):

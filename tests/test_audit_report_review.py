@@ -132,3 +132,12 @@ def test_review_never_quotes_a_file_through_a_symlink(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "SECRET-TOKEN" not in out
     assert "PG006" in out and ".pgolf-audit.toml" in out  # the link is reported, not followed
+
+
+def test_claimed_score_is_not_read_from_a_fifo(tmp_path, capsys):
+    import os
+
+    root = _write(tmp_path / "r", _example("PG401", "train_then_score_chunk").files)
+    os.mkfifo(root / "submission.json")  # reading it would block forever
+    assert main(["audit", "--format", "triage", str(root)]) == 1
+    assert "| **FAIL** |" in capsys.readouterr().out
