@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 MAX_BLOB = 64 * 1024 * 1024  # a record folder holds text files; anything bigger is not read
 MAX_TOTAL = 512 * 1024 * 1024
+TEMP_PREFIX = "pgolf-git-"
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./~^@{}+-]*$")
 _BLOB_MODES = ("100644", "100755")
 
@@ -201,7 +202,7 @@ def materialize(repo: str, specs, changed: str | None = None):
         raise GitError("--changed BASE...HEAD takes no REF arguments")
     if not changed and not specs:
         raise GitError("--git needs at least one REF or REF:PATH")
-    tmp = Path(tempfile.mkdtemp(prefix="pgolf-git-"))  # mode 0700: private to this user
+    tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))  # mode 0700: private to this user
     try:
         items = []
         if changed:

@@ -26,7 +26,7 @@ def finish(results, items, settings, registry) -> None:
             findings, silenced = apply_file_suppressions(findings, sups)
             findings += problems + unused_findings(sups)
             r.suppressed += silenced
-        per_path = [s for glob, s in settings.per_path if base is not None and _under(real, base, glob)]
+        per_path = [s for glob, s in settings.per_path if base is not None and _under(real, base, glob, _display)]
         if per_path:
             findings, silenced = apply_file_suppressions(findings, per_path, code_ok=True)
             r.suppressed += silenced
@@ -41,11 +41,18 @@ def finish(results, items, settings, registry) -> None:
             r.metrics["claimed_val_bpb"] = claimed
 
 
-def _under(folder: Path, base: Path, glob: str) -> bool:
-    try:
-        rel = folder.resolve().relative_to(base).as_posix()
-    except ValueError:
-        return False
+def _under(folder: Path, base: Path, glob: str, display: str = "") -> bool:
+    """Does the folder match a per-path glob (relative to the pyproject.toml's folder)? A folder read from git
+    (shown as REF:path) matches by its path in the repository, which is taken as rooted at that folder."""
+    from auditor.gitsource import TEMP_PREFIX
+
+    if TEMP_PREFIX in str(folder) and ":" in display:
+        rel = display.split(":", 1)[1]
+    else:
+        try:
+            rel = folder.resolve().relative_to(base).as_posix()
+        except ValueError:
+            return False
     g = glob.rstrip("/")
     return fnmatch(rel, g) or rel.startswith(g + "/")
 

@@ -379,6 +379,14 @@ def test_changed_in_the_current_repository(repo, capsys, monkeypatch):
     monkeypatch.chdir(repo)
     assert main(["audit", "--changed", "HEAD...refs/pull/7/head", "--format", "json"]) == 1
     assert [s["path"] for s in _json(capsys)] == ["refs/pull/7/head:records/track_10min_16mb/bad"]
+    # per-path ignores of the repository's pyproject.toml match the folder's path in the repository
+    (repo / "pyproject.toml").write_text('[tool.pgolf.audit]\n[[tool.pgolf.audit.per-path-ignores]]\n'
+                                         'path = "records/track_10min_16mb/bad"\nrules = ["PG4"]\n'
+                                         'reason = "ruled legal"\n')
+    main(["audit", "--changed", "HEAD...refs/pull/7/head", "--format", "json"])
+    sub = _json(capsys)[0]
+    assert not {r for r in _rules(sub) if r.startswith("PG4")} and sub["suppressed"][0]["reason"] == "ruled legal"
+    (repo / "pyproject.toml").unlink()
     assert main(["audit", "--changed", "HEAD..refs/pull/7/head"]) == 2
     assert "BASE...HEAD" in capsys.readouterr().err
     assert main(["audit", "--changed", "HEAD...HEAD"]) == 2  # nothing changed: nothing to audit
