@@ -85,6 +85,7 @@ class ConfigModel:
         self.defaults: dict = {}  # ENV -> default as printed text (None when not a literal)
         self.overrides: dict = {}  # ENV -> (value text, source)
         self.printed_attrs: dict = {}  # attribute -> value printed in a log
+        self.log_sources: set = set()  # rel paths of the logs that supplied overrides
         self.markers: set = set()  # feature words the logs show ran (ttt, sliding, ngram, ...)
         self._evaluating: set = set()
         self._const_seen: set = set()
@@ -194,11 +195,13 @@ class ConfigModel:
                 "torchrun" in s or "train_gpt" in s or s.startswith("export ") or _only_assignments(s))
             if is_cmd and not any(_SMOKE.search(c) for c in context[-3:] + [s]):
                 for k, v in env_assignments(s).items():
-                    self.overrides[k] = (v, source)
+                    if "$" not in v:  # `SEED=$SEED`: the shell's value, unknown here
+                        self.overrides[k] = (v, source)
             if not is_cmd:
                 context.append(s)
 
     def add_log(self, info, source: str) -> None:
+        self.log_sources.add(source)
         for k, v in info.env.items():
             if _ENV_NAME.match(k) and str(v).strip() != "None":
                 self.overrides[k] = (v, source)
@@ -215,23 +218,40 @@ class ConfigModel:
     # ---------------------------------------------------------------- queries
     def env_value(self, env: str):
         if env in self.overrides:
-            return self.accepted(env, self.overrides[env][0])
+            v = self.accepted(env, self.overrides[env][0])
+            if v is not None:
+                return v
         return self.defaults.get(env)
 
     def accepted(self, env: str, text) -> str:
         """A value as printed (a log's `ttt_enabled: True`, `iterations: 20000.0`) in the form the script's own parsing
         of `env` accepts and reads the same way: `bool(int(os.environ.get(...)))` and `int(...)` get "1"/"0",
         `os.environ.get(...) == "1"` gets "1"/"0", `.lower() in ("true", "yes")` gets "true"/"false". Texts the
-        script already accepts are returned unchanged."""
-        return _accepted(self.parse_kinds.get(env, ("str",)), text)
+        script already accepts are returned unchanged; None when the script could not parse it at all (a log event
+        such as `late_qat:enabled` read for an `int(...)` setting): such a value is not the setting."""
+        v = _accepted(self.parse_kinds.get(env, ("str",)), text)
+        kind = self.parse_kinds.get(env, ("str",))[0]
+        try:
+            if kind == "int":
+                int(v)
+            elif kind == "float":
+                float(v)
+        except ValueError:
+            return None
+        return v
 
     def effective(self, include_defaults: bool = False) -> dict:
         """ENV -> value the run used, as a string the script's own parsing accepts (what `--dynamic` exports): the
         assignments from BAKED_CONFIG, README/run scripts and logs (logs win; README smoke-test commands are not
         the run), and, with include_defaults, every env var the code reads with its default."""
         out = {k: v for k, v in self.defaults.items() if v is not None} if include_defaults else {}
-        for k, (v, _src) in self.overrides.items():
-            out[k] = self.accepted(k, v)
+        read = set(self.defaults) | set(self.attr_env.values())
+        for k, (v, src) in self.overrides.items():
+            if src in self.log_sources and k not in read:
+                continue  # a log's `model_params:17059912` / `val_bpb:enabled` is not an env var the script reads
+            a = self.accepted(k, v)
+            if a is not None:
+                out[k] = a
         return dict(sorted(out.items()))
 
     def source_of(self, env: str) -> str:

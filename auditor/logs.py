@@ -69,7 +69,8 @@ _RE_CALIB = re.compile(
 )
 _RE_SEED = re.compile(_TS + r"seed[:=]\s?(?P<seed>\d+)\s*$")
 _RE_SEED_NAME = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
-_RE_ENV_ASSIGN = re.compile(r"^\s*(?:export\s+)?(?P<k>[A-Z][A-Z0-9_]*)=(?P<v>\S*)\s*$")
+# the value excludes `,()[]{}`: `    MODEL_DIM=args.model_dim,` is echoed source (a keyword argument), not a setting
+_RE_ENV_ASSIGN = re.compile(r"^\s*(?:export\s+)?(?P<k>[A-Z][A-Z0-9_]*)=(?P<v>[^\s,()\[\]{}]*)\s*$")
 _RE_ENV_INLINE = re.compile(r"(?:(?<=\s)|^)(?P<k>[A-Z][A-Z0-9_]{2,})=(?P<v>[^\s;&|]+)")
 _RE_HP_HEADER = re.compile(_TS + r"(?i:hyperparameters):?\s*$")
 _RE_HP_ITEM = re.compile(_TS + r"\s{1,8}(?P<k>[A-Za-z_][\w.]*)\s*[:=]\s?(?P<v>.*?)\s*$")

@@ -139,3 +139,23 @@ def test_hostile_log_lines_are_bounded():
     t = _elapsed(lambda: parse_log(text, "train_seed1.log"))
     assert t < 1.0
     assert parse_log(text).steps == [(1, 10, 6.0, 10.0, 10.0)]
+
+
+def test_values_the_script_cannot_parse_are_not_settings(tmp_path):
+    code = ('import os\nclass H:\n    late_qat = int(os.environ.get("LATE_QAT", "0"))\n'
+            '    seed = int(os.environ.get("SEED", 1337))\n    dim = int(os.environ.get("MODEL_DIM", 512))\n')
+    log = ("late_qat:enabled step:4000\n    MODEL_DIM=args.model_dim,\n"
+           "step:1/10 train_loss:6.0 train_time:10ms step_avg:10.00ms\n")
+    readme = "```\nSEED=$SEED torchrun --nproc_per_node=8 train_gpt.py\n```\n"
+    cfg = build_config(_sub(tmp_path, {"train_gpt.py": code, "train_seed1.log": log, "README.md": readme}))
+    env = cfg.effective()
+    assert "LATE_QAT" not in env and "MODEL_DIM" not in env and "SEED" not in env
+    assert cfg.env_value("LATE_QAT") == "0"  # the code default, not the log event
+
+
+def test_log_events_are_not_exported(tmp_path):
+    code = 'import os\nclass H:\n    iterations = int(os.environ.get("ITERATIONS", 20000))\n'
+    log = ("model_params:17059912\nval_bpb:enabled tokenizer_kind=sentencepiece\niterations:7000 warmup_steps:20\n"
+           "step:1/10 train_loss:6.0 train_time:10ms step_avg:10.00ms\n")
+    env = effective_config(_sub(tmp_path, {"train_gpt.py": code, "train_seed1.log": log}))
+    assert env == {"ITERATIONS": "7000"}
