@@ -57,6 +57,7 @@ class Decoded:
     line: int  # 1-based line of the exec(...) in the wrapper
     col: int
     layers: list  # e.g. ["b85decode", "lzma(raw)"]
+    blob: bool = False  # not exec'd here: a decoded module-level constant (written to files and run from there?)
 
 
 def _bounded_stream(decomp, data: bytes, max_bytes: int, what: str) -> bytes:
@@ -562,10 +563,15 @@ def _is_static_payload(node: cst.BaseExpression, reads: bool = False) -> bool:
 _DECODER_MODULES = ("lzma", "zlib", "gzip", "bz2", "base64", "binascii", "codecs", "brotli")
 
 
-def _mentions_decoder(node, env: _Env) -> bool:
-    return any(
-        type(n) is cst.Call and (env.resolve(n.func) or "").split(".")[0] in _DECODER_MODULES for n in walk(node)
-    )
+def _mentions_decoder(node, env: _Env, seen: frozenset = frozenset()) -> bool:
+    """A decoder call in `node`, or in the module-level constants it names (`_p=_b.decode().split(...)`)."""
+    for n in walk(node):
+        if type(n) is cst.Call and (env.resolve(n.func) or "").split(".")[0] in _DECODER_MODULES:
+            return True
+        if type(n) is cst.Name and n.value in env.consts and n.value not in seen and len(seen) < 8:
+            if _mentions_decoder(env.consts[n.value], env, seen | {n.value}):
+                return True
+    return False
 
 
 def _payload_expr(arg: cst.BaseExpression, env: _Env):
@@ -650,4 +656,49 @@ def find_wrapped_sources(module: cst.Module, positions=None, max_bytes: int = MA
             continue
         env.budget.units_left -= 1
         decoded.append(Decoded(source=value, line=line, col=col, layers=layers))
+    decoded += _blobs(env, positions, seen_sources)
     return decoded, errors
+
+
+def _position(positions, node) -> tuple:
+    if callable(positions):
+        return positions(node) or (1, 1)
+    if positions is not None and node in positions:
+        return positions[node].start.line, positions[node].start.column + 1
+    return 1, 1
+
+
+def _looks_like_python(text: str) -> bool:
+    return len(text) >= 200 and "\n" in text and ("import " in text or "def " in text)
+
+
+def _blobs(env: _Env, positions, seen: set) -> list:
+    """Module-level constants that decode to Python source without being exec'd here: a wrapper that writes its
+    payload to files and runs them (`_b=lzma.decompress(...)`, `_p=_b.decode().split(SEP)`, ...,
+    `exec(open(tmp/"run.py").read())`). Each Python-looking piece is returned (blob=True); the caller keeps those
+    that parse. Failures are silent: a constant that is not code is not a finding."""
+    out = []
+    for name, value in list(env.consts.items()):
+        if not _mentions_decoder(value, env) or not _is_static_payload(value, _reads_self(value)):
+            continue
+        layers: list = []
+        try:
+            got = _eval(value, env, layers)
+        except (DecodeError, RecursionError, MemoryError, OverflowError, TypeError, ValueError, LookupError):
+            continue
+        pieces = list(got) if isinstance(got, (list, tuple)) else [got]
+        line, col = _position(positions, value)
+        for piece in pieces:
+            if isinstance(piece, (bytes, bytearray)):
+                try:
+                    piece = bytes(piece).decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+            if not isinstance(piece, str) or piece in seen or not _looks_like_python(piece):
+                continue
+            if env.budget.units_left <= 0:
+                return out
+            seen.add(piece)
+            env.budget.units_left -= 1
+            out.append(Decoded(source=piece, line=line, col=col, layers=[*layers, f"constant {name}"], blob=True))
+    return out

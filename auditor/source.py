@@ -411,6 +411,11 @@ def _expand(sub: Submission, unit: SourceUnit, depth: int) -> None:
             line_count=d.source.count("\n") + 1,
             label=f"{unit.rel}#decoded{sum(1 for u in sub.units if u.kind == 'decoded') + 1}",
         )
+        if d.blob:  # a decoded constant that may be code: analysed when it parses, silently dropped otherwise
+            if parse_unit(child, []):
+                sub.units.append(child)
+                _expand(sub, child, depth + 1)
+            continue
         sub.units.append(child)
         if parse_unit(child, sub.findings):
             _expand(sub, child, depth + 1)

@@ -201,3 +201,19 @@ def test_payloads_located_through_dunder_file(tmp_path):
     (d / "train_gpt.py").write_text(head + "exec(lzma.decompress((Path(__file__).parent/'../code.xz').read_bytes()))\n")
     sub = load_submission(*discover([d / "train_gpt.py"])[0])
     assert [f.rule for f in sub.findings] == ["PG003"] and "outside" in sub.findings[0].message
+
+
+def test_decoded_constant_written_to_files_is_analysed(tmp_path):
+    """A wrapper that decodes several files, writes them to a temp dir and runs one: the Python pieces are audited."""
+    runner = "import os\n" + "".join(f"def step{i}():\n    return os.environ.get('S{i}')\n" for i in range(12))
+    helper = "def helper():\n    import math\n    return math.pi\n" * 8
+    cuda = "__global__ void k(float* x) { x[0] = 1; }\n" * 8
+    blob = base64.b85encode(lzma.compress("\n# === FB ===\n".join([runner, helper, cuda]).encode())).decode()
+    code = (f'import lzma,base64,tempfile,os\n_b=lzma.decompress(base64.b85decode("{blob}"))\n'
+            '_p=_b.decode().split("\\n# === FB ===\\n")\n_d=tempfile.mkdtemp()\n'
+            "for _n,_c in zip(['run.py','helper.py','k.cu'],_p):\n open(os.path.join(_d,_n),'w').write(_c)\n"
+            'exec(open(os.path.join(_d,"run.py")).read())\n')
+    (tmp_path / "train_gpt.py").write_text(code)
+    sub = load_submission(*discover([tmp_path / "train_gpt.py"])[0])
+    assert sorted(u.text for u in sub.units if u.kind == "decoded") == sorted([runner, helper])
+    assert not sub.findings and all(u.exec_line == 3 for u in sub.units if u.kind == "decoded")  # the split
