@@ -320,3 +320,30 @@ def test_sandbox_dies_with_a_killed_auditor(tmp_path):
     finally:
         auditor.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_stale_staging_dirs_are_swept():
+    """An auditor killed before its cleanup leaves its staging dir; the next audit removes it (its lock is free),
+    never the dir of a live audit (locked) or one kept on purpose (no lock)."""
+    import fcntl
+
+    stale = Path(tempfile.mkdtemp(prefix=sandbox.WORK_PREFIX, dir="/tmp"))
+    (stale / ".lock").touch()
+    (stale / "data").mkdir()
+    kept = Path(tempfile.mkdtemp(prefix=sandbox.WORK_PREFIX, dir="/tmp"))
+    live = Path(tempfile.mkdtemp(prefix=sandbox.WORK_PREFIX, dir="/tmp"))
+    fd = os.open(live / ".lock", os.O_CREAT | os.O_WRONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        # flock is per open file: a lock held by this process through another descriptor blocks the sweep too
+        removed = sandbox.sweep_stale()
+        assert str(stale) in removed and not stale.exists()
+        assert kept.exists() and live.exists()
+        mine = sandbox.new_workdir()
+        assert str(mine) not in sandbox.sweep_stale() and mine.exists()
+        sandbox.release_workdir(mine)
+        assert not mine.exists()
+    finally:
+        os.close(fd)
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.rmtree(live, ignore_errors=True)

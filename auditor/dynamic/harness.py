@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -242,8 +241,9 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
     python = os.fspath(python or sys.executable)
     # no bubblewrap, or one that cannot make namespaces here: one line saying so, before any work
     sandbox.check_bwrap(sandbox.bwrap_path(), os.geteuid() == 0)
-    # the sandbox's writable tmpfs is /tmp and the work dir keeps its host path inside it
-    workdir = Path(tempfile.mkdtemp(prefix="pgolf-dyn-", dir="/tmp"))
+    # the sandbox's writable tmpfs is /tmp and the work dir keeps its host path inside it; locked while we run, so
+    # the dir of an auditor killed before its cleanup is removed by the next audit
+    workdir = sandbox.new_workdir()
     try:
         t_prep = time.time()
         # everything below reads the staged copy: regular files only, never through a symlink, capped
@@ -288,5 +288,4 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
             _store_cached(cached, findings, metrics)
         return findings, metrics
     finally:
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+        sandbox.release_workdir(workdir, keep)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import resource
@@ -29,6 +30,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -437,6 +439,53 @@ def _drain(fd: int, cap: int, sink: dict, key: str, tail: bool) -> None:
     sink[key + "_bytes"] = n
 
 
+WORK_PREFIX = "pgolf-dyn-"
+_LOCKS: dict[str, int] = {}
+
+
+def new_workdir() -> Path:
+    """A fresh host staging dir under /tmp, locked (flock) for as long as this audit runs. Dirs of audits whose
+    process died without cleaning up (SIGKILL, OOM) are unlocked: `sweep_stale` removes them."""
+    sweep_stale()
+    workdir = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir="/tmp"))
+    fd = os.open(workdir / ".lock", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    _LOCKS[str(workdir)] = fd
+    return workdir
+
+
+def release_workdir(workdir: Path, keep: bool = False) -> None:
+    """Remove the staging dir (or, with `keep`, leave it for inspection, unlocked and never swept)."""
+    fd = _LOCKS.pop(str(workdir), None)
+    if keep:
+        (workdir / ".lock").unlink(missing_ok=True)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if fd is not None:
+        os.close(fd)
+
+
+def sweep_stale() -> list[str]:
+    """Remove this user's staging dirs whose lock nobody holds (their auditor is gone). Returns what was removed."""
+    removed = []
+    for d in Path("/tmp").glob(WORK_PREFIX + "*"):
+        try:
+            if d.is_symlink() or d.stat().st_uid != os.geteuid() or str(d) in _LOCKS:
+                continue
+            fd = os.open(d / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # no lock file: not ours to judge (kept on purpose, or another version)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live audit holds it
+        finally:
+            os.close(fd)
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(str(d))
+    return removed
+
+
 def prepare_workdir(workdir: Path) -> None:
     """Host staging dir: readable by `nobody` (it traverses, cannot list), the sandbox's /etc files."""
     os.chmod(workdir, 0o711)
@@ -463,7 +512,7 @@ def run_child(argv: list[str], workdir: Path, env_extra: dict[str, str], limits:
     for i, src in enumerate(sources):
         if as_nobody:
             mnt = workdir / ".roots" / str(i)
-            mnt.mkdir(parents=True, mode=0o755)
+            mnt.mkdir(parents=True, mode=0o755, exist_ok=True)  # the harness may run the child twice
             os.chmod(workdir / ".roots", 0o711)
             stage.append((src, str(mnt)))
             ro.append((str(mnt), src))
