@@ -89,6 +89,12 @@ def _metrics(sub, prog) -> dict:
         "code_bytes": sub.entry_bytes,
         "code_lines": sub.entry_lines,
         "decoded_units": sum(1 for u in sub.units if u.kind == "decoded"),
+        # where each decoded payload's pseudo file (findings' `file`) comes from, for renderers that need a real file
+        "decoded_payloads": {
+            u.file: {"from": u.parent.file, "line": u.exec_line, "layers": list(u.layers), "lines": u.line_count}
+            for u in sub.units
+            if u.kind == "decoded" and u.parent is not None
+        },
         "helper_files": [u.rel for u in sub.helper_units()],
         "logs": len(sub.logs),
         "seeds": sorted({i.seed for i in sub.logs.values() if i.seed is not None}),

@@ -302,7 +302,9 @@ def test_pgolf_own_wrappers_are_decoded_and_findings_point_into_the_payload(tmp_
     assert not [f for f in r.findings if f.rule in ("PG002", "PG003")], r.findings
     hits = [f for f in r.findings if f.rule == "PG401" and f.level == "error"]
     assert hits and all(f.file == "train_gpt.py#decoded1" and f.line == line for f in hits), hits
-    assert all(f"from train_gpt.py line 5" in f.message for f in hits)
+    assert all("from train_gpt.py line 5" in f.message for f in hits)
+    meta = r.metrics["decoded_payloads"]["train_gpt.py#decoded1"]
+    assert meta["from"] == "train_gpt.py" and meta["line"] == 5 and meta["layers"][-1] in ("lzma(raw)", "brotli")
 
 
 def test_minified_wrapped_build_is_decoded(tmp_path):
