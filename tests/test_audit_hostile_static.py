@@ -70,6 +70,7 @@ def hostile_tree(tmp_path):
     recs = tmp_path / "records"
     cases = {
         "environ_json": ("submission.json", "/proc/self/environ"),
+        "environ_other_json": ("penv.json", "/proc/self/environ"),
         "environ_readme": ("README.md", "/proc/self/environ"),
         "outside_readme": ("README.md", str(outside / "secret.txt")),
         "dotenv_readme": ("README.md", ".env"),
