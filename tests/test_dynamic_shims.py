@@ -49,6 +49,9 @@ assert torch.rand(2, generator=g).device.type == "cpu"
 torch.set_default_device("cuda")
 assert torch.zeros(1).device.type == "cpu"
 torch.set_default_device("cpu")
+from concurrent.futures import ThreadPoolExecutor  # loader threads prefetch pinned CUDA batches
+fut = ThreadPoolExecutor(1).submit(lambda: torch.empty(4, dtype=torch.int64, pin_memory=True).to("cuda:0"))
+assert fut.result().device.type == "cpu"
 print("SHIMS_OK", torch.cuda.max_memory_allocated())
 '''
 

@@ -201,7 +201,8 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
             findings.append(Finding("PG5D1", lvl, f"training shard {late[0]['path']} read ({late[0]['how']}) {why}",
                                     rel, evidence={"reads": late[:5], "t_after_last_step_s": round(late[0]['t'] - t_last, 3)}))
     if t_first and t_last:
-        during = [r for r in reads if r["split"] == "val" and t_first < r["t"] < t_last]
+        segs = pr.get("train_segments") or [[t_first, t_last]]
+        during = [r for r in reads if r["split"] == "val" and any(a < r["t"] < b for a, b in segs)]
         if during:
             findings.append(Finding("PG5D2", "error", f"validation shard {during[0]['path']} read during training "
                                     f"({during[0]['how']}); validation data must not be accessed while training",

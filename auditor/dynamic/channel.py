@@ -80,7 +80,7 @@ PROBE = ("obj", {
     **{k: "num?" for k in ("t0", "t_first_train", "t_last_train", "t_first_score_after_train", "t_last_score")},
     "tainted_first": ("list", "int", 10000), "tainted_versions": ("list", "int", 10000),
     "first_trained_positions": _TRIPLES, "tainted_detail": _TRIPLES, "score_versions": _TRIPLES,
-    "train_versions": _TRIPLES,
+    "train_versions": _TRIPLES, "train_segments": ("list", ("fixed", "num", 2), 2000),
 })
 ERROR = ("opt", ("obj", {"type": "str", "msg": "str", "where": "str"}))
 

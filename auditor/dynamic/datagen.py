@@ -132,3 +132,18 @@ def tokenizer_for(vocab: int, cache_dir: Path) -> Path:
             if p.exists():
                 p.unlink()
     return model
+
+
+def piece_bytes(model: Path) -> np.ndarray:
+    """UTF-8 bytes each token id stands for (▁ = a space, byte-fallback pieces 1, control pieces 0): the per-token
+    byte sidecar some scripts read next to the validation shard."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    out = np.zeros(sp.get_piece_size(), dtype=np.int64)
+    for i in range(sp.get_piece_size()):
+        if sp.is_control(i) or sp.is_unknown(i):
+            continue
+        piece = sp.id_to_piece(i)
+        out[i] = 1 if sp.is_byte(i) else len(piece.replace("\u2581", " ").encode("utf-8"))
+    return out

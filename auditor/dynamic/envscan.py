@@ -136,7 +136,7 @@ _SHRINK: list[tuple[str, object]] = [
     (r"^(BIGRAM_DIM|VE_DIM|VALUE_EMBED_DIM)$", "16"),
     (r"^(XSA_LAST_N)$", lambda d: "1" if (_num(d) or 0) > 0 else d),
     (r"^(GRAD_ACCUM_STEPS)$", lambda d: d),
-    (r"^(SWA_EVERY)$", "1"),
+    (r"^(SWA_EVERY)$", lambda d: "1" if (_num(d) or 0) > 0 else d),
     (r"^(SLOT_STEPS)$", lambda d: "2" if (_num(d) or 0) > 0 else d),
 ]
 
@@ -174,7 +174,22 @@ def shrink_plan(names: dict[str, str | None]) -> dict[str, str]:
                 if v is not None:
                     out[name] = str(v)
                 break
+    _keep_layer_indices(names, out)
     return out
+
+
+# knobs naming a layer index (a looped segment, where parallel lanes start): the shrunk depth must still hold them
+_LAYER_INDEX = re.compile(r"^(\w+_)?(LOOP_START|LOOP_END)$|_(START|END|FIRST|LAST)_LAYER$")
+_DEPTH = re.compile(_SHRINK[0][0])
+
+
+def _keep_layer_indices(names: dict[str, str | None], out: dict[str, str]) -> None:
+    for dname in [n for n in out if _DEPTH.match(n)]:
+        orig = _num(names.get(dname))
+        idx = [_num(v) for k, v in names.items() if _LAYER_INDEX.search(k)]
+        idx = [int(i) for i in idx if i is not None and i >= 0 and (orig is None or i < orig)]
+        if idx and max(idx) + 1 > int(out[dname]):
+            out[dname] = str(max(idx) + 1)
 
 
 def recover_config(submission: Path, script: Path) -> dict[str, str]:

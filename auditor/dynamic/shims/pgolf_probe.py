@@ -3,10 +3,11 @@
 Validation positions are recognised by content: the harness writes a validation stream whose token trigrams are all
 unique (and absent from the training stream), so any integer tensor slice of it maps back to stream positions.
 
-- Ledger: a backward whose loss saw val targets marks them *trained* (weight version += 1 per backward / optimizer
-  step). A no-grad forward over val inputs *scores* its targets; within a monotone sweep only targets beyond the
-  furthest already-scored position count (sliding-window context is not a score), a sweep restarts when a window
-  lies wholly behind the frontier. A scored target that is already trained is a score-after-update.
+- Ledger: a backward whose loss saw val targets marks them *trained* in the values of the tensors it updates
+  (weight version += 1 per backward / optimizer step); restoring remembered values restores their trained set. A
+  forward over val inputs *scores* the targets not yet scored in the current sweep (sliding-window context is not a
+  score); a no-grad window whose targets were all scored already starts a new sweep. A scored target that the current
+  weights were trained on is a score-after-update.
 - Captures: per-position scores as the script computes them under no-grad: `cross_entropy`/`nll_loss` with
   reduction='none' (value = NLL) and `torch.log`/`Tensor.log` (value = log p), mapped to positions by the last
   scored targets of matching size. The flip and normalization probes compare these across runs.
@@ -43,6 +44,7 @@ def begin_run(val_tokens: np.ndarray, vocab: int) -> None:
         last_targets=None, captures=[], t0=time.time(), t_first_train=None, t_last_train=None,
         t_first_score_after_train=None, t_last_score=None, last_backward_was_train=False,
         trained_events=0, first_trained_positions=[], new_mask=np.zeros(len(v), dtype=bool),
+        in_sweep=np.zeros(len(v), dtype=bool), grad_seed=np.zeros(len(v), dtype=bool), segments=[], seg_closed=True,
         lineage={}, by_ptr={}, table={}, dead_union=np.zeros(len(v), dtype=bool),
     )
 
@@ -75,7 +77,14 @@ def _grad_mode() -> bool:
     return torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
 
 
-def _score_rows(pos: np.ndarray) -> None:
+def _score_rows(pos: np.ndarray, grad: bool = False) -> None:
+    """A forward over validation inputs scores its targets not yet scored in the current sweep (a sliding window's
+    context, or a document's earlier chunks in a batch of documents, were scored before). Under no_grad a window
+    whose targets were all scored already starts a new sweep (rescoring). A forward with grad (whose per-token losses
+    a script may report and then train on, as in score-then-adapt LoRA TTT) scores new targets too, but re-running
+    known positions with grad is training, not a score. Known, never trained positions run with grad may be the first
+    chunks of a new pass (a LoRA TTT evaluation after a plain one, scored from its grad forward): when the next no-grad
+    window starts a sweep and holds more than those, the sweep starts with them already scored."""
     rows = pos.reshape(-1, pos.shape[-1]) if pos.ndim >= 1 else pos.reshape(1, -1)
     now = time.time()
     all_targets = []
@@ -87,14 +96,27 @@ def _score_rows(pos: np.ndarray) -> None:
         if t.size == 0:
             continue
         all_targets.append(t)
-        new = t[t > R["frontier"]]
+        new = t[~R["in_sweep"][t]]
+        if new.size == 0 and grad:
+            if not R["trained"][t].any():  # may be the first chunk of a new pass: remembered, not yet counted
+                R["grad_seed"][t] = True
+            continue
         if new.size == 0:
             R["sweeps"] += 1
-            new = t
-        if new is t:  # a new sweep starts behind the frontier
-            R["frontier"] = int(t.max())
-        else:
-            R["frontier"] = max(R["frontier"], int(new.max()))
+            seed = R["grad_seed"]
+            rest = t[~seed[t]]
+            R["in_sweep"][:] = False
+            if seed.any() and rest.size:  # a pass whose first chunks were scored with grad (then trained on)
+                R["in_sweep"] |= seed
+                new = rest
+            else:
+                new = t
+            seed[:] = False
+        elif not grad:
+            R["grad_seed"][:] = False
+        R["in_sweep"][new] = True
+        R["seg_closed"] = R["seg_closed"] or not grad  # an evaluation (no-grad scoring) ends a training segment
+        R["frontier"] = max(R["frontier"], int(new.max()))
         R["scored"] += int(new.size)
         R["scored_version"][new] = R["version"]
         R["new_mask"][new] = True
@@ -107,7 +129,7 @@ def _score_rows(pos: np.ndarray) -> None:
                 R["tainted_detail"].extend([int(x), int(R["trained_version"][x]), R["version"]] for x in take)
             if len(R["tainted_versions"]) < 5:
                 R["tainted_versions"].append(R["version"])
-    if all_targets:
+    if all_targets and not grad:
         R["last_targets"] = np.concatenate(all_targets)
         full = rows + 1
         R["last_targets_full"] = np.where((rows >= 0) & (full < R["n"]), full, -1)
@@ -125,6 +147,7 @@ def _on_embedding(inp) -> None:
     if _grad_mode():
         t = pos[pos >= 0] + 1
         R["pending_emb"].append(t[t < R["n"]])
+        _score_rows(pos if pos.ndim >= 1 else pos.reshape(1), grad=True)
         return
     try:
         ver = inp._version
@@ -137,7 +160,7 @@ def _on_embedding(inp) -> None:
     _score_rows(pos if pos.ndim >= 1 else pos.reshape(1))
 
 
-def _capture(kind: str, values: torch.Tensor, positions: np.ndarray | None) -> None:
+def _capture(kind: str, values: torch.Tensor, positions: np.ndarray | None, fresh_only: bool = False) -> None:
     if len(R.get("captures", ())) >= 20000:
         return
     v = values.detach().to("cpu").float().reshape(-1).numpy()
@@ -159,6 +182,8 @@ def _capture(kind: str, values: torch.Tensor, positions: np.ndarray | None) -> N
     fresh[keep] = R["new_mask"][positions[keep]]
     if fresh.any():  # scores of a forward the ledger saw: only the positions it newly scored (not the context)
         keep = fresh
+    elif fresh_only:
+        return
     R["captures"].append((kind, positions[keep].copy(), v[keep].copy()))
 
 
@@ -175,6 +200,9 @@ def _on_ce(target, out, reduction, logits=None, kwargs=None) -> None:
         p = pos[pos >= 0]
         if p.size:
             R["pending_ce"].append(p)
+        if reduction == "none" and isinstance(out, torch.Tensor) and out.numel() == pos.size:
+            keep = pos.reshape(-1) >= 0
+            _capture("nll", out.reshape(-1)[torch.from_numpy(keep)], pos.reshape(-1)[keep], fresh_only=True)
         return
     if reduction != "none" and logits is not None:  # a mean/sum still is a sum of these per-position NLLs
         kw = {k: v for k, v in (kwargs or {}).items() if k in ("ignore_index", "label_smoothing")}
@@ -211,6 +239,13 @@ def _on_backward(roots=(), inputs=None) -> None:
         if R["t_first_train"] is None:
             R["t_first_train"] = now
         R["t_first_score_after_train"] = None
+        # training segments: consecutive train-data steps with no scoring in between (a script that trains, evaluates
+        # and trains again has two; reading validation data between them is not reading it during training)
+        if R["segments"] and not R["seg_closed"]:
+            R["segments"][-1][1] = now
+        elif len(R["segments"]) < 2000:
+            R["segments"].append([now, now])
+        R["seg_closed"] = False
     R["pending_ce"] = []
     R["pending_emb"] = []
 
@@ -327,6 +362,8 @@ def _on_opt_step(*a, **k) -> None:
         R["version"] += 1
         if R["last_backward_was_train"]:
             R["t_last_train"] = time.time()
+            if R["segments"] and not R["seg_closed"]:
+                R["segments"][-1][1] = R["t_last_train"]
 
 
 _busy = [False]  # with a TorchFunctionMode active torch re-dispatches to the (patched) public API: observe once
@@ -480,5 +517,6 @@ def summary() -> dict:
     out["score_versions"] = _runs(R["scored_version"])  # the ledger: weight version that scored each position
     out["train_versions"] = _runs(R["trained_version"])  # ... and the version whose update first used it
     out["trained_positions"] = int(R["trained"].sum())
+    out["train_segments"] = [[float(a), float(b)] for a, b in R["segments"]]
     out["n_val"] = int(R["n"])
     return out

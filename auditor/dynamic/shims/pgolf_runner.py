@@ -73,8 +73,7 @@ def main() -> int:
         os.environ.update(run["env"])
         pgolf_guard.activate(False)
         try:
-            if run.get("val_shard"):
-                src, dst = run["val_shard"]
+            for src, dst in run.get("val_copies") or ([run["val_shard"]] if run.get("val_shard") else []):
                 tmp = dst + ".pgolf-tmp"
                 shutil.copyfile(src, tmp)
                 os.replace(tmp, dst)

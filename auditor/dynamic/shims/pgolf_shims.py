@@ -417,4 +417,19 @@ def install() -> CudaToCpuMode:
     _patch_distributed()
     mode = CudaToCpuMode()
     mode.__enter__()
+    _modes_in_threads()
     return mode
+
+
+def _modes_in_threads() -> None:
+    """Torch function modes are per thread: loader threads (`ThreadPoolExecutor` prefetching pinned batches) get the
+    CUDA-to-CPU mode too."""
+    import threading
+
+    run = threading.Thread.run
+
+    def run_with_mode(self):
+        with CudaToCpuMode():
+            return run(self)
+
+    threading.Thread.run = run_with_mode
