@@ -347,3 +347,20 @@ def test_stale_staging_dirs_are_swept():
         os.close(fd)
         shutil.rmtree(kept, ignore_errors=True)
         shutil.rmtree(live, ignore_errors=True)
+
+
+def test_rlimits_apply_inside_the_sandbox(tmp_path):
+    """CPU, address space, file size and process limits are what the sandboxed script itself runs under."""
+    work = _stage(tmp_path, "print(open('/proc/self/limits').read())\n")
+    lim = sandbox.Limits(timeout=20)
+    try:
+        child = sandbox.run_child([str(work / "submission" / "x.py")], work, {"PGOLF_DYNAMIC_CHILD": "0"}, lim)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = {ln[:26].strip(): ln[26:].split()[:2] for ln in child.output_tail.splitlines() if ln.startswith("Max ")}
+    cpu = str(int(lim.timeout * lim.threads) + 30)
+    assert rows["Max cpu time"] == [cpu, str(int(cpu) + 5)]
+    assert rows["Max address space"] == [str(lim.address_space)] * 2
+    assert rows["Max file size"] == [str(lim.file_size)] * 2
+    assert rows["Max processes"] == [str(lim.nproc)] * 2
+    assert rows["Max core file size"] == ["0", "0"]
