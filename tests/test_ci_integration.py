@@ -35,13 +35,15 @@ def test_install_needs_no_torch():
     assert all(not re.search(r"torch|\[train\]", str(h.get("additional_dependencies", ""))) for h in hooks)
 
 
-def _run_step(step: dict, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
-    """Run an action step's script with bash the way the runner would, with a fake `pgolf` that records its argv."""
+def _run_step(step: dict, env: dict, tmp_path: Path, rc: int = 0) -> subprocess.CompletedProcess:
+    """Run an action step's script the way the runner does (`bash --noprofile --norc -eo pipefail`), with a fake
+    `pgolf` that records its argv and exits with `rc`."""
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
     fake = bindir / "pgolf"
     fake.write_text('#!/usr/bin/env python3\nimport json, os, sys\n'
-                    'open(os.environ["ARGV_LOG"], "a").write(json.dumps(sys.argv[1:]) + "\\n")\n')
+                    'open(os.environ["ARGV_LOG"], "a").write(json.dumps(sys.argv[1:]) + "\\n")\n'
+                    f'sys.exit({rc})\n')
     fake.chmod(0o755)
     full = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", ARGV_LOG=str(tmp_path / "argv.jsonl"),
                 GITHUB_OUTPUT=str(tmp_path / "out.txt"))
@@ -50,8 +52,10 @@ def _run_step(step: dict, env: dict, tmp_path: Path) -> subprocess.CompletedProc
         if m:
             full[k] = env.get(m.group(1), ACTION["inputs"][m.group(1)].get("default", ""))
     full.update(env.get("_extra", {}))
-    return subprocess.run(["bash", "-e", "-c", step["run"]], env=full, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=30)
+    script = tmp_path / "step.sh"
+    script.write_text(step["run"])
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], env=full, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
 
 
 HOSTILE = "records/a  records/b\n$(touch pwned1) `touch pwned2` ;touch pwned3 records/*"
@@ -99,3 +103,13 @@ def test_precommit_maps_files_to_record_folders(tmp_path, monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out)
     assert sorted(s["path"] for s in out["submissions"]) == ["records/a", "records/b"]
     assert rc == (1 if any(s["verdict"] != "pass" for s in out["submissions"]) else 0)
+
+
+@pytest.mark.parametrize("rc", [0, 1, 2])
+def test_audit_exit_status_is_recorded_and_the_annotation_step_fails_with_it(tmp_path, rc):
+    p = _run_step(STEPS["audit"], {"paths": "records/a", "_extra": {"PGOLF_SARIF": "x.sarif"}}, tmp_path, rc)
+    assert p.returncode == 0, p.stderr  # the SARIF step never fails the job: the upload must still happen
+    assert (tmp_path / "out.txt").read_text().strip() == f"exit-code={rc}"
+    annotate = next(s for s in ACTION["runs"]["steps"] if s.get("name") == "Annotate the PR")
+    q = _run_step(annotate, {"paths": "records/a", "_extra": {"PGOLF_FIRST_CODE": str(rc)}}, tmp_path, rc)
+    assert q.returncode == rc and "disagree" not in q.stdout
