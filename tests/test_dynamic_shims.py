@@ -217,3 +217,85 @@ def test_triton_shim_interprets_record_kernels_on_cpu(tmp_path):
 def test_inference_mode_and_fused_optimizers(tmp_path):
     out = _child(PROG_MODES, tmp_path)
     assert "MODES_OK" in out.stdout, out.stderr[-2000:]
+
+
+# the ledger's semantics on the evaluation shapes of real records, driven directly (no harness): what reaches the
+# metric is counted, restored weights are clean, training before scoring is caught
+PROG_LEDGER = r'''
+import copy, numpy as np, torch, torch.nn.functional as F
+import pgolf_probe as P
+
+V, T = 1024, 16
+rng = np.random.default_rng(0)
+val = rng.integers(4, V, size=8 * T + 1)
+vt = torch.from_numpy(val)
+
+def fresh():  # each scenario: a new run of the ledger and a new model, after one plain evaluation sweep
+    global model
+    P.begin_run(val, V)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(V, 8), torch.nn.Linear(8, V))
+    sweep()
+
+def loss(x, y, reduction="mean", m=None):
+    return F.cross_entropy((m or model)(x).reshape(-1, V), y.reshape(-1), reduction=reduction)
+
+def sweep():  # plain no-grad evaluation over non-overlapping windows
+    with torch.no_grad():
+        for s in range(0, 8 * T, T):
+            loss(vt[s:s + T][None], vt[s + 1:s + T + 1][None], "none")
+
+# (a) LoRA-style score-then-adapt over a batch of two documents: chunk 0 of each is scored by the grad forward the
+# loss is taken from, then trained; the next no-grad forward covers chunk 0 (context) + chunk 1 (new)
+fresh()
+docs = [0, 4 * T]
+x0 = torch.stack([vt[d:d + T] for d in docs]); y0 = torch.stack([vt[d + 1:d + T + 1] for d in docs])
+opt = torch.optim.Adam(model.parameters(), lr=0.1)
+opt.zero_grad(); loss(x0, y0).backward(); opt.step()
+x1 = torch.stack([vt[d:d + 2 * T] for d in docs]); y1 = torch.stack([vt[d + 1:d + 2 * T + 1] for d in docs])
+with torch.no_grad():
+    loss(x1, y1, "none")
+assert P.R["tainted"] == 0 and P.R["val_train_backwards"] == 1, ("lora", P.R["tainted"])
+# (b) context-only adaptation with the weights restored after each window, evaluated twice
+fresh()
+snapshot = copy.deepcopy(model.state_dict())
+for _ in range(2):
+    for s in range(0, 6 * T, T // 2):
+        if s:
+            o = torch.optim.SGD(model.parameters(), lr=0.5)
+            o.zero_grad(); loss(vt[s:s + T // 2][None], vt[s + 1:s + T // 2 + 1][None]).backward(); o.step()
+        with torch.no_grad():
+            loss(vt[s:s + T][None], vt[s + 1:s + T + 1][None], "none")
+        model.load_state_dict(snapshot)
+assert P.R["tainted"] == 0 and P.R["val_train_backwards"] > 0, ("restored", P.R["tainted"])
+# ... the same without restoring: the second evaluation scores what the first trained on
+fresh()
+for _ in range(2):
+    for s in range(0, 6 * T, T // 2):
+        if s:
+            o = torch.optim.SGD(model.parameters(), lr=0.5)
+            o.zero_grad(); loss(vt[s:s + T // 2][None], vt[s + 1:s + T // 2 + 1][None]).backward(); o.step()
+        with torch.no_grad():
+            loss(vt[s:s + T][None], vt[s + 1:s + T + 1][None], "none")
+assert P.R["tainted"] > 0, "not restored"
+# (c) a throw-away adapted copy, freed, then the original scores: clean
+fresh()
+tmp = copy.deepcopy(model)
+o = torch.optim.SGD(tmp.parameters(), lr=0.5)
+o.zero_grad(); loss(vt[:T][None], vt[1:T + 1][None], m=tmp).backward(); o.step()
+del tmp, o
+sweep()
+assert P.R["tainted"] == 0, ("copy", P.R["tainted"])
+# (d) pre-evaluation TTT on the validation stream, then the scored sweep: every trained position is tainted
+fresh()
+o = torch.optim.SGD(model.parameters(), lr=0.5)
+o.zero_grad(); loss(vt[:8 * T][None], vt[1:8 * T + 1][None]).backward(); o.step()
+sweep()
+assert P.R["tainted"] == 8 * T, ("pre-eval", P.R["tainted"])
+print("LEDGER_OK")
+'''
+
+
+def test_ledger_counts_what_reaches_the_metric(tmp_path):
+    out = _child(PROG_LEDGER, tmp_path)
+    assert "LEDGER_OK" in out.stdout, out.stderr[-2000:]

@@ -135,3 +135,60 @@ def test_auditor_does_not_import_torch():
     code = "import sys, auditor.dynamic, auditor.dynamic.harness, auditor.dynamic.analyze; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# ---- running real records: configuration, shrinking, what cannot run ------------------------------------------------
+def test_shrink_keeps_layer_indices_and_switches():
+    plan = envscan.shrink_plan({"NUM_LAYERS": "11", "LOOP_START": "3", "LOOP_END": "5", "PARALLEL_START_LAYER": "8",
+                                "SWA_EVERY": "0", "TTT_EPOCHS": "3", "TTT_BATCH_SIZE": "64", "TTT_CHUNK_SIZE": "32",
+                                "TTT_EVAL_SEQ_LEN": "2048", "LOCAL_SEQ_LEN": "0", "TTT_LORA_RANK": "96",
+                                "GPTQ_CALIBRATION_BATCHES": "64", "EMBEDDING_DIM": "512"})
+    assert plan["NUM_LAYERS"] == "9"  # a looped segment and the parallel lanes' start still exist
+    assert plan["SWA_EVERY"] == "0" and plan["LOCAL_SEQ_LEN"] == "0"  # off stays off
+    assert plan["TTT_EPOCHS"] == "2"  # a second epoch that rescores stays observable
+    assert (plan["TTT_BATCH_SIZE"], plan["TTT_CHUNK_SIZE"], plan["TTT_EVAL_SEQ_LEN"]) == ("4", "32", "32")
+    assert (plan["TTT_LORA_RANK"], plan["GPTQ_CALIBRATION_BATCHES"], plan["EMBEDDING_DIM"]) == ("4", "2", "32")
+    assert envscan.shrink_plan({"NUM_LAYERS": "11", "PARALLEL_START_LAYER": "99"})["NUM_LAYERS"] == "2"  # sentinel
+
+
+def test_build_env_drops_launch_shell_and_unparsable_values(tmp_path):
+    from auditor.dynamic.harness import build_env
+
+    names = {"WORLD_SIZE": "1", "SEED": "1337", "LOCAL_SEQS_PER_GPU": "0", "TIE_EMBEDDINGS": "1", "DATA_DIR": "./data/",
+             "DATA_PATH": "./data/datasets/fineweb10B_sp1024", "RUN_NAME": "x"}
+    env = build_env(names, {"WORLD_SIZE": "8", "SEED": "$SEED", "LOCAL_SEQS_PER_GPU": "36,36,10",
+                            "TIE_EMBEDDINGS": "1", "RUN_NAME": "a b"}, 1024, tmp_path, tmp_path / "data" / "datasets" / "d",
+                    tmp_path / "t.model")
+    assert "WORLD_SIZE" not in env  # the sandbox is one rank
+    assert env["SEED"] == "1337" and "LOCAL_SEQS_PER_GPU" not in env  # the script's own default is kept
+    assert env["TIE_EMBEDDINGS"] == "1" and env["RUN_NAME"] == "a b"
+    assert env["DATA_DIR"] == str(tmp_path / "data") and env["DATA_PATH"] == str(tmp_path / "data" / "datasets" / "d")
+
+
+def test_configure_reads_decoded_payload_and_reports_shrink(tmp_path):
+    from auditor.dynamic.harness import configure
+
+    script = tmp_path / "train_gpt.py"
+    script.write_text("import lzma\nexec(lzma.decompress(b'...'))\n")
+    payload = 'import os\nL = int(os.environ.get("NUM_LAYERS", 11))\nS = int(os.environ.get("TRAIN_SEQ_LEN", 2048))\n'
+    cfg = configure(tmp_path, script, {"env": {"NUM_LAYERS": "12"}, "decoded_sources": {"train_gpt.py#decoded1": payload}})
+    assert cfg["env"]["NUM_LAYERS"] == "2" and cfg["env"]["TRAIN_SEQ_LEN"] == "32"
+    assert cfg["shrunk"] == {"NUM_LAYERS": ["12", "2"], "TRAIN_SEQ_LEN": ["2048", "32"]}
+    assert cfg["hard_coded"] == ["width", "iterations", "batch"]
+    assert "NUM_LAYERS 12->2" in analyze.shrink_text(cfg) and "hard-coded (not shrunk): width" in analyze.shrink_text(cfg)
+
+
+def test_cannot_run_on_cpu_notes():
+    gpu = analyze._cannot_run_on_cpu({"type": "PgolfNeedsGPU", "msg": "triton kernel _k needs a GPU (...)",
+                                      "where": "train_gpt.py:9 in f: _k[(1,)](x)"}, {}, "train_gpt.py", "")
+    assert gpu.rule == "PG901" and gpu.level == "note" and "_k" in gpu.message
+    py = analyze._cannot_run_on_cpu({"type": "SyntaxError", "msg": "f-string: expecting '}' (<string>, line 3)",
+                                     "where": "train_gpt.py:2"}, {"python_version": "3.11"}, "train_gpt.py", "")
+    assert py.rule == "PG902" and "Python 3.11" in py.message and ">= 3.12" in py.message and "--python" in py.message
+    assert analyze._cannot_run_on_cpu({"type": "ValueError", "msg": "x", "where": ""}, {}, "t.py", "") is None
+
+
+def test_piece_bytes_sidecar(tmp_path):
+    m = datagen.tokenizer_for(1024, tmp_path)
+    b = datagen.piece_bytes(m)
+    assert b.shape == (1024,) and b[:4].tolist() == [0, 0, 0, 0] and b[4] == 1 and b.max() >= 2

@@ -106,9 +106,14 @@ def _num(s) -> float | None:
 # (regex on the env name, tiny value or callable(default)->value). First match wins. Values keep the knobs'
 # relations valid: heads divide width, kv heads divide heads, batch tokens cover 8 micro-batches of one sequence.
 SEQ = 32
+def _cap(n: int):
+    """At most n, and a knob that is off (0, negative, empty) stays off."""
+    return lambda d: str(min(int(_num(d)), n)) if (_num(d) or 0) > 0 else d
+
+
 _SHRINK: list[tuple[str, object]] = [
     (r"^(NUM_LAYERS|N_LAYERS|N_LAYER|DEPTH|NUM_BLOCKS)$", "2"),
-    (r"^(MODEL_DIM|D_MODEL|N_EMBD|HIDDEN_DIM|EMBED_DIM|WIDTH)$", "32"),
+    (r"^(MODEL_DIM|D_MODEL|N_EMBD|HIDDEN_DIM|EMBED_DIM|EMBEDDING_DIM|WIDTH)$", "32"),
     (r"^(NUM_HEADS|N_HEADS|N_HEAD)$", "2"),
     (r"^(NUM_KV_HEADS|N_KV_HEADS|KV_HEADS)$", "1"),
     (r"^(HEAD_DIM)$", "16"),
@@ -119,18 +124,24 @@ _SHRINK: list[tuple[str, object]] = [
     (r"^(LR_WARMUP_STEPS|MUON_MOMENTUM_WARMUP_STEPS)$", "1"),
     (r"^(WARMDOWN_ITERS|WARMDOWN_STEPS)$", "2"),
     (r"^(TRAIN_SEQ_LEN|SEQ_LEN|BLOCK_SIZE|CONTEXT_LEN|ROPE_REF_SEQ_LEN)$", str(SEQ)),
-    (r"^(EVAL_SEQ_LEN|TTT_SEQ_LEN|VAL_SEQ_LEN)$", lambda d: str(SEQ) if (_num(d) or 0) > 0 else d),
+    # every other sequence length (eval, TTT, TTT eval, rope reference): tiny when on, off stays off
+    (r"SEQ_LEN$", lambda d: str(SEQ) if (_num(d) or 0) > 0 else d),
     (r"^(EVAL_STRIDE|SLIDING_STRIDE|STRIDE)$", lambda d: "8" if (_num(d) or 0) > 0 else d),
     (r"^(TRAIN_BATCH_TOKENS|BATCH_TOKENS)$", str(8 * SEQ * 2)),
     (r"^(VAL_BATCH_SIZE|VAL_BATCH_TOKENS|EVAL_BATCH_TOKENS)$", str(8 * SEQ * 2)),
     (r"^(EVAL_BATCH_SEQS|TTT_BATCH_SEQS|VAL_BATCH_SEQS|BATCH_SEQS)$", "4"),
+    (r"_BATCH_SEQS$|^TTT\w*_BATCH_SIZE$", _cap(4)),
     (r"^(MAX_WALLCLOCK_SECONDS|WALLCLOCK_SECONDS|TRAIN_SECONDS)$", "60"),
     (r"^(VAL_LOSS_EVERY|EVAL_EVERY)$", "0"),
     (r"^(TRAIN_LOG_EVERY|LOG_EVERY)$", "1"),
     (r"^(VAL_MAX_TOKENS|VAL_TOKENS_LIMIT)$", "0"),
-    (r"^(TTT_CHUNK_TOKENS|TTT_CHUNK_SIZE|CHUNK_TOKENS)$", "64"),
-    (r"^(TTT_EPOCHS|TTT_STEPS)$", lambda d: "1" if (_num(d) or 0) > 0 else d),
+    (r"^(TTT_CHUNK_TOKENS|TTT_CHUNK_SIZE|CHUNK_TOKENS)$", _cap(64)),
+    (r"_CHUNK_TOKENS$|_CHUNK_SIZE$", _cap(64)),
+    # two epochs, not one: a later epoch that rescores what an earlier one trained on is a pattern to observe
+    (r"^(TTT_EPOCHS|TTT_STEPS)$|_TTT_EPOCHS$", _cap(2)),
+    (r"LORA_RANK$", _cap(4)),
     (r"^(GPTQ_CALIB_SEQS|GPTQ_CALIB_SAMPLES|CALIB_SEQS|CALIBRATION_SEQS|GPTQ_NSAMPLES|GPTQ_CALIB_BATCHES)$", "2"),
+    (r"CALIB\w*_(BATCHES|SEQS|SAMPLES|TOKENS)$", _cap(2)),
     (r"^(GPTQ_BLOCK_SIZE)$", "16"),
     (r"^(BIGRAM_VOCAB_SIZE|BIGRAM_BUCKETS|HASH_BUCKETS)$", lambda d: "64" if (_num(d) or 0) > 0 else d),
     (r"^(BIGRAM_DIM|VE_DIM|VALUE_EMBED_DIM)$", "16"),
@@ -169,7 +180,7 @@ def shrink_plan(names: dict[str, str | None]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, default in names.items():
         for pat, val in _SHRINK:
-            if re.match(pat, name):
+            if re.search(pat, name):
                 v = val(default) if callable(val) else val
                 if v is not None:
                     out[name] = str(v)
