@@ -45,6 +45,7 @@ from auditor.flow_labels import (
 from auditor.cstwalk import walk
 
 _GRAD_OFF = {"no_grad", "inference_mode"}
+_TUPK = "TUPK"  # a tuple of the target and other data: a target-keyed lookup when used as a key
 
 
 def _stream_reads(f, node, depth: int = 3) -> list:
@@ -72,6 +73,20 @@ def _stream_reads(f, node, depth: int = 3) -> list:
         if not frontier:
             break
     return out
+
+
+def _hash_mix(node: cst.BinaryOperation) -> bool:
+    """`h ^ (tok * P)` or `h * P + tok`: how hashed n-gram keys combine a context hash with one more token (index
+    arithmetic such as `starts[:, None] + cols` is no hash)."""
+    if isinstance(node.operator, cst.BitXor):
+        return True
+    if isinstance(node.operator, (cst.Add, cst.BitOr)):
+        return any(isinstance(n, cst.BinaryOperation) and isinstance(n.operator, cst.Multiply) for n in walk(node))
+    return False
+
+
+def _exp_terms(node) -> bool:
+    return any(isinstance(n, cst.Call) and last_name(n.func) == "exp" for n in walk(node))
 
 
 def _extends_context(f, left, right) -> bool:
@@ -181,6 +196,7 @@ class _Walker:
 
     def if_stmt(self, s: cst.If) -> None:
         test_labels = self.expr(s.test)
+        self._keep_better(s)
         cached = self.prog.guard_cache.get(id(s))
         if cached is None:
             code = self.unit.code(s.test)
@@ -210,6 +226,27 @@ class _Walker:
             self.tgt_gate -= gate
             self.branch.pop()
             self.guards.pop()
+
+    def _keep_better(self, s: cst.If) -> None:
+        """`if new_nll < old_nll: scored[t] = new_nll`: two losses of the same token compared and the better one
+        written into the per-token scores (an oracle choice, like min())."""
+        t = s.test
+        if not (
+            isinstance(t, cst.Comparison)
+            and len(t.comparisons) == 1
+            and isinstance(t.comparisons[0].operator, (cst.LessThan, cst.GreaterThan, cst.LessThanEqual,
+                                                       cst.GreaterThanEqual))
+        ):
+            return
+        a, b = self.expr(t.left), self.expr(t.comparisons[0].comparator)
+        if not (LOSS in a and LOSS in b and VAL in (a | b)):
+            return
+        names = _root_names(t.left) | _root_names(t.comparisons[0].comparator)
+        for n in walk(s.body):
+            if isinstance(n, cst.Assign) and any(isinstance(x.target, cst.Subscript) for x in n.targets):
+                if _root_names(n.value) & names:
+                    self._site("min_loss", s, a | b, how="if-comparison")
+                    return
 
     def _observed(self, test) -> bool:
         names = []
@@ -282,10 +319,14 @@ class _Walker:
         elif isinstance(s, cst.Return):
             if s.value is not None:
                 labels = self.expr(s.value)
+                if isinstance(s.value, cst.Tuple):
+                    # which element carries a target-extended key (`return ctx_idx, full_idx`); returning several
+                    # values is no key made of them
+                    elems = tuple(HASHT in self.expr(e.value) for e in s.value.elements)
+                    if not any(elems):
+                        labels = labels - {HASHT, _TUPK}
                 self.f.return_labels = frozenset(self.f.return_labels | labels)
                 if isinstance(s.value, cst.Tuple):
-                    # which element carries a target-extended key (`return ctx_idx, full_idx`)
-                    elems = tuple(HASHT in self.expr(e.value) for e in s.value.elements)
                     prev = self.f.return_hasht
                     if prev is not None and len(prev) == len(elems):
                         elems = tuple(a or b for a, b in zip(prev, elems))
@@ -419,6 +460,12 @@ class _Walker:
             return frozenset()
 
     def _expr(self, node, depth) -> frozenset:
+        lab = self._expr1(node, depth)
+        if _TUPK in lab and not isinstance(node, (cst.Tuple, cst.Name)):
+            lab = lab - {_TUPK}  # a (target, context) tuple is a key where it is used directly, not what it feeds
+        return lab
+
+    def _expr1(self, node, depth) -> frozenset:
         if node is None or depth > 200:
             return frozenset()
         ex = lambda n: self._expr(n, depth + 1)  # noqa: E731
@@ -464,13 +511,15 @@ class _Walker:
                     idx |= ex(sl.value)
                 elif isinstance(sl, cst.Slice):
                     idx |= ex(sl.lower) | ex(sl.upper) | ex(sl.step)
-            if HASHT in idx:
+            if HASHT in idx or _TUPK in idx:
                 self._site("tgt_key", node, idx)
             lab = set(base)
             if VAL in base and _is_shift_slice(node) and self._stream_base(node.value):
                 lab.add(TGT)
             if TGT in idx and (LOSS in base or STATS in base):
                 lab.add("TGATHER")  # a probability/count read at the realized target
+            elif TGT in idx and not base & {LOSS, STATS}:
+                lab.add("TLUT")  # a per-token property of the realized target (its byte length, its bytes)
             if STATS in base:
                 lab.add(STATS)
             # indexing a table with tokens: result depends on those tokens
@@ -479,12 +528,22 @@ class _Walker:
         if isinstance(node, cst.BinaryOperation):
             left, right = ex(node.left), ex(node.right)
             lab = left | right
+            if isinstance(node.operator, cst.Divide) and LOSS in left and "TLUT" in right:
+                lab = lab | {"SPREAD"}  # a log-probability divided by the realized token's byte count
+            elif isinstance(node.operator, cst.Add) and ("SPREAD" in left) != ("SPREAD" in right):
+                other = right if "SPREAD" in left else left
+                if other & {LOSS, STATS} and _exp_terms(node.left) and _exp_terms(node.right):
+                    # p = lam * exp(token_lp / n_bytes) + (1 - lam) * exp(byte_model_lp)
+                    self._site("byte_mix", node, lab)
             if isinstance(node.operator, (cst.BitXor, cst.Multiply, cst.Modulo, cst.LeftShift, cst.Add, cst.BitOr)):
-                if (TGT in left and _mixes(right, node.right)) or (TGT in right and _mixes(left, node.left)):
+                concat = isinstance(node.left, (cst.List, cst.Tuple)) or isinstance(node.right, (cst.List, cst.Tuple))
+                if not concat and (
+                    (TGT in left and _mixes(right, node.right)) or (TGT in right and _mixes(left, node.left))
+                ):
                     if LOSS not in lab:
                         lab = lab | {HASHT}
                 elif (
-                    isinstance(node.operator, (cst.BitXor, cst.Add, cst.BitOr))
+                    _hash_mix(node)
                     and self._pass > 0
                     and VAL in lab
                     and LOSS not in lab
@@ -512,7 +571,7 @@ class _Walker:
                 and any(TGT in p for p in parts)
                 and any(TGT not in p and p & {VAL} for p in parts)
             ):
-                lab = lab | {HASHT}
+                lab = lab | {_TUPK}  # a key only where it is used as one (an index, a .get() key)
             return lab
         if isinstance(node, cst.Dict):
             lab = frozenset()
@@ -621,6 +680,18 @@ class _Walker:
             result = result | {"TGATHER"}
         if name == "hash" and TGT in all_args:
             result = result | {HASHT}
+        if name == "repeat" and len(pos_args) >= 2 and LOSS in pos_args[0][1] and "TLUT" in pos_args[1][1]:
+            result = result | {"SPREAD"}
+        if (
+            name in ("append", "extend", "appendleft")
+            and isinstance(func, cst.Attribute)
+            and all_args
+            and len(node.args) == 1
+            and not isinstance(node.args[0].value, (cst.Tuple, cst.List, cst.GeneratorExp, cst.ListComp))
+        ):
+            recv_name = dotted(func.value)
+            if recv_name:  # `lp_list.append(-nll)`: the list holds what is appended (records are left alone)
+                self._taint(recv_name, self._get(recv_name) | (all_args - {HASHT, _TUPK}))  # an element is no key
         if TGT in result and name in ("where",) and pos_args and GATE in pos_args[0][1]:
             result = result | {GATE}
         # model / loss calls on data produce losses
@@ -746,7 +817,7 @@ class _Walker:
                 self._site("min_loss", node, all_args, how="where")
         if (
             (VAL in all_args or TGT in all_args)
-            and (HASHT in all_args)
+            and (HASHT in all_args or _TUPK in all_args)
             and name in ("get", "setdefault", "__contains__", "lookup", "query")
         ):
             self._site("tgt_key", node, all_args)

@@ -994,3 +994,37 @@ ILLEGAL_EXAMPLES.append(
     {"name": "better_of_two_losses_kept_by_comparison", "rules": ["PG403"],
      "files": {"train_gpt.py": _KEEP_BETTER}, "at": (("train_gpt.py", "if new_nll < scored_nll[t].item():"),)}
 )
+
+# Byte-level mixture (pattern J): the model's log-probability of the realized token is spread evenly over that
+# token's bytes and mixed with a byte-level count model; the result is no distribution over next tokens.
+_BYTE_MIX = _HP + """
+import numpy as np
+
+def byte_mixture_bpb(tgt_ids, token_lp, piece_bytes, lam=0.7):
+    lens = np.array([len(b) for b in piece_bytes])
+    tok_len = lens[tgt_ids]
+    byte_lp = np.repeat(token_lp, tok_len) / np.repeat(tok_len, tok_len)
+    stream = b"".join(piece_bytes[int(t)] for t in tgt_ids)
+    counts = np.ones(256)
+    byte_model_lp = np.empty(len(stream))
+    for i, b in enumerate(stream):
+        byte_model_lp[i] = np.log(counts[b] / counts.sum())
+        counts[b] += 1
+    p = lam * np.exp(byte_lp) + (1 - lam) * np.exp(byte_model_lp)
+    return float(-np.log2(p).sum() / len(stream))
+
+def eval_with_byte_mixer(args, model, val_tokens, piece_bytes):
+    tgt_list, lp_list = [], []
+    with torch.no_grad():
+        for s in range(0, val_tokens.numel() - 1 - args.seq_len, args.seq_len):
+            x = val_tokens[s:s + args.seq_len].long()[None]
+            y = val_tokens[s + 1:s + 1 + args.seq_len].long()[None]
+            nll = F.cross_entropy(model.forward_logits(x)[0], y[0], reduction="none")
+            tgt_list.append(y[0].numpy())
+            lp_list.append((-nll).double().numpy())
+    return byte_mixture_bpb(np.concatenate(tgt_list), np.concatenate(lp_list), piece_bytes)
+""" + _MAIN.replace("{call}", "print(eval_with_byte_mixer(args, model, val_tokens, [b'a'] * 1024))")
+ILLEGAL_EXAMPLES.append(
+    {"name": "byte_mixer_spreads_realized_token_logprob", "rules": ["PG404"],
+     "files": {"train_gpt.py": _BYTE_MIX}, "at": (("train_gpt.py", "p = lam * np.exp(byte_lp)"),)}
+)
