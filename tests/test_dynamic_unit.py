@@ -186,6 +186,9 @@ def test_cannot_run_on_cpu_notes():
                                      "where": "train_gpt.py:2"}, {"python_version": "3.11"}, "train_gpt.py", "")
     assert py.rule == "PG902" and "Python 3.11" in py.message and ">= 3.12" in py.message and "--python" in py.message
     assert analyze._cannot_run_on_cpu({"type": "ValueError", "msg": "x", "where": ""}, {}, "t.py", "") is None
+    cuda = analyze._cannot_run_on_cpu({"type": "ValueError", "msg": "softcapped_cross_entropy requires CUDA tensors",
+                                       "where": "train_gpt.py:106 in f"}, {}, "train_gpt.py", "")
+    assert cuda.rule == "PG901" and "requires CUDA" in cuda.message
 
 
 def test_piece_bytes_sidecar(tmp_path):

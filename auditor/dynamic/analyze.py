@@ -252,6 +252,8 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
 
 
 # the f-string grammar of PEP 701 (quotes reused inside replacement fields, backslashes, comments) is Python 3.12+
+_CUDA_ONLY = re.compile(r"requires? (a )?CUDA|CUDA tensors? (is |are )?required|must be (on )?CUDA|CUDA is required",
+                        re.I)
 _PEP701 = re.compile(r"f-string|unterminated string|unmatched|expecting '}'")
 
 
@@ -272,6 +274,10 @@ def _cannot_run_on_cpu(e: dict, prep: dict, rel: str, tail: str) -> Finding | No
         return Finding("PG901", "note", f"dynamic audit: {e['msg']} (launched from {e['where']}); this code path "
                        "cannot be observed on CPU, the static verdict stands; audit on a machine with a GPU",
                        rel, evidence={"where": e["where"], "output_tail": tail[-1500:]})
+    if _CUDA_ONLY.search(e["msg"]):  # the script itself refuses CPU tensors on the path the run takes
+        return Finding("PG901", "note", f"dynamic audit: the script requires CUDA at {e['where']} ({e['type']}: "
+                       f"{e['msg'][:200]}); this code path cannot be observed on CPU, the static verdict stands; audit "
+                       "on a machine with a GPU", rel, evidence={"where": e["where"], "output_tail": tail[-1500:]})
     if e["type"] in ("SyntaxError", "IndentationError", "TabError"):
         ver = prep.get("python_version") or "?"
         need = "3.12" if _PEP701.search(e["msg"]) else None
