@@ -156,6 +156,29 @@ class FolderReader:
         raise Refused("symlink" if kind == "symlink" else "special", rel, detail)
 
     # -- listing -------------------------------------------------------------------------------------------------
+    def _list(self, prefix: str) -> list:
+        """[(name, lstat result)] of `prefix`, listed through a descriptor opened without following links (a folder swapped for
+        a symlink after it was seen is refused, not listed)."""
+        if prefix:
+            fd, name = self._open_parent(prefix)
+            try:
+                dfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            finally:
+                os.close(fd)
+        else:
+            dfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            out = []
+            with os.scandir(dfd) as it:
+                for e in it:  # stat while the descriptor is open (an fd DirEntry stats relative to it)
+                    try:
+                        out.append((e.name, e.stat(follow_symlinks=False)))
+                    except OSError:
+                        continue
+            return sorted(out)
+        finally:
+            os.close(dfd)
+
     def walk(self, max_depth: int = MAX_WALK_DEPTH, skip_dirs=frozenset()) -> list:
         """[Entry] of the regular files below the root (sorted), never descending into a symlinked directory.
         Symlinks and special files are recorded in `refused`; listing stops after `max_entries` entries."""
@@ -165,23 +188,18 @@ class FolderReader:
         while stack:
             prefix, depth = stack.pop()
             try:
-                with os.scandir(self.root / prefix if prefix else self.root) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-            except OSError:
+                entries = self._list(prefix)
+            except (OSError, Refused):
                 continue
             subdirs = []
-            for e in entries:
+            for ename, st in entries:
                 seen += 1
                 if seen > self.max_entries:
                     self.truncated.append(f"more than {self.max_entries} files and folders; the rest were not read")
                     return sorted(out, key=lambda x: x.rel)
-                rel = f"{prefix}/{e.name}" if prefix else e.name
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
+                rel = f"{prefix}/{ename}" if prefix else ename
                 if stat.S_ISDIR(st.st_mode):
-                    if e.name not in skip_dirs and not e.name.startswith(".") and depth < max_depth:
+                    if ename not in skip_dirs and not ename.startswith(".") and depth < max_depth:
                         subdirs.append((rel, depth + 1))
                 elif stat.S_ISREG(st.st_mode):
                     out.append(Entry(rel, st.st_size))
@@ -189,7 +207,7 @@ class FolderReader:
                     kind = _kind_of(st.st_mode)
                     self.refused[rel] = (
                         "symlink" if kind == "symlink" else "special",
-                        f"symlink to {_target(e.path, rel)}; not followed" if kind == "symlink"
+                        f"symlink to {_target(self.root / rel, rel)}; not followed" if kind == "symlink"
                         else f"{kind}, not a regular file; not read",
                     )
             stack.extend(reversed(subdirs))
