@@ -181,10 +181,16 @@ def _analyse_items(items, opts, args) -> tuple:
     from auditor.engine import Options, Result, audit_items
 
     show = not args.no_progress and len(items) > 1 and (args.progress or sys.stderr.isatty())
-    if args.dynamic_only:
-        return [Result(path=d, verdict="pass", root=d if f else str(Path(d).parent)) for _r, _e, d, f in items], []
-    return audit_items(items, Options(**opts), jobs=args.jobs,
-                       progress=lambda n, total, label: _progress(n, total, label, show))
+
+    def progress(n, total, label):
+        _progress(n, total, label, show)
+
+    if args.dynamic_only:  # the dynamic audit still needs the static facts (env, decoded code), computed isolated
+        static, crashed = audit_items(items, Options(**dict(opts, keep_context=True)), jobs=args.jobs,
+                                      progress=progress)
+        return [Result(path=d, verdict="pass", root=d if f else str(Path(d).parent), context=s.context)
+                for (_r, _e, d, f), s in zip(items, static)], crashed
+    return audit_items(items, Options(**opts), jobs=args.jobs, progress=progress)
 
 
 def _audit(items, args, settings, rules, registry) -> int:
@@ -252,14 +258,9 @@ def _run_dynamic(items, results, args, crashed) -> None:
     for (root, entry, display, is_folder), r in zip(items, results):
         static_context = None
         try:
-            if r.context is not None:
-                sub, cfg = r.context.sub, r.context.cfg
-            else:  # --dynamic-only: load and configure without running the static rules
-                from auditor.config import build_config
-                from auditor.source import load_submission
-
-                sub = load_submission(Path(root), Path(entry) if entry else None, display, is_folder)
-                cfg = build_config(sub)
+            if r.context is None:  # the isolated static analysis crashed or hit a limit: never parse it here
+                raise LookupError("no static facts")
+            sub, cfg = r.context.sub, r.context.cfg
             static_context = {
                 "env": cfg.effective(),
                 "env_with_defaults": cfg.effective(True),
