@@ -431,3 +431,29 @@ def test_fuzz_mutated_real_records(tmp_path_factory, idx, code_ops, log_ops):
     assert not any(f.rule == "PG000" for f in r.findings)
     stopped = [f for f in r.findings if f.rule == "PG002" and "stopped" in f.message]
     assert not stopped, stopped  # no mutation of a real record needs more than the limits
+
+
+def test_dynamic_only_never_parses_hostile_code_in_the_parent(tmp_path, monkeypatch, capsys):
+    """--dynamic-only takes the static facts from the isolated child; a child that was stopped gives none."""
+    import auditor.dynamic as dyn
+    from auditor import source
+    from pgolf.cli import main
+
+    _write(tmp_path / "t" / "good", _folder())
+    _write(tmp_path / "t" / "deep", dict(_folder(), **{"train_gpt.py": _wrap("y = " + "[" * 1500 + "]" * 1500)}))
+    seen = {}
+
+    def fake(path, static_context, timeout, **_kw):
+        seen[Path(path).name] = static_context
+        return []
+
+    def no_parent_load(*a, **k):
+        raise AssertionError("load_submission ran in the parent")
+
+    monkeypatch.setattr(dyn, "run_dynamic", fake)
+    monkeypatch.setattr(source, "load_submission", no_parent_load)  # the child uses engine's own reference
+    rc = main(["audit", "--dynamic-only", "--format", "json", "--no-progress", str(tmp_path / "t")])
+    assert rc in (0, 1), capsys.readouterr().err
+    assert set(seen) == {"good", "deep"}
+    assert isinstance(seen["good"]["env"], dict) and "train_gpt.py" in seen["good"]["decoded_sources"]
+    assert seen["deep"] is None or "train_gpt.py#decoded1" in seen["deep"]["decoded_sources"]
