@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,14 +206,12 @@ def main(argv=None) -> int:
         if row["verdict"] == "crash":
             print(row["traceback"], file=sys.stderr)
     print()
-    matrix = Counter((category(e), legality_error(r), r["verdict"]) for e, r in pairs)
     print(f"{'category':10} {'n':>3} {'PG4/5 error':>11} {'pass':>5} {'fail':>5} {'error':>5}")
     for c in CATEGORIES:
         rows = [r for e, r in pairs if category(e) == c]
         print(f"{c:10} {len(rows):3d} {sum(legality_error(r) for r in rows):11d} "
               f"{sum(r['verdict'] == 'pass' for r in rows):5d} {sum(r['verdict'] == 'fail' for r in rows):5d} "
               f"{sum(r['verdict'] in ('error', 'crash') for r in rows):5d}")
-    del matrix
     print("\nclean/accepted not passing, illegal not caught, borderline without a PG4/PG5 flag "
           "(what the folder's own files show):")
     for e, row in pairs:
