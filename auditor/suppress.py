@@ -170,12 +170,16 @@ class Settings:
 
 
 def find_pyproject(paths, cwd=None):
-    """The nearest pyproject.toml with a [tool.pgolf.audit] table above the first audited path (then the cwd)."""
+    """The nearest pyproject.toml with a [tool.pgolf.audit] table above the first audited path (then the cwd),
+    never one inside or at a record folder (a submission cannot configure its own audit)."""
     from pathlib import Path
 
     starts = [Path(p).resolve() for p in paths[:1]] + [Path(cwd or ".").resolve()]
     for start in starts:
-        for d in [start, *start.parents] if start.is_dir() else list(start.parents):
+        chain = [start, *start.parents] if start.is_dir() else list(start.parents)
+        # a submission must not configure its own audit: nothing inside (or at) a record folder is read
+        inside = [i for i, d in enumerate(chain) if _is_record_folder(d)]
+        for d in chain[inside[-1] + 1 :] if inside else chain:
             f = d / "pyproject.toml"
             if f.is_file():
                 try:
@@ -185,6 +189,13 @@ def find_pyproject(paths, cwd=None):
                 if "audit" in doc.get("tool", {}).get("pgolf", {}):
                     return f, doc["tool"]["pgolf"]["audit"]
     return None, None
+
+
+def _is_record_folder(d) -> bool:
+    try:
+        return any(f.name.startswith("train_gpt") and f.suffix == ".py" for f in d.iterdir())
+    except OSError:
+        return False
 
 
 def load_config_file(path, known) -> Settings:

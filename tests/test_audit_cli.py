@@ -393,3 +393,16 @@ def test_changed_in_the_current_repository(repo, capsys, monkeypatch):
     assert "no folder" in capsys.readouterr().err
     assert main(["audit", "--changed", "HEAD...refs/pull/7/head", "HEAD"]) == 2
     assert "takes no REF" in capsys.readouterr().err
+
+
+def test_a_submission_cannot_configure_its_own_audit(tree, tmp_path, capsys):
+    _root, _good, bad = tree
+    (bad / "pyproject.toml").write_text('[tool.pgolf.audit]\nignore = ["PG4"]\n')
+    (bad / "sub").mkdir()
+    (bad / "sub" / "pyproject.toml").write_text("not toml [[[\n")
+    for target in (bad, bad / "train_gpt.py"):
+        assert main(["audit", "--format", "json", str(target)]) == 1
+        assert "PG401" in _rules(_json(capsys)[0])
+    (tmp_path / "pyproject.toml").write_text('[tool.pgolf.audit]\nignore = ["PG401"]\n')  # the reviewer's, above
+    assert main(["audit", "--format", "json", str(bad)]) in (0, 1)
+    assert "PG401" not in _rules(_json(capsys)[0])
