@@ -85,6 +85,16 @@ def _hash_mix(node: cst.BinaryOperation) -> bool:
     return False
 
 
+_FLOAT_FUNCS = {"exp", "log", "log1p", "expm1", "sqrt", "softmax", "log_softmax", "sigmoid", "tanh"}
+
+
+def _floaty(node) -> bool:
+    """Real-valued arithmetic (float literals, exp/log...): a product that is no integer hash."""
+    return any(
+        isinstance(n, cst.Float) or (isinstance(n, cst.Call) and last_name(n.func) in _FLOAT_FUNCS) for n in walk(node)
+    )
+
+
 def _exp_terms(node) -> bool:
     return any(isinstance(n, cst.Call) and last_name(n.func) == "exp" for n in walk(node))
 
@@ -537,7 +547,9 @@ class _Walker:
                     self._site("byte_mix", node, lab)
             if isinstance(node.operator, (cst.BitXor, cst.Multiply, cst.Modulo, cst.LeftShift, cst.Add, cst.BitOr)):
                 concat = isinstance(node.left, (cst.List, cst.Tuple)) or isinstance(node.right, (cst.List, cst.Tuple))
-                if not concat and (
+                # `p_top * (exp(b) - 1)` is arithmetic on a probability, not a key: plain products need a hash op
+                scalar = isinstance(node.operator, cst.Multiply) and _floaty(node)
+                if not concat and not scalar and (
                     (TGT in left and _mixes(right, node.right)) or (TGT in right and _mixes(left, node.left))
                 ):
                     if LOSS not in lab:
