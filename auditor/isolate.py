@@ -55,9 +55,16 @@ def _child(fn, item, limits: Limits, wfd: int) -> None:
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             faulthandler.disable()  # a crash is reported by the parent in one line, not as a dump on stderr
-            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
-            if limits.memory_bytes:
-                cap = _vm_bytes() + limits.memory_bytes
+            _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+            cpu = limits.cpu_seconds if cpu_hard == resource.RLIM_INFINITY else min(limits.cpu_seconds, cpu_hard)
+            # SIGXCPU at the soft limit; the hard limit (SIGKILL) 5 s later in case it is caught
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5 if cpu_hard == resource.RLIM_INFINITY else cpu_hard))
+            vm = _vm_bytes()
+            if limits.memory_bytes and vm:  # unknown current size: no cap rather than one below it
+                cap = vm + limits.memory_bytes
+                _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+                if hard != resource.RLIM_INFINITY:
+                    cap = min(cap, hard)
                 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
             msg = ("ok", fn(item))
         except MemoryError:
