@@ -408,7 +408,7 @@ def _mutate(text: str, ops) -> str:
 
 
 @pytest.mark.skipif(not RECORDS, reason="../shared/submissions is not present")
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(idx=st.integers(0, max(0, len(RECORDS) - 1)), code_ops=_mutation(), log_ops=_mutation())
 def test_fuzz_mutated_real_records(tmp_path_factory, idx, code_ops, log_ops):
