@@ -336,7 +336,8 @@ def load_submission(root: Path, entry: Path | None, display: str, is_folder: boo
             sub.entry_lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") or not raw else 1)
             text = _decode_text(raw, rel, sub.findings)
         if text is None:
-            sub.analysable = False
+            # an empty script is a finding about the record (PG001, fail), not a submission we could not analyse
+            sub.analysable = raw is not None and not raw.strip()
         else:
             unit = SourceUnit(
                 rel=rel,

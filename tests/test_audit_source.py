@@ -68,7 +68,6 @@ def test_corrupt_payload_binary_empty_huge_unparsable(tmp_path):
     cases = {
         "corrupt": ('import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("0123456789")))\n', "PG003"),
         "binary": (b"\x7fELF\x00\x00\x01", "PG001"),
-        "empty": ("", "PG001"),
         "latin1": (b"x = '\xe9'\n", "PG001"),
         "syntax": ("def f(:\n    pass\n", "PG002"),
         "huge": ("x = 1\n" * 800_000, "PG001"),
@@ -83,6 +82,15 @@ def test_corrupt_payload_binary_empty_huge_unparsable(tmp_path):
         assert rule in {f.rule for f in r.findings}, (name, [f.rule for f in r.findings])
     r = audit_paths([tmp_path / "syntax" / "train_gpt.py"])[0]
     assert 1 <= r.findings[0].line <= 2 and r.findings[0].col >= 1 and "parse" in r.findings[0].message
+
+
+def test_empty_script_fails_the_record_but_is_not_an_analysis_error(tmp_path):
+    # an accepted record shipped a 0-byte train_gpt.py: that is a finding about the record (fail), not an auditor
+    # that could not analyse it (error)
+    (tmp_path / "train_gpt.py").write_text("")
+    r = audit_paths([tmp_path])[0]
+    assert r.verdict == "fail"
+    assert [(f.rule, f.level) for f in r.findings if f.file == "train_gpt.py"] == [("PG001", "error")]
 
 
 def test_python312_syntax_parses(tmp_path):
