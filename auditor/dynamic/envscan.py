@@ -140,6 +140,8 @@ _SHRINK: list[tuple[str, object]] = [
     # two epochs, not one: a later epoch that rescores what an earlier one trained on is a pattern to observe
     (r"^(TTT_EPOCHS|TTT_STEPS)$|_TTT_EPOCHS$", _cap(2)),
     (r"LORA_RANK$", _cap(4)),
+    # a minimum document length for TTT scales with the sequence (the tiny stream's documents are 97 tokens)
+    (r"(MIN|SHORT)_DOC_LEN$", _cap(SEQ)),
     (r"^(GPTQ_CALIB_SEQS|GPTQ_CALIB_SAMPLES|CALIB_SEQS|CALIBRATION_SEQS|GPTQ_NSAMPLES|GPTQ_CALIB_BATCHES)$", "2"),
     (r"CALIB\w*_(BATCHES|SEQS|SAMPLES|TOKENS)$", _cap(2)),
     (r"^(GPTQ_BLOCK_SIZE)$", "16"),

@@ -45,6 +45,7 @@ def begin_run(val_tokens: np.ndarray, vocab: int) -> None:
         t_first_score_after_train=None, t_last_score=None, last_backward_was_train=False,
         trained_events=0, first_trained_positions=[], new_mask=np.zeros(len(v), dtype=bool),
         in_sweep=np.zeros(len(v), dtype=bool), grad_seed=np.zeros(len(v), dtype=bool), segments=[], seg_closed=True,
+        score_events=0, trained_at_event=np.full(len(v), -1, dtype=np.int64),
         lineage={}, by_ptr={}, table={}, dead_union=np.zeros(len(v), dtype=bool),
     )
 
@@ -97,16 +98,25 @@ def _score_rows(pos: np.ndarray, grad: bool = False) -> None:
             continue
         all_targets.append(t)
         new = t[~R["in_sweep"][t]]
+        revisit = False
         if new.size == 0 and grad:
-            if not R["trained"][t].any():  # may be the first chunk of a new pass: remembered, not yet counted
-                R["grad_seed"][t] = True
-            continue
+            mine = t[trained[t]]
+            if mine.size == 0:
+                if not R["trained"][t].any():  # may be the first chunk of a new pass: remembered, not yet counted
+                    R["grad_seed"][t] = True
+                continue
+            # positions the current weights were trained on, run again with grad: another training epoch, unless
+            # other positions were scored since that training (a later pass over the document whose losses are
+            # reported: score-every-epoch TTT)
+            if not (R["trained_at_event"][mine] < R["score_events"]).any():
+                continue
+            revisit = True
         if new.size == 0:
             R["sweeps"] += 1
             seed = R["grad_seed"]
             rest = t[~seed[t]]
             R["in_sweep"][:] = False
-            if seed.any() and rest.size:  # a pass whose first chunks were scored with grad (then trained on)
+            if seed.any() and rest.size and not revisit:  # a pass whose first chunks were scored with grad
                 R["in_sweep"] |= seed
                 new = rest
             else:
@@ -115,6 +125,7 @@ def _score_rows(pos: np.ndarray, grad: bool = False) -> None:
         elif not grad:
             R["grad_seed"][:] = False
         R["in_sweep"][new] = True
+        R["score_events"] += 1
         R["seg_closed"] = R["seg_closed"] or not grad  # an evaluation (no-grad scoring) ends a training segment
         R["frontier"] = max(R["frontier"], int(new.max()))
         R["scored"] += int(new.size)
@@ -223,6 +234,7 @@ def _on_backward(roots=(), inputs=None) -> None:
         p = np.unique(np.concatenate(pend))
         if p.size:
             _mark_leaves(inputs if inputs is not None else _leaves(roots), p)
+            R["trained_at_event"][p] = R["score_events"]
             newly = p[~R["trained"][p]]
             if len(R["first_trained_positions"]) < 5 and newly.size:
                 R["first_trained_positions"].append([int(newly.min()), int(newly.max()), R["version"]])
