@@ -317,6 +317,8 @@ def analyse(ctx) -> list:
                         lvl,
                     )
                     continue
+                if t.effect[0] == "restored":
+                    continue  # the weights are put back from a snapshot before anything after the loop scores
                 if t.site is not None and any(
                     x is not s and x.order < t.order and _common_loops(x.loops, t.loops) for x in scores
                 ):
@@ -395,7 +397,11 @@ def analyse(ctx) -> list:
                     f"sequence the vocabulary could produce). Mix full next-token distributions (token level), or "
                     f"derive a proper byte distribution from the full token distribution.",
                 )
-            elif site.kind == "min_loss" and any(x.kind == "score" for x in f.sites) and not _lse_shift(f, site):
+            elif (
+                site.kind == "min_loss"
+                and (any(x.kind == "score" for x in f.sites) or _running_best(f, site))
+                and not _lse_shift(f, site)
+            ):
                 e = _site_event(f, site)
                 add(
                     "PG403",
@@ -464,6 +470,24 @@ def _scoring_reads(f, s, names: set) -> bool:
     if s.site is not None:
         return uses_any(f, s.node, names)
     return True
+
+
+def _running_best(f, site) -> bool:
+    """`best[i] = torch.minimum(best[i], nll)`: a per-token buffer keeps the best loss over passes (what is reported
+    is computed from the buffer, whatever the accumulator is called)."""
+    import libcst as cst
+
+    from auditor.cstwalk import walk
+
+    if not isinstance(site.node, cst.Call):
+        return False
+    arg_roots = set().union(*[_roots(a.value) for a in site.node.args]) if site.node.args else set()
+    for n in walk(f.node):
+        if isinstance(n, cst.Assign) and n.value is site.node:
+            for t in n.targets:
+                if isinstance(t.target, cst.Subscript) and _roots(t.target.value) & arg_roots:
+                    return True
+    return False
 
 
 def _lse_shift(f, site) -> bool:

@@ -1028,3 +1028,48 @@ ILLEGAL_EXAMPLES.append(
     {"name": "byte_mixer_spreads_realized_token_logprob", "rules": ["PG404"],
      "files": {"train_gpt.py": _BYTE_MIX}, "at": (("train_gpt.py", "p = lam * np.exp(byte_lp)"),)}
 )
+
+# A compile warm-up of a few steps whose weights are put back from a snapshot before training and evaluation go on
+# (legal whatever data the warm-up read), and a per-token buffer keeping the best loss over several passes (illegal
+# although no accumulator is named like a loss sum).
+_WARMUP_RESTORED = _HP + """
+def main():
+    args = Hyperparameters()
+    model = torch.nn.Module()
+    val_tokens = load_validation_tokens(args.val_files, args.seq_len)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for _ in range(3):
+        warm_loss = model(val_tokens[:args.seq_len].long()[None], val_tokens[1:args.seq_len + 1].long()[None])
+        warm_loss.backward()
+        opt.step()
+    model.load_state_dict(initial_state)
+    print(eval_val(args, model, val_tokens))
+
+if __name__ == "__main__":
+    main()
+"""
+
+_BEST_OVER_PASSES = _HP + """
+def eval_best_of_passes(args, model, val_tokens, passes=3):
+    n = val_tokens.numel() - 1
+    best_nll = torch.full((n,), float("inf"))
+    for _ in range(passes):
+        with torch.no_grad():
+            for s in range(0, n - args.seq_len, args.seq_len):
+                x = val_tokens[s:s + args.seq_len].long()[None]
+                y = val_tokens[s + 1:s + 1 + args.seq_len].long()[None]
+                nll = F.cross_entropy(model.forward_logits(x)[0], y[0], reduction="none")
+                best_nll[s:s + args.seq_len] = torch.minimum(best_nll[s:s + args.seq_len], nll)
+    total = best_nll[best_nll < float("inf")].double().sum()
+    return total
+""" + _MAIN.replace("{call}", "eval_best_of_passes(args, model, val_tokens)")
+
+LEGAL_EXAMPLES.append(
+    {"name": "warmup_steps_then_weights_restored", "rules": ["PG401", "PG403"],
+     "files": {"train_gpt.py": _WARMUP_RESTORED}}
+)
+ILLEGAL_EXAMPLES.append(
+    {"name": "per_token_best_loss_over_passes", "rules": ["PG403"], "files": {"train_gpt.py": _BEST_OVER_PASSES},
+     "at": (("train_gpt.py", "best_nll[s:s + args.seq_len] = torch.minimum("),)}
+)

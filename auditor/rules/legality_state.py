@@ -176,6 +176,8 @@ def restored(f, site) -> bool:
 
 def train_effect(prog, f, site):
     """("persistent" | "local" | "restored", names the optimizer updates) of a backward site."""
+    if restored(f, site):
+        return "restored", set()
     steps = _steps_for(f, site)
     names: set = set()
     for c in steps:
@@ -188,8 +190,6 @@ def train_effect(prog, f, site):
         data = {r for r in names if r not in ("self",)}
         if all(is_local(prog, f, r) for r in data) and not (data & _handed_out(f)):
             return "local", data
-    if restored(f, site):
-        return "restored", names
     return "persistent", names
 
 
