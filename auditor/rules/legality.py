@@ -250,9 +250,9 @@ def analyse(ctx) -> list:
                         s,
                         f"the reported loss is accumulated inside a repetition loop "
                         f"(`{f.unit.code(repeat[0].node).splitlines()[0].strip()[:60]}`) that also trains on the same "
-                        f"validation tokens in {f.qualname}; after the first pass every token is scored by a model that "
-                        f"has already been trained on it. Score each chunk exactly once, before any epoch of training on "
-                        f"it (score-first TTT), and accumulate the loss outside the epoch loop.",
+                        f"validation tokens in {f.qualname}; after the first pass every token is scored by a model "
+                        f"that has already been trained on it. Score each chunk exactly once, before any epoch of "
+                        f"training on it (score-first TTT), and accumulate the loss outside the epoch loop.",
                         lvl,
                     )
                     continue
