@@ -411,6 +411,18 @@ def analyse(ctx) -> list:
                     f"the pass, model or n-gram order that happened to score the target best is an oracle. Commit to "
                     f"one prediction per token, chosen from the context only.",
                 )
+        # PG404: p(target) = count(context, target) / count(context) read from two count tables
+        for node in _target_count_ratios(f):
+            e = Event("tcount", 0, (), f.reach == "off", (), f.unit, node)
+            add(
+                "PG404",
+                e,
+                f"{f.qualname} computes the n-gram probability of the realized token as a count looked up with the "
+                f"target (`{f.unit.code(node)[:60]}`) over a separately kept context count; only the observed "
+                f"token's probability exists, never a distribution over the vocabulary that provably sums to one "
+                f"(the rulings on target-keyed caches). Read a full row of next-token counts for the context and "
+                f"normalize it.",
+            )
         # PG406: statistics from the validation stream built before the scoring loop, then read by it
         stats = [s for s in f.sites if s.kind == "stats" and VAL in s.labels]
         score_sites = [s for s in f.sites if s.kind == "score" and STATS in s.labels]
@@ -470,6 +482,64 @@ def _scoring_reads(f, s, names: set) -> bool:
     if s.site is not None:
         return uses_any(f, s.node, names)
     return True
+
+
+def _lookups(f, node, depth: int = 2) -> list:
+    """[(table, key node)] of `t[k]` / `t.get(k)` reads in an expression and, `depth` assignments back, in the
+    expressions of the names it uses."""
+    import libcst as cst
+
+    from auditor.cstwalk import walk
+    from auditor.flow_labels import dotted
+
+    out, frontier, seen = [], [node], set()
+    for _ in range(depth + 1):
+        nxt = []
+        for n in frontier:
+            for sub in walk(n):
+                if isinstance(sub, cst.Subscript) and sub.slice and isinstance(sub.slice[-1].slice, cst.Index):
+                    out.append((dotted(sub.value) or f.unit.code(sub.value), sub.slice[-1].slice.value))
+                elif (
+                    isinstance(sub, cst.Call)
+                    and isinstance(sub.func, cst.Attribute)
+                    and sub.func.attr.value == "get"
+                    and sub.args
+                ):
+                    out.append((dotted(sub.func.value) or f.unit.code(sub.func.value), sub.args[0].value))
+            for r in _roots(n) - seen:
+                seen.add(r)
+                nxt += f.defs.get(r, [])[:3]
+        frontier = nxt
+    return out
+
+
+def _target_keyed(f, key) -> bool:
+    from auditor.flow import TGT
+
+    return any(TGT in f.taint.get(r, frozenset()) and LOSS not in f.taint.get(r, frozenset()) for r in _roots(key))
+
+
+def _target_count_ratios(f) -> list:
+    """`(count + 1) / (total + V)` where count = counts[ctx].get(target) and total = totals[ctx]: the realized token's
+    probability from two separately kept count tables."""
+    import libcst as cst
+
+    from auditor.cstwalk import walk
+
+    if f.is_module or f.reach == "dead" or not any(TGT_ in v for v in f.taint.values() for TGT_ in ("TGT",)):
+        return []
+    out = []
+    for n in walk(f.node):
+        if not (isinstance(n, cst.BinaryOperation) and isinstance(n.operator, cst.Divide)):
+            continue
+        num, den = _lookups(f, n.left), _lookups(f, n.right)
+        if not num or not den:
+            continue
+        t_num = {b for b, k in num if _target_keyed(f, k)}
+        t_den = {b for b, k in den if _target_keyed(f, k)}
+        if t_num and not t_den and {b for b, _k in den} - t_num and "sum(" not in f.unit.code(n.right):
+            out.append(n)
+    return out
 
 
 def _running_best(f, site) -> bool:

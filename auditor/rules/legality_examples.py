@@ -1073,3 +1073,39 @@ ILLEGAL_EXAMPLES.append(
     {"name": "per_token_best_loss_over_passes", "rules": ["PG403"], "files": {"train_gpt.py": _BEST_OVER_PASSES},
      "at": (("train_gpt.py", "best_nll[s:s + args.seq_len] = torch.minimum("),)}
 )
+
+# Exact (unhashed) n-gram dictionaries, but the probability of the realized token is a count looked up with the
+# target over a separately kept context total: no distribution over the vocabulary is ever formed.
+_DICT_TARGET_COUNT = _HP + """
+class Cache:
+    def __init__(self):
+        self.counts, self.totals = {}, {}
+
+    def prob(self, ctx, target, vocab=1024):
+        counts_ctx = self.counts.get(ctx, {})
+        total = self.totals.get(ctx, 0)
+        count = counts_ctx.get(target, 0)
+        return (count + 1) / (total + vocab)
+
+    def update(self, ctx, tok):
+        d = self.counts.setdefault(ctx, {})
+        d[tok] = d.get(tok, 0) + 1
+        self.totals[ctx] = self.totals.get(ctx, 0) + 1
+
+def eval_dict_cache(args, model, val_tokens, lam=0.2):
+    cache = Cache()
+    toks = val_tokens.tolist()
+    loss_sum = 0.0
+    with torch.no_grad():
+        logp = torch.log_softmax(model.forward_logits(val_tokens[None, :-1].long())[0], -1)
+        for t in range(2, len(toks)):
+            ctx, y = (toks[t - 2], toks[t - 1]), toks[t]
+            p = (1 - lam) * logp[t - 1, y].exp().item() + lam * cache.prob(ctx, y)
+            loss_sum += -math.log(p)
+            cache.update(ctx, y)
+    return loss_sum
+""" + _MAIN.replace("{call}", "eval_dict_cache(args, model, val_tokens)")
+ILLEGAL_EXAMPLES.append(
+    {"name": "exact_dict_cache_target_count_over_context_total", "rules": ["PG404"],
+     "files": {"train_gpt.py": _DICT_TARGET_COUNT}, "at": (("train_gpt.py", "return (count + 1) / (total + vocab)"),)}
+)
