@@ -44,10 +44,11 @@ _CASES = [
     ("clean/pr1514", None),  # context-only logit bias (local tensor), then TTT evaluation
     ("illegal/pr596", "PG402"),  # per-doc accumulators inside the epoch loop
     ("illegal/pr870", "PG404"),  # context hash extended by the token at the predicted position (no target names)
+    ("illegal/pr1991", "PG404"),  # byte mixture of the realized token's log-probability spread over its bytes
+    ("illegal/pr573", "PG403"),  # per-token minimum loss over passes, reported through a plain assignment
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "labels.json").exists(), reason="../shared/submissions not present")
 @pytest.mark.parametrize("folder,rule", _CASES)
 def test_real_submission_shapes(folder, rule):

@@ -526,7 +526,7 @@ def _target_count_ratios(f) -> list:
 
     from auditor.cstwalk import walk
 
-    if f.is_module or f.reach == "dead" or not any(TGT_ in v for v in f.taint.values() for TGT_ in ("TGT",)):
+    if f.is_module or f.reach == "dead" or not any("TGT" in v for v in f.taint.values()):
         return []
     out = []
     for n in walk(f.node):
