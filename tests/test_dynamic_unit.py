@@ -146,7 +146,7 @@ def test_shrink_keeps_layer_indices_and_switches():
     assert plan["NUM_LAYERS"] == "9"  # a looped segment and the parallel lanes' start still exist
     assert plan["SWA_EVERY"] == "0" and plan["LOCAL_SEQ_LEN"] == "0"  # off stays off
     assert plan["TTT_EPOCHS"] == "2"  # a second epoch that rescores stays observable
-    assert (plan["TTT_BATCH_SIZE"], plan["TTT_CHUNK_SIZE"], plan["TTT_EVAL_SEQ_LEN"]) == ("4", "32", "32")
+    assert (plan["TTT_BATCH_SIZE"], plan["TTT_CHUNK_SIZE"], plan["TTT_EVAL_SEQ_LEN"]) == ("4", "16", "32")
     assert (plan["TTT_LORA_RANK"], plan["GPTQ_CALIBRATION_BATCHES"], plan["EMBEDDING_DIM"]) == ("4", "2", "32")
     assert envscan.shrink_plan({"NUM_LAYERS": "11", "PARALLEL_START_LAYER": "99"})["NUM_LAYERS"] == "2"  # sentinel
 

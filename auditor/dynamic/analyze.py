@@ -252,6 +252,9 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
 
 
 # the f-string grammar of PEP 701 (quotes reused inside replacement fields, backslashes, comments) is Python 3.12+
+# libraries that ship CUDA kernels only (the shims stand in for triton and FlashAttention)
+_GPU_LIBS = ("mamba_ssm", "causal_conv1d", "apex", "xformers", "liger_kernel", "flashinfer", "transformer_engine",
+             "bitsandbytes", "fla", "cut_cross_entropy", "deep_gemm", "torchao")
 _CUDA_ONLY = re.compile(r"requires? (a )?CUDA|CUDA tensors? (is |are )?required|must be (on )?CUDA|CUDA is required",
                         re.I)
 _PEP701 = re.compile(r"f-string|unterminated string|unmatched|expecting '}'")
@@ -274,6 +277,11 @@ def _cannot_run_on_cpu(e: dict, prep: dict, rel: str, tail: str) -> Finding | No
         return Finding("PG901", "note", f"dynamic audit: {e['msg']} (launched from {e['where']}); this code path "
                        "cannot be observed on CPU, the static verdict stands; audit on a machine with a GPU",
                        rel, evidence={"where": e["where"], "output_tail": tail[-1500:]})
+    gpu_lib = re.search(r"No module named '(" + "|".join(_GPU_LIBS) + r")[\w.]*'", e["msg"])
+    if e["type"] in ("ModuleNotFoundError", "ImportError") and gpu_lib:
+        return Finding("PG901", "note", f"dynamic audit: the script imports {gpu_lib.group(1)}, a CUDA-only library "
+                       f"(at {e['where']}); this code path cannot be observed on CPU, the static verdict stands; audit "
+                       "on a machine with a GPU", rel, evidence={"where": e["where"], "module": gpu_lib.group(1)})
     if _CUDA_ONLY.search(e["msg"]):  # the script itself refuses CPU tensors on the path the run takes
         return Finding("PG901", "note", f"dynamic audit: the script requires CUDA at {e['where']} ({e['type']}: "
                        f"{e['msg'][:200]}); this code path cannot be observed on CPU, the static verdict stands; audit "

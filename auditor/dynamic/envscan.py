@@ -135,8 +135,10 @@ _SHRINK: list[tuple[str, object]] = [
     (r"^(VAL_LOSS_EVERY|EVAL_EVERY)$", "0"),
     (r"^(TRAIN_LOG_EVERY|LOG_EVERY)$", "1"),
     (r"^(VAL_MAX_TOKENS|VAL_TOKENS_LIMIT)$", "0"),
-    (r"^(TTT_CHUNK_TOKENS|TTT_CHUNK_SIZE|CHUNK_TOKENS)$", _cap(64)),
-    (r"_CHUNK_TOKENS$|_CHUNK_SIZE$", _cap(64)),
+    # chunks of the stream (several sequences) vs chunks inside one evaluation window (a scoring stride, which must
+    # stay below the shrunk window)
+    (r"CHUNK_TOKENS$", _cap(64)),
+    (r"CHUNK_SIZE$", _cap(SEQ // 2)),
     # two epochs, not one: a later epoch that rescores what an earlier one trained on is a pattern to observe
     (r"^(TTT_EPOCHS|TTT_STEPS)$|_TTT_EPOCHS$", _cap(2)),
     (r"LORA_RANK$", _cap(4)),

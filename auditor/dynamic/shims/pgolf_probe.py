@@ -45,7 +45,7 @@ def begin_run(val_tokens: np.ndarray, vocab: int) -> None:
         t_first_score_after_train=None, t_last_score=None, last_backward_was_train=False,
         trained_events=0, first_trained_positions=[], new_mask=np.zeros(len(v), dtype=bool),
         in_sweep=np.zeros(len(v), dtype=bool), grad_seed=np.zeros(len(v), dtype=bool), segments=[], seg_closed=True,
-        score_events=0, trained_at_event=np.full(len(v), -1, dtype=np.int64),
+        score_events=0, trained_at_event=np.full(len(v), -1, dtype=np.int64), collected=False, dead_by_shape={},
         lineage={}, by_ptr={}, table={}, dead_union=np.zeros(len(v), dtype=bool),
     )
 
@@ -101,9 +101,9 @@ def _score_rows(pos: np.ndarray, grad: bool = False) -> None:
         revisit = False
         if new.size == 0 and grad:
             mine = t[trained[t]]
+            # never-trained positions run with grad may be the first chunks of a new pass: remembered, not counted yet
+            R["grad_seed"][t[~R["trained"][t]]] = True
             if mine.size == 0:
-                if not R["trained"][t].any():  # may be the first chunk of a new pass: remembered, not yet counted
-                    R["grad_seed"][t] = True
                 continue
             # positions the current weights were trained on, run again with grad: another training epoch, unless
             # other positions were scored since that training (a later pass over the document whose losses are
@@ -113,6 +113,7 @@ def _score_rows(pos: np.ndarray, grad: bool = False) -> None:
             revisit = True
         if new.size == 0:
             R["sweeps"] += 1
+            R["collected"] = False
             seed = R["grad_seed"]
             rest = t[~seed[t]]
             R["in_sweep"][:] = False
@@ -132,6 +133,13 @@ def _score_rows(pos: np.ndarray, grad: bool = False) -> None:
         R["scored_version"][new] = R["version"]
         R["new_mask"][new] = True
         bad = new[trained[new]]
+        if bad.size and not R["collected"]:  # freed adapted copies held only by reference cycles: collect, recheck
+            import gc
+
+            gc.collect()
+            R["collected"] = True
+            trained = live_trained()
+            bad = new[trained[new]]
         if bad.size:
             R["tainted"] += int(bad.size)
             if len(R["tainted_first"]) < 10:
@@ -307,10 +315,12 @@ def _entry(t: torch.Tensor, create: bool = True):
     key = id(t)
     e = R["lineage"].get(key)
     if e is None and create:
-        def gone(_ref, key=key, ptr=t.data_ptr()):
+        def gone(_ref, key=key, ptr=t.data_ptr(), shape=tuple(t.shape)):
             dead = R.get("lineage", {}).pop(key, None)
             if dead is not None:
                 R["dead_union"] |= dead[1]
+                prev = R["dead_by_shape"].get(shape)
+                R["dead_by_shape"][shape] = dead[1].copy() if prev is None else (prev | dead[1])
             if R.get("by_ptr", {}).get(ptr) == key:
                 R["by_ptr"].pop(ptr, None)
 
@@ -339,13 +349,19 @@ def live_trained() -> np.ndarray:
     return out
 
 
-def _held() -> np.ndarray:
-    """What every trained tensor holds now (the dead ones as they were when freed)."""
-    return live_trained() | R["dead_union"]
+def _held(shape) -> np.ndarray:
+    """What every trained tensor of this shape holds now (the dead ones as they were when freed): the tensors whose
+    values a load of unknown content can derive from (a LoRA adapter's positions never flow into a base weight)."""
+    out = np.zeros(R["n"], dtype=bool)
+    for ref, tr in list(R.get("lineage", {}).values()):
+        t = ref()
+        if t is not None and tuple(t.shape) == shape:
+            out |= tr
+    dead = R["dead_by_shape"].get(shape)
+    return out if dead is None else (out | dead)
 
 
 def _reassess(params) -> None:
-    held = None
     for t in params:
         e = _entry(t, create=False)
         h = _digest(t)
@@ -354,8 +370,8 @@ def _reassess(params) -> None:
                 e = _entry(t)
             e[1] = R["table"][h].copy()
             continue
-        held = _held() if held is None else held
-        if held.any():  # unknown values while something trained exists: conservatively inherit it
+        held = _held(tuple(t.shape))
+        if held.any():  # unknown values while a trained tensor of this shape exists: conservatively inherit it
             e = e or _entry(t)
             e[1] |= held
 
