@@ -19,7 +19,8 @@ from auditor.rules.legality_state import train_effect, uses_any
 from auditor.rules.legality_examples import ILLEGAL_EXAMPLES, LEGAL_EXAMPLES, examples  # noqa: F401
 
 _CALIB_NAME = re.compile(r"(?i)(hessian|calib|gptq)")
-_PREV = re.compile(r"(?i)(-\s*1\b|\bprev|\blast_)")
+# an earlier chunk (`ci - 1`, `chunks[i-1]`, `prev_`, `last_`); `reshape(-1)` / `[:-1]` are no step back
+_PREV = re.compile(r"(?i)([\w\])]\s*-\s*1\b|\bprev|\blast_)")
 _CTX_ONLY = re.compile(r"\[\s*(?:[^\[\]]*,\s*)?:\s*[A-Za-z_][\w.]*\s*(?:-\s*\d+\s*)?(?:,[^\[\]]*)?\]")
 
 

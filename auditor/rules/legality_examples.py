@@ -1109,3 +1109,13 @@ ILLEGAL_EXAMPLES.append(
     {"name": "exact_dict_cache_target_count_over_context_total", "rules": ["PG404"],
      "files": {"train_gpt.py": _DICT_TARGET_COUNT}, "at": (("train_gpt.py", "return (count + 1) / (total + vocab)"),)}
 )
+
+# The same per-window bias fitted on every position of the window, scored ones included (`reshape(-1)` is no step
+# back to an earlier chunk).
+ILLEGAL_EXAMPLES.append(
+    {"name": "window_bias_fitted_on_all_positions_reshape", "rules": ["PG405"],
+     "files": {"train_gpt.py": _CONTEXT_BIAS.replace(
+         "ctx_logits, ctx_y = logits[:s].detach(), y[:s]",
+         "ctx_logits, ctx_y = logits.reshape(-1, 1024).detach(), y.reshape(-1)")},
+     "at": (("train_gpt.py", "loss.backward()"),)}
+)
