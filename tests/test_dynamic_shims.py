@@ -198,6 +198,12 @@ def score_bare(x):
 assert not score_bare(w).requires_grad
 opt = torch.optim.AdamW([w], lr=0.1, fused=True)  # fused optimizers run on CPU as they are
 opt.step()
+import subprocess  # the minifier records run for their code-size line answers in-process (no process)
+src = b"def f(a):\n    x = 1\n    return a + x\n"
+out = subprocess.run(["pyminify", "--no-rename-locals", "-"], input=src, capture_output=True, check=True).stdout
+assert isinstance(out, bytes) and len(out) < len(src) and b"return" in out
+import pgolf_guard
+assert [v["detail"] for v in pgolf_guard.STATE["violations"]] == ["pyminify (in-process)"]
 print("MODES_OK")
 '''
 

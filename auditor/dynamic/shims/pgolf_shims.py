@@ -404,8 +404,76 @@ def _patch_distributed() -> None:
     torch.nn.parallel.DistributedDataParallel = DDP
 
 
+def _pyminify(args, stdin) -> bytes:
+    """`pyminify [flags] FILE|-` in-process (python_minifier is what the CLI runs), so a record measuring its
+    minified code size needs no process; without the library the code is returned unchanged (an upper bound)."""
+    flags = [a for a in args[1:] if str(a).startswith("--")]
+    paths = [a for a in args[1:] if not str(a).startswith("--")]
+    if paths and paths[-1] != "-":
+        with open(paths[-1], "rb") as f:
+            stdin = f.read()
+    src = stdin.decode("utf-8") if isinstance(stdin, bytes) else (stdin or "")
+    try:
+        import python_minifier
+    except ImportError:
+        return src.encode("utf-8")
+    opts = {"rename_locals": "--no-rename-locals" not in flags, "hoist_literals": "--no-hoist-literals" not in flags,
+            "remove_literal_statements": "--remove-literal-statements" in flags,
+            "rename_globals": "--rename-globals" in flags}
+    return python_minifier.minify(src, **opts).encode("utf-8")
+
+
+_TOOLS = {"pyminify": _pyminify}
+
+
+def _patch_tools() -> None:
+    """Command-line tools records run for bookkeeping (the minifier behind their code-size line) are answered
+    in-process instead of starting a process (which the sandbox refuses); recorded like the faked info commands."""
+    import os
+    import subprocess
+
+    run, check_output = subprocess.run, subprocess.check_output
+
+    def tool(args):
+        argv = args if isinstance(args, (list, tuple)) else None
+        name = os.path.basename(str(argv[0])) if argv else ""
+        return (name, _TOOLS[name]) if name in _TOOLS else (None, None)
+
+    def note(name):
+        try:
+            import pgolf_guard
+
+            pgolf_guard.STATE["violations"].append({"kind": "benign_process", "detail": f"{name} (in-process)",
+                                                    "t": __import__("time").time()})
+        except Exception:  # noqa: BLE001 - outside the sandbox there is no guard to tell
+            pass
+
+    def fake_run(*a, **k):
+        args = a[0] if a else k.get("args")
+        name, fn = tool(args)
+        if fn is None:
+            return run(*a, **k)
+        note(name)
+        out = fn(list(args), k.get("input"))
+        text = k.get("text") or k.get("universal_newlines") or k.get("encoding")
+        return subprocess.CompletedProcess(args, 0, out.decode("utf-8") if text else out, "" if text else b"")
+
+    def fake_check_output(*a, **k):
+        args = a[0] if a else k.get("args")
+        name, fn = tool(args)
+        if fn is None:
+            return check_output(*a, **k)
+        note(name)
+        out = fn(list(args), k.get("input"))
+        return out.decode("utf-8") if (k.get("text") or k.get("universal_newlines") or k.get("encoding")) else out
+
+    subprocess.run, subprocess.check_output = fake_run, fake_check_output
+
+
 def install() -> CudaToCpuMode:
     import pgolf_triton
+
+    _patch_tools()
 
     pgolf_triton.install()
     _patch_inference_mode()
