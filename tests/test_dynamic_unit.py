@@ -149,6 +149,7 @@ def test_shrink_keeps_layer_indices_and_switches():
     assert (plan["TTT_BATCH_SIZE"], plan["TTT_CHUNK_SIZE"], plan["TTT_EVAL_SEQ_LEN"]) == ("4", "16", "32")
     assert (plan["TTT_LORA_RANK"], plan["GPTQ_CALIBRATION_BATCHES"], plan["EMBEDDING_DIM"]) == ("4", "2", "32")
     assert envscan.shrink_plan({"NUM_LAYERS": "11", "PARALLEL_START_LAYER": "99"})["NUM_LAYERS"] == "2"  # sentinel
+    assert envscan.shrink_plan({"NUM_LAYERS": "11", "RECUR_LAYERS": "4,5", "VE_LAYERS": "9,10"})["NUM_LAYERS"] == "6"
 
 
 def test_build_env_drops_launch_shell_and_unparsable_values(tmp_path):
@@ -156,11 +157,13 @@ def test_build_env_drops_launch_shell_and_unparsable_values(tmp_path):
 
     names = {"WORLD_SIZE": "1", "SEED": "1337", "LOCAL_SEQS_PER_GPU": "0", "TIE_EMBEDDINGS": "1", "DATA_DIR": "./data/",
              "DATA_PATH": "./data/datasets/fineweb10B_sp1024", "RUN_NAME": "x"}
-    env = build_env(names, {"WORLD_SIZE": "8", "SEED": "$SEED", "LOCAL_SEQS_PER_GPU": "36,36,10",
+    names["VE_LAYERS"] = "9,10"
+    env = build_env(names, {"WORLD_SIZE": "8", "SEED": "$SEED", "LOCAL_SEQS_PER_GPU": "36,36,10", "VE_LAYERS": "args.ve_layers",
                             "TIE_EMBEDDINGS": "1", "RUN_NAME": "a b"}, 1024, tmp_path, tmp_path / "data" / "datasets" / "d",
                     tmp_path / "t.model")
     assert "WORLD_SIZE" not in env  # the sandbox is one rank
     assert env["SEED"] == "1337" and "LOCAL_SEQS_PER_GPU" not in env  # the script's own default is kept
+    assert "VE_LAYERS" not in env  # an expression printed instead of its value
     assert env["TIE_EMBEDDINGS"] == "1" and env["RUN_NAME"] == "a b"
     assert env["DATA_DIR"] == str(tmp_path / "data") and env["DATA_PATH"] == str(tmp_path / "data" / "datasets" / "d")
 

@@ -194,15 +194,15 @@ def shrink_plan(names: dict[str, str | None]) -> dict[str, str]:
 
 
 # knobs naming a layer index (a looped segment, where parallel lanes start): the shrunk depth must still hold them
-_LAYER_INDEX = re.compile(r"^(\w+_)?(LOOP_START|LOOP_END)$|_(START|END|FIRST|LAST)_LAYER$")
+_LAYER_INDEX = re.compile(r"^(\w+_)?(LOOP_START|LOOP_END)$|_(START|END|FIRST|LAST)_LAYER$|^(RECUR|REPEAT|SHARED)\w*_LAYERS$")
 _DEPTH = re.compile(_SHRINK[0][0])
 
 
 def _keep_layer_indices(names: dict[str, str | None], out: dict[str, str]) -> None:
     for dname in [n for n in out if _DEPTH.match(n)]:
         orig = _num(names.get(dname))
-        idx = [_num(v) for k, v in names.items() if _LAYER_INDEX.search(k)]
-        idx = [int(i) for i in idx if i is not None and i >= 0 and (orig is None or i < orig)]
+        idx = [int(i) for k, v in names.items() if _LAYER_INDEX.search(k) for i in re.findall(r"-?\d+", v or "")]
+        idx = [i for i in idx if i >= 0 and (orig is None or i < orig)]
         if idx and max(idx) + 1 > int(out[dname]):
             out[dname] = str(max(idx) + 1)
 
