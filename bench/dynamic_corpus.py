@@ -41,6 +41,10 @@ def classify(findings: list[dict]) -> tuple[str, str]:
     """('ran'|'stopped', reason). A run reached a verdict when the main run finished (its PG9D0 summary exists)."""
     if any(f["rule"] == "PG9D0" for f in findings):
         return "ran", ""
+    by_rule = {"PG901": "needs GPU", "PG902": "needs newer Python", "PG903": "too big for CPU"}
+    for f in findings:
+        if f["rule"] in by_rule:
+            return "stopped", by_rule[f["rule"]]
     msgs = [f["message"] for f in findings if f["rule"].startswith("PG9")]
     text = " | ".join(msgs)
     for name, rx in REASONS:
