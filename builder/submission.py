@@ -9,7 +9,6 @@ target and renamed into place; the same inputs give a byte-identical folder.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -20,8 +19,16 @@ from pathlib import Path
 from builder import readme as readme_mod
 from builder.plot import loss_curve_png
 from builder.runs import (
-    MAX_ARTIFACT_BYTES, MAX_EVAL_SECONDS, MAX_TRAIN_SECONDS, RECORD_MIN_SEEDS, RunError, SeedRun, check_runs,
-    check_sizes, load_log_run, load_run_dir,
+    MAX_ARTIFACT_BYTES,
+    MAX_EVAL_SECONDS,
+    MAX_TRAIN_SECONDS,
+    RECORD_MIN_SEEDS,
+    RunError,
+    SeedRun,
+    check_runs,
+    check_sizes,
+    load_log_run,
+    load_run_dir,
 )
 from builder.ship import Form, Shipped, form_from_flags, parse_form, shipped_script, shipped_source
 from builder.stats import mean, sample_std, significance
@@ -167,7 +174,7 @@ def build(opts: BuildOptions) -> BuildResult:
         raise PgolfError(f"{folder} already exists (pass --force to replace it)")
     check_runs(runs, opts.track)  # seeds, configuration, validation scope, track limits: before any (slow) inlining
     code = make_code(opts, runs)
-    sizes, baked, shipped = code.sizes, (code.baked if not opts.from_logs else None), code.text
+    sizes, shipped = code.sizes, code.text
     check_sizes(runs, sizes["shipped"])
 
     files: dict[str, bytes] = {"train_gpt.py": shipped.encode("utf-8")}

@@ -17,8 +17,8 @@ import sys
 from builder.ship import FORM_HELP, parse_form, shipped_source
 from trainer.config import Hyperparameters, add_cli_flags, cli_overrides, config_json
 from trainer.errors import PgolfError
-from trainer.presets import PRESET_HELP, PRESETS, get_preset, scale_tiny
 from trainer.preflight import check_run_inputs
+from trainer.presets import PRESET_HELP, PRESETS, get_preset, scale_tiny
 
 FLAG_ALIASES = {"data_path": "--data", "tokenizer_path": "--tokenizer", "out_dir": "--out"}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_pgolf
 
 pytestmark = pytest.mark.slow  # ~10 tiny trainings and a dozen builds and audits

@@ -5,9 +5,17 @@ unique top-level names across the single-file set, no CLI/data modules in it, no
 from __future__ import annotations
 
 import ast
+
 import pytest
 
-from builder.inline import ENTRY, check_name_collisions, collect_modules, inline_package, top_level_bindings, trainer_root
+from builder.inline import (
+    ENTRY,
+    check_name_collisions,
+    collect_modules,
+    inline_package,
+    top_level_bindings,
+    trainer_root,
+)
 
 NOT_SINGLE_FILE = {"trainer.data_cli", "trainer.data_build", "trainer.data_fetch", "trainer.data_stats",
                    "trainer.presets", "trainer.preflight"}

@@ -11,7 +11,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 # A stand-in `torch` that fails like a missing package and leaves a marker, so a test can prove torch was never

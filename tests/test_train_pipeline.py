@@ -11,7 +11,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, run_pgolf
 
 # Small enough for seconds on 2 cores: the tiny preset on a 16k-token validation prefix.
