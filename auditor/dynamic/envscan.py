@@ -73,7 +73,7 @@ def scan_env(source: str, where: str = "train_gpt.py") -> dict[str, str | None]:
     """{ENV_NAME: literal default or None} for every environment variable the script reads."""
     try:
         module = cst.parse_module(source)
-    except (cst.ParserSyntaxError, RecursionError, ValueError):
+    except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError):
         # syntax newer than the parser knows (or not Python): the plain `os.environ.get("NAME", default)` shapes
         return _scan_env_text(source)
     v = _EnvVisitor()
