@@ -23,7 +23,7 @@ setup:
 demo: setup
 	$(PY) -m pgolf demo
 
-# ~N min on 2 cores (see README); -n 2 runs two test processes.
+# -n 2 runs two test processes; durations on 2 cores are in the README.
 test: setup
 	$(PY) -m pytest -q -n 2 --durations=15
 
