@@ -158,7 +158,7 @@ def test_build_env_drops_launch_shell_and_unparsable_values(tmp_path):
     names = {"WORLD_SIZE": "1", "SEED": "1337", "LOCAL_SEQS_PER_GPU": "0", "TIE_EMBEDDINGS": "1", "DATA_DIR": "./data/",
              "DATA_PATH": "./data/datasets/fineweb10B_sp1024", "RUN_NAME": "x"}
     names["VE_LAYERS"] = "9,10"
-    env = build_env(names, {"WORLD_SIZE": "8", "SEED": "$SEED", "LOCAL_SEQS_PER_GPU": "36,36,10", "VE_LAYERS": "args.ve_layers",
+    env = build_env(names, {"WORLD_SIZE": "8", "SEED": "$SEED", "LOCAL_SEQS_PER_GPU": "36,36,10", "VE_LAYERS": "args.ve_layers,",
                             "TIE_EMBEDDINGS": "1", "RUN_NAME": "a b"}, 1024, tmp_path, tmp_path / "data" / "datasets" / "d",
                     tmp_path / "t.model")
     assert "WORLD_SIZE" not in env  # the sandbox is one rank

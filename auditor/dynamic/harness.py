@@ -78,11 +78,11 @@ def _fits_default(value: str, default: str | None) -> bool:
 def _unresolved(value: str) -> bool:
     """A README/run-script value that is still a shell expression (`SEED=$SEED`, `$(nproc)`): the run's real value is
     unknown, so the script's own default is used."""
-    return "$" in value or "`" in value or bool(_ATTR_EXPR.fullmatch(value.strip()))
+    return "$" in value or "`" in value or bool(_ATTR_EXPR.match(value.strip()))
 
 
 # a log/README that printed the expression instead of its value (`VE_LAYERS=args.ve_layers`)
-_ATTR_EXPR = re.compile(r"(args|h|hp|hparams|self|cfg|config)\.[A-Za-z_]\w*")
+_ATTR_EXPR = re.compile(r"(args|h|hp|hparams|self|cfg|config)\.[A-Za-z_]\w*\W*$")
 
 
 def build_env(names: dict, recovered: dict, vocab: int, workdir: Path, datadir: Path, tok: Path) -> dict[str, str]:
