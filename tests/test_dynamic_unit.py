@@ -198,3 +198,11 @@ def test_piece_bytes_sidecar(tmp_path):
     m = datagen.tokenizer_for(1024, tmp_path)
     b = datagen.piece_bytes(m)
     assert b.shape == (1024,) and b[:4].tolist() == [0, 0, 0, 0] and b[4] == 1 and b.max() >= 2
+
+
+def test_hard_coded_vocab_size_decides_the_data(tmp_path):
+    from auditor.dynamic.harness import configure
+
+    script = tmp_path / "train_gpt.py"
+    script.write_text("import os\nclass H:\n    vocab_size = 4096\n    seed = int(os.environ.get('SEED', 1))\n")
+    assert configure(tmp_path, script, {"env": {}})["vocab"] == 4096

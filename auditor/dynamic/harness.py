@@ -58,6 +58,9 @@ def python_version(python: str) -> str:
     return out.stdout.strip()
 
 
+_VOCAB_LITERAL = re.compile(r"^\s*vocab_size\s*(?::\s*int\s*)?=\s*(\d{3,5})\s*$", re.M)
+
+
 def _fits_default(value: str, default: str | None) -> bool:
     """A recovered value the script can parse the way it parses its default: a log line that printed a per-rank list
     (`36,36,...`) for a knob whose default is a number is not the environment value, so the default is kept. Booleans
@@ -129,6 +132,10 @@ def configure(submission: Path, script: Path, static_context) -> dict:
     else:
         recovered = envscan.recover_config(submission, script)
     vocab = _vocab(recovered, names)
+    if not any(k in recovered or k in names for k in ("VOCAB_SIZE", "VOCAB", "N_VOCAB")):
+        # no knob: a hard-coded `vocab_size = 4096` decides the tokenizer and data files the script looks for
+        lit = _VOCAB_LITERAL.search("\n".join([source, *extra]))
+        vocab = int(lit.group(1)) if lit else vocab
     env = build_env(names, recovered, vocab, Path("@WORK"), Path("@DATA"), Path("@TOK"))
     # reported with the verdict: each size knob's run value (None = code default) -> the tiny value
     shrunk = {k: [recovered.get(k, names.get(k)), v] for k, v in envscan.shrink_plan(
