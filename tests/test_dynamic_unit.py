@@ -206,3 +206,8 @@ def test_hard_coded_vocab_size_decides_the_data(tmp_path):
     script = tmp_path / "train_gpt.py"
     script.write_text("import os\nclass H:\n    vocab_size = 4096\n    seed = int(os.environ.get('SEED', 1))\n")
     assert configure(tmp_path, script, {"env": {}})["vocab"] == 4096
+
+
+def test_out_of_memory_with_hard_coded_sizes_is_a_note():
+    f = analyze._too_big({"timeout": 10}, {"hard_coded": ["width", "batch"]}, "t.py", "", why="ran out of memory at x:1")
+    assert f.rule == "PG903" and f.level == "note" and "ran out of memory" in f.message and "width, batch" in f.message

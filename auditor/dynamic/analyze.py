@@ -149,6 +149,9 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
                 findings.append(Finding("PG5D5", "warning", f"resource limit: the run ran out of its address-space "
                                         f"limit ({e['where']})", rel))
             special = _cannot_run_on_cpu(e, prep, rel, tail)
+            if special is None and prep.get("hard_coded") and (
+                    e["type"] == "MemoryError" or "can't allocate memory" in e["msg"]):
+                special = _too_big(plan, prep, rel, tail, why=f"ran out of memory at {e['where']}")
             if special is not None:
                 return findings + [special], metrics
         elif child.timed_out:
@@ -299,9 +302,10 @@ def _cannot_run_on_cpu(e: dict, prep: dict, rel: str, tail: str) -> Finding | No
     return None
 
 
-def _too_big(plan: dict, prep: dict, rel: str, tail: str) -> Finding:
+def _too_big(plan: dict, prep: dict, rel: str, tail: str, why: str = "") -> Finding:
     hard = ", ".join(prep["hard_coded"])
-    return Finding("PG903", "note", f"dynamic audit: the tiny run did not finish within {plan.get('timeout', 0):g} s; "
+    why = why or f"did not finish within {plan.get('timeout', 0):g} s"
+    return Finding("PG903", "note", f"dynamic audit: the tiny run {why}; "
                    f"the script hard-codes its {hard} (no environment knob to shrink), so the CPU run keeps the record's "
                    "size; the static verdict stands (raise --timeout or audit on a GPU)", rel,
                    evidence={"hard_coded": prep["hard_coded"], "shrunk": prep.get("shrunk", {}),
