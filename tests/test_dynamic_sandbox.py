@@ -86,7 +86,7 @@ def test_infinite_loop_is_killed(tmp_path):
 def test_huge_allocation_fails_cleanly(tmp_path):
     r = _rules(_audit("hostile_alloc", tmp_path))
     assert r["PG5D5"].level == "warning" and "address-space" in r["PG5D5"].message
-    assert "MemoryError" in r["PG900"].message
+    assert "MemoryError" in (r.get("PG900") or r["PG903"]).message  # PG903: the script hard-codes its size
 
 
 def test_missing_submission_is_a_clear_error(tmp_path):

@@ -151,7 +151,7 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
             special = _cannot_run_on_cpu(e, prep, rel, tail)
             if special is None and prep.get("hard_coded") and (
                     e["type"] == "MemoryError" or "can't allocate memory" in e["msg"]):
-                special = _too_big(plan, prep, rel, tail, why=f"ran out of memory at {e['where']}")
+                special = _too_big(plan, prep, rel, tail, why=f"ran out of memory ({e['type']}) at {e['where']}")
             if special is not None:
                 return findings + [special], metrics
         elif child.timed_out:

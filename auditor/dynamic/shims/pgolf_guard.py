@@ -30,7 +30,9 @@ _SECRET_PATH = re.compile(
 _SECRET_ENV = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|SECRET_KEY|CREDENTIALS?|PRIVATE_KEY|AUTH)(_|$)")
 _SHARD = re.compile(r"fineweb_(train|val)_\d+\.bin$")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_ALLOWED_WRITE = ("/dev/null", "/dev/shm/torch_", "/dev/shm/__KMP")
+# /tmp inside the sandbox is its own size-capped tmpfs (it holds the work dir): records keep scratch files there
+# (`/tmp/ttt_counter_<run>`), as contained as the work dir and gone with the sandbox
+_ALLOWED_WRITE = ("/dev/null", "/dev/shm/torch_", "/dev/shm/__KMP", "/tmp/")
 _PROTECT = os.path.realpath(os.environ["PGOLF_PROTECT_DIR"]) if os.environ.get("PGOLF_PROTECT_DIR") else None
 _active = [False]
 
