@@ -127,12 +127,13 @@ def _hook(event: str, args) -> None:
             if _PROTECT and os.path.realpath(full).startswith(_PROTECT + os.sep):
                 _record("tamper", f"{event} {full}")
                 raise SandboxDenied(f"pgolf sandbox: {full} belongs to the auditor")
-            if not _inside(full):
+            if not _inside(full) and not full.startswith("/tmp/"):  # /tmp: the sandbox's private tmpfs
                 _record("write_outside", f"{event} {full}")
                 raise SandboxDenied(f"pgolf sandbox: {event} on {full} outside the work dir is not allowed")
         if event in ("os.rename", "os.replace") and len(args) > 1:
             src = os.fsdecode(os.fspath(args[0])) if isinstance(args[0], (str, bytes, os.PathLike)) else ""
-            if src and not _inside(src if os.path.isabs(src) else os.path.join(os.getcwd(), src)):
+            srcf = src if os.path.isabs(src) else os.path.join(os.getcwd(), src)
+            if src and not _inside(srcf) and not srcf.startswith("/tmp/"):
                 _record("write_outside", f"{event} {src}")
                 raise SandboxDenied(f"pgolf sandbox: {event} of {src} is not allowed")
     elif event == "ctypes.dlopen":
