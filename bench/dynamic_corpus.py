@@ -31,6 +31,10 @@ REASONS = [
     ("needs GPU", re.compile(r"needs a GPU|needs GPU")),
     ("too big for CPU", re.compile(r"hard-codes|too large for the CPU|cannot shrink")),
     ("timeout", re.compile(r"did not finish within|wall-clock limit")),
+    ("sandbox refused a write to /tmp", re.compile(r"SandboxDenied: pgolf sandbox: writing /tmp")),
+    ("sandbox refused a process", re.compile(r"SandboxDenied: pgolf sandbox: creating processes")),
+    ("sandbox refused a read", re.compile(r"SandboxDenied: pgolf sandbox: reading")),
+    ("needs a file the folder lacks", re.compile(r"FileNotFoundError")),
     ("missing module", re.compile(r"ModuleNotFoundError|No module named")),
     ("configuration", re.compile(r"ValueError: invalid literal|could not prepare the run")),
 ]
@@ -50,7 +54,8 @@ def classify(findings: list[dict]) -> tuple[str, str]:
     for name, rx in REASONS:
         if rx.search(text):
             return "stopped", name
-    return "stopped", "other: " + (msgs[0][:160] if msgs else "no finding")
+    exc = re.search(r"raised (\w+)", text)
+    return "stopped", "other: " + (exc.group(1) if exc else (msgs[0][:80] if msgs else "no finding"))
 
 
 def expected(label: dict | None) -> str:
