@@ -159,4 +159,7 @@ def barrier() -> None:
 def shutdown() -> None:
     """Leave the process group (safe to call when none was joined)."""
     if dist.is_available() and dist.is_initialized():
+        # leave together: a rank that destroys its gloo group while a peer still talks to it can abort the peer
+        # ("terminate called without an active exception", seen under load on a 2-core machine)
+        dist.barrier()
         dist.destroy_process_group()
