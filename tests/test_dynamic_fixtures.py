@@ -102,8 +102,9 @@ def _submission(tmp_path, code: str) -> Path:
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="PEP 701 f-strings parse on this Python")
 def test_newer_python_payload_is_a_note(tmp_path, dyn_cache):
     """A decoded payload with Python 3.12 f-string syntax under this (older) Python: PG902 names the version and the
-    --python option, and the run is not a PG900 failure."""
-    payload = 'd = {"k": 1}\nprint(f"{d["k"]}")\n'
+    --python option, and the run is not a PG900 failure. A backslash inside a replacement field: re-quoting (the
+    child's pgolf_pep701) cannot make that parse before 3.12."""
+    payload = 'd = {"k": 1}\nprint(f"{\'\\n\'.join(d)}")\n'
     sub = _submission(tmp_path, f"import os\nexec(compile({payload!r}, '<payload>', 'exec'))\n")
     res = run_dynamic(sub, timeout=120, cache_dir=dyn_cache)
     rules = {f.rule: f for f in res.findings}

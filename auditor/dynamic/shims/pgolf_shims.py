@@ -471,8 +471,10 @@ def _patch_tools() -> None:
 
 
 def install() -> CudaToCpuMode:
+    import pgolf_pep701
     import pgolf_triton
 
+    pgolf_pep701.install()  # 3.12 f-string quoting in the script or its exec'd payload, re-quoted for this Python
     _patch_tools()
 
     pgolf_triton.install()
