@@ -91,6 +91,27 @@ def test_wrapped_builtins_retry_only_pep701_errors(monkeypatch):
         builtins.compile("def broken(:\n", "<x>", "exec")
 
 
+def test_wrapped_builtins_keep_the_callers_future_flags(monkeypatch):
+    """The wrappers compile on the caller's behalf: its `from __future__` flags apply, the wrapper module's never."""
+    import builtins
+
+    src = "def f(x: int): pass\nout = f.__annotations__['x']\n"
+    driver = "exec(src, ns)\nres = eval('f.__annotations__', ns)['x']\nc = compile(src, '<c>', 'exec')\n"
+    want = {}
+    for future in ("", "from __future__ import annotations\n"):
+        g = {"src": src, "ns": {}}
+        builtins.exec(builtins.compile(future + driver, "<d>", "exec", dont_inherit=True), g)
+        want[future] = (g["ns"]["out"], g["res"], g["c"].co_flags)
+    monkeypatch.setattr(builtins, "compile", pgolf_pep701._compile)
+    monkeypatch.setattr(builtins, "exec", pgolf_pep701._run("exec", "exec"))
+    monkeypatch.setattr(builtins, "eval", pgolf_pep701._run("eval", "eval"))
+    for future, (out, res, flags) in want.items():
+        g = {"src": src, "ns": {}}
+        pgolf_pep701._ORIG["exec"](pgolf_pep701._ORIG["compile"](future + driver, "<d>", "exec", 0, True), g)
+        assert (g["ns"]["out"], g["res"], g["c"].co_flags) == (out, res, flags)
+    assert want[""][0] is int and want["from __future__ import annotations\n"][0] == "int"
+
+
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="PEP 701 f-strings parse on this Python")
 def test_lzma_payload_with_312_fstring_runs_in_dynamic_audit(tmp_path):
     """The shape of the real records: a wrapper that exec()s an lzma+base85 payload written for Python 3.12."""

@@ -7,8 +7,8 @@ comment inside a field, more nesting than the four quote styles allow) or the re
 with the downgraded source, else the original error stands (the auditor turns it into PG902).
 """
 
-from __future__ import annotations
-
+# no `from __future__` import here: compile/exec called from this module would pass its flags to the submission's code
+import __future__
 import builtins
 import re
 import sys
@@ -134,35 +134,46 @@ def _retry(source, e: SyntaxError):
     return downgrade(source)
 
 
+_FUTURE_FLAGS = 0
+for _name in __future__.all_feature_names:
+    _FUTURE_FLAGS |= getattr(__future__, _name).compiler_flag
+
+
+def _caller_flags(depth: int = 2) -> int:
+    """The `from __future__` flags of the code calling the wrapper, which the builtin would have inherited."""
+    return sys._getframe(depth).f_code.co_flags & _FUTURE_FLAGS
+
+
 def _compile(source, filename, mode, flags=0, dont_inherit=False, optimize=-1, **kw):
+    if not dont_inherit:
+        flags |= _caller_flags()
     try:
-        return _ORIG["compile"](source, filename, mode, flags, dont_inherit, optimize, **kw)
+        return _ORIG["compile"](source, filename, mode, flags, True, optimize, **kw)
     except SyntaxError as e:
         if not isinstance(source, (str, bytes, bytearray)):
             raise
         new = _retry(source, e)
         if new is None:
             raise
-        return _ORIG["compile"](new, filename, mode, flags, dont_inherit, optimize, **kw)
+        return _ORIG["compile"](new, filename, mode, flags, True, optimize, **kw)
 
 
 def _run(kind: str, mode: str):
     def run(source, globals=None, locals=None, *args, **kw):  # noqa: A002 - builtin signature
-        if isinstance(source, (str, bytes, bytearray)):
-            try:
-                _ORIG["compile"](source, "<string>", mode, 0x400, True)
-            except SyntaxError as e:
-                new = _retry(source, e)
-                if new is not None:
-                    if globals is None:  # the caller's namespace, as the builtin would use
-                        f = sys._getframe(1)
-                        globals, locals = f.f_globals, f.f_locals if locals is None else locals
-                    source = _ORIG["compile"](new, "<string>", mode)
-            except (ValueError, TypeError):
-                pass  # the builtin reports these itself
-        if globals is None:
+        if globals is None:  # the caller's namespace, as the builtin would use
             f = sys._getframe(1)
             globals, locals = f.f_globals, f.f_locals if locals is None else locals
+        if isinstance(source, (str, bytes, bytearray)):
+            if kind == "eval" and isinstance(source, str):
+                source = source.lstrip(" \t")  # the builtin eval ignores leading blanks
+            flags = _caller_flags()
+            try:
+                source = _ORIG["compile"](source, "<string>", mode, flags, True)
+            except SyntaxError as e:
+                new = _retry(source, e)
+                if new is None:
+                    raise
+                source = _ORIG["compile"](new, "<string>", mode, flags, True)
         return _ORIG[kind](source, globals, locals, *args, **kw)
 
     run.__name__ = run.__qualname__ = kind
