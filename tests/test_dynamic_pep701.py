@@ -113,8 +113,10 @@ def test_wrapped_builtins_keep_the_callers_future_flags(monkeypatch):
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="PEP 701 f-strings parse on this Python")
-def test_lzma_payload_with_312_fstring_runs_in_dynamic_audit(tmp_path):
-    """The shape of the real records: a wrapper that exec()s an lzma+base85 payload written for Python 3.12."""
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_312_fstring_runs_in_dynamic_audit(tmp_path, wrapped):
+    """The shape of the real records: a wrapper that exec()s an lzma+base85 payload written for Python 3.12 (and the
+    same code as the script itself, which the runner's runpy compiles)."""
     from auditor.dynamic import run_dynamic
 
     # the payload stops itself with a message built by the 3.12 f-string: the audit reports it, so it ran
@@ -122,7 +124,8 @@ def test_lzma_payload_with_312_fstring_runs_in_dynamic_audit(tmp_path):
     blob = base64.b85encode(lzma.compress(payload.encode())).decode()
     sub = tmp_path / "sub"
     sub.mkdir()
-    (sub / "train_gpt.py").write_text(f"import lzma as L,base64 as B\nexec(L.decompress(B.b85decode({blob!r})))\n")
+    wrapper = f"import lzma as L,base64 as B\nexec(L.decompress(B.b85decode({blob!r})))\n"
+    (sub / "train_gpt.py").write_text(wrapper if wrapped else payload)
     res = run_dynamic(sub, timeout=120, cache_dir=tmp_path / "cache")
     rules = {f.rule for f in res.findings}
     assert "PG902" not in rules, [f.message for f in res.findings]
