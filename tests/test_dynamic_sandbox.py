@@ -183,3 +183,18 @@ def test_launcher_as_an_ordinary_user():
         assert "UID 1000 0000000000000000 False" in p.stdout
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_compiler_run_is_a_warning_and_other_processes_stay_errors(tmp_path):
+    # records build fused kernels with g++ at run time: blocked (the sandbox runs only the interpreter) but no violation
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "train_gpt.py").write_text(
+        "import subprocess\n"
+        "subprocess.run(['g++', '-O3', '-shared', 'fused.cpp', '-o', 'fused.so'])\n"
+        "print('final_int8_zlib_roundtrip_exact val_loss:1.0 val_bpb:1.0')\n"
+    )
+    res = run_dynamic(sub, timeout=60, cache_dir=tmp_path / "cache")
+    f = _rules(res)["PG5D4"]
+    assert f.level == "warning" and "compiler" in f.message and "g++" in f.message
+    assert not any(x.rule == "PG5D4" and x.level == "error" for x in res.findings)

@@ -134,14 +134,15 @@ def _late_reads(facts) -> list:
         loops = {id(s.loops[0].node) for s in tsites}
         in_loop = [x.order for x in f.sites + f.calls if x.loops and id(x.loops[0].node) in loops]
         end = max(in_loop + [s.order for s in tsites])
-        for c in calls:
-            if c.order <= end:
-                continue
-            gs = _readers(prog, r, f, c)
-            if gs:
-                out.append((f, c, gs[0], f"training loop in {f.qualname} has stopped",
-                            "Reserve the calibration time inside the budget (stop training early)"))
-                break
+        hit = next(((c, gs[0]) for c in calls if c.order > end for gs in [_readers(prog, r, f, c)] if gs), None)
+        # a shard opened inline after the loop (np.memmap of the last training shard for a later adaptation)
+        site = min((s for s in f.sites if s.kind == "read_train" and s.order > end), key=lambda s: s.order,
+                   default=None)
+        if site is not None and (hit is None or site.order < hit[0].order):
+            hit = (site, f)
+        if hit is not None:
+            out.append((f, hit[0], hit[1], f"training loop in {f.qualname} has stopped",
+                        "Reserve the calibration time inside the budget (stop training early)"))
     return out
 
 
@@ -243,6 +244,10 @@ _BASELINE = _NORESERVE.replace(
             break
     {after}
     torch.save(model.state_dict(), "final_model.pt")""")
+# after the main loop, the tail of the last training shard is opened inline for a later adaptation step
+_INLINE_TAIL = _BASELINE.replace("{after}", """last = sorted(glob.glob(args.train_files))[-1]
+    tail = torch.from_numpy(np.memmap(last, dtype=np.uint16, mode="r")[256:].astype(np.int64))[-4097:]
+    model(tail[:-1][None], tail[1:][None]).backward()""")
 # a distillation loop that is switched off follows the calibration: training ended with the main loop
 _DISTILL_OFF = _BASELINE.replace("{after}", """collect_hessians(model, args.train_files)
     if int(os.environ.get("DISTILL_STEPS", "0")) > 0:
@@ -271,6 +276,8 @@ class PG501(Rule):
         Example("calibration_before_a_switched_off_loop", {"train_gpt.py": _DISTILL_OFF},
                 points_at=(("train_gpt.py", 44),)),
         Example("calibration_after_train_model_returns", {"train_gpt.py": _SPLIT}, points_at=(("train_gpt.py", 37),)),
+        Example("training_shard_tail_opened_after_the_loop", {"train_gpt.py": _INLINE_TAIL},
+                points_at=(("train_gpt.py", 44),), note="an inline read, no reader function in between"),
         Example("gptq_on_train_after_loop_no_reserve", {"train_gpt.py": _NORESERVE.replace("{save}", "pass")},
                 points_at=(("train_gpt.py", 34),)),
     )
