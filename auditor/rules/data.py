@@ -136,8 +136,8 @@ def _late_reads(facts) -> list:
         end = max(in_loop + [s.order for s in tsites])
         hit = next(((c, gs[0]) for c in calls if c.order > end for gs in [_readers(prog, r, f, c)] if gs), None)
         # a shard opened inline after the loop (np.memmap of the last training shard for a later adaptation)
-        site = min((s for s in f.sites if s.kind == "read_train" and s.order > end), key=lambda s: s.order,
-                   default=None)
+        late = [s for s in f.sites if s.kind == "read_train" and s.order > end and not _off(s)]
+        site = min(late, key=lambda s: s.order, default=None)
         if site is not None and (hit is None or site.order < hit[0].order):
             hit = (site, f)
         if hit is not None:
