@@ -7,7 +7,10 @@ None of these modules imports torch at import time, so `pgolf audit` and `pgolf 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
+from pathlib import Path
 
 from auditor import cli as audit_cli
 from builder import cli as build_cli
@@ -64,6 +67,13 @@ def run_handler(args) -> int:
     except KeyboardInterrupt:
         print("pgolf: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours: never exit 1 (reads as "findings") and never dump a traceback
+        if os.environ.get("PGOLF_DEBUG"):
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(f"pgolf: internal error in {args.command}: {type(exc).__name__}: {exc} "
+              f"(at {Path(where.filename).name}:{where.lineno}; PGOLF_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -201,6 +201,21 @@ def test_internal_crash_is_exit_2_never_0(tree, capsys, monkeypatch):
     assert "synthetic rule bug" in captured.err
 
 
+def test_a_crash_outside_the_analysis_is_one_line_and_exit_2(tree, capsys, monkeypatch):
+    # a bug in report rendering (after the isolated analysis) must not read as "findings" (1) or dump a traceback
+    from auditor import report
+
+    def boom(*a, **k):
+        raise RuntimeError("synthetic report bug")
+
+    monkeypatch.delenv("PGOLF_DEBUG", raising=False)
+    monkeypatch.setattr(report, "render_json", boom)
+    _root, good, _bad = tree
+    assert main(["audit", "--format", "json", str(good)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error in audit" in err[0] and "synthetic report bug" in err[0]
+
+
 def _json(capsys):
     return json.loads(capsys.readouterr().out)["submissions"]
 
