@@ -211,3 +211,26 @@ def test_hard_coded_vocab_size_decides_the_data(tmp_path):
 def test_out_of_memory_with_hard_coded_sizes_is_a_note():
     f = analyze._too_big({"timeout": 10}, {"hard_coded": ["width", "batch"]}, "t.py", "", why="ran out of memory at x:1")
     assert f.rule == "PG903" and f.level == "note" and "ran out of memory" in f.message and "width, batch" in f.message
+
+
+def _child_with(probe: dict, ok: bool = True):
+    from types import SimpleNamespace
+
+    run = {"name": "main", "ok": ok, "probe": probe, "error": None}
+    return SimpleNamespace(channel_error=None, results={"runs": [run]})
+
+
+def test_one_update_ttt_retries_when_a_single_update_covered_the_whole_stream():
+    """A TTT chunk at least as long as the tiny stream trains on every position in one update: the order of scoring
+    and training across chunks (a later chunk's training reaching an earlier chunk's score) cannot be seen."""
+    from auditor.dynamic.harness import _one_update_ttt
+
+    one = {"val_train_backwards": 2, "n_val": 513, "train_versions": [[1, 512, 34]]}
+    assert _one_update_ttt(_child_with(one))
+    chunked = {"val_train_backwards": 4, "n_val": 513, "train_versions": [[1, 256, 34], [257, 512, 36]]}
+    assert not _one_update_ttt(_child_with(chunked))  # chunk order observable already
+    partial = {"val_train_backwards": 1, "n_val": 513, "train_versions": [[1, 128, 34]]}
+    assert not _one_update_ttt(_child_with(partial))
+    assert not _one_update_ttt(_child_with({"val_train_backwards": 0, "n_val": 513, "train_versions": []}))
+    assert not _one_update_ttt(_child_with(one, ok=False))
+    assert not _one_update_ttt(_child_with(dict(one, tainted=512)))  # trained before scoring: seen already

@@ -20,7 +20,7 @@ from auditor.dynamic import analyze, channel, datagen, envscan, sandbox
 from auditor.findings import Finding
 from trainer.errors import PgolfError
 
-HARNESS_VERSION = "1"
+HARNESS_VERSION = "2"
 N_VAL_WINDOWS = 16  # validation stream = 16 windows of SEQ tokens + 1
 LONG_VAL_WINDOWS = 160  # retry length for scripts that hard-code a minimum (5121 tokens)
 NORM_CANDIDATES = 8
@@ -220,6 +220,22 @@ def _short_validation(child) -> bool:
     return bool(main and not main["ok"] and main["error"] and _SHORT_VAL.search(main["error"]["msg"]))
 
 
+def _one_update_ttt(child) -> bool:
+    """The main run trained on validation tokens, but one update covered the whole stream (the script's TTT chunk is
+    at least as long as the tiny stream): the order of scoring and training across chunks, and what a later chunk's
+    training does to an earlier chunk's score, cannot be observed. Worth one more run with a longer stream."""
+    if child.channel_error is not None or not child.results:
+        return False
+    main = next((r for r in child.results.get("runs", []) if r["name"] == "main"), None)
+    pr = (main or {}).get("probe") or {}
+    if not (main and main["ok"] and pr.get("val_train_backwards")) or pr.get("tainted"):  # a verdict already
+        return False
+    runs, n = pr.get("train_versions") or [], int(pr.get("n_val") or 0)
+    versions = {r[2] for r in runs}
+    covered = sum(r[1] - r[0] + 1 for r in runs)
+    return len(versions) == 1 and n > 0 and covered >= n - 2
+
+
 def cache_key(sub: Path, copied: list[str], skipped: list, static_context, timeout: float, python: str) -> str:
     """Content hash of what decides the result: the staged copy of the submission (every file copied, and what was
     refused), the static context's configuration, the auditor's dynamic code, the interpreter and the timeout."""
@@ -310,7 +326,9 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
             child = sandbox.run_child([str(sandbox.SHIMS / "pgolf_runner.py"), str(workdir / ".pgolf" / "plan.json")],
                                       workdir, {}, sandbox.Limits(timeout=left), python=python)
             channel.decode(child, [r["name"] for r in runs])
-            if not (_short_validation(child) and timeout - (time.time() - t_start) > 30):
+            if n_windows == LONG_VAL_WINDOWS or timeout - (time.time() - t_start) <= 30:
+                break
+            if not (_short_validation(child) or _one_update_ttt(child)):
                 break
         if child.channel_error is None:
             try:
