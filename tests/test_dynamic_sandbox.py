@@ -190,11 +190,17 @@ def test_a_compiler_run_is_a_warning_and_other_processes_stay_errors(tmp_path):
     sub = tmp_path / "sub"
     sub.mkdir()
     (sub / "train_gpt.py").write_text(
-        "import subprocess\n"
-        "subprocess.run(['g++', '-O3', '-shared', 'fused.cpp', '-o', 'fused.so'])\n"
+        "import subprocess, sys\n"
+        "for cmd in (['g++', '-O3', '-shared', 'fused.cpp', '-o', 'fused.so'],\n"
+        "            [sys.executable, 'setup.py', 'build_ext', '--inplace']):\n"
+        "    try:\n"
+        "        subprocess.run(cmd)\n"
+        "    except Exception as exc:\n"
+        "        print('blocked:', type(exc).__name__)\n"
         "print('final_int8_zlib_roundtrip_exact val_loss:1.0 val_bpb:1.0')\n"
     )
     res = run_dynamic(sub, timeout=60, cache_dir=tmp_path / "cache")
     f = _rules(res)["PG5D4"]
     assert f.level == "warning" and "compiler" in f.message and "g++" in f.message
+    assert any("build_ext" in a for a in f.evidence["attempts"]) and any("g++" in a for a in f.evidence["attempts"])
     assert not any(x.rule == "PG5D4" and x.level == "error" for x in res.findings)

@@ -12,7 +12,7 @@ from auditor.findings import Finding
 
 FLIP_ATOL, FLIP_RTOL = 1e-4, 1e-4
 NORM_TOL = 1e-3
-_TOOLCHAIN = re.compile(r"(?:^|[\s/'\"\[])(?:g\+\+|gcc|c\+\+|cc|clang\+{0,2}|nvcc|ninja|cmake)(?:[\s'\",\]]|$)")
+_TOOLCHAIN = re.compile(r"(?:^|[\s/'\"\[])(?:g\+\+|gcc|c\+\+|cc|clang\+{0,2}|nvcc|ninja|cmake)(?:[\s'\",\]]|$)|\bbuild_ext\b")
 _SANDBOX_TEXT = {
     "secret_read": "tried to read a secret file",
     "write_outside": "tried to write outside its working directory",
