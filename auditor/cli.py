@@ -65,33 +65,6 @@ def add_parser(sub, name: str, help: str):
     return p
 
 
-def _analyse_one(item, opts_dict):
-    from auditor.engine import Options, Result, analyse
-    from auditor.findings import Finding
-
-    root, entry, display, is_folder = item
-    opts = Options(**opts_dict)
-    try:
-        return analyse(Path(root), Path(entry) if entry else None, display, is_folder, opts), None
-    except Exception as exc:  # an auditor bug must never look like a pass
-        tb = traceback.format_exc(limit=6)
-        f = Finding(
-            "PG000",
-            "error",
-            f"internal auditor error while analysing this submission: {type(exc).__name__}: {exc}; please report it.",
-            "",
-            1,
-            1,
-        )
-        return Result(
-            path=display,
-            verdict="error",
-            root=display if is_folder else str(Path(display).parent),
-            findings=[f],
-            metrics={},
-        ), tb
-
-
 def _progress(i, n, label, enabled):
     if not enabled:
         return

@@ -116,15 +116,6 @@ def audit_paths(paths, opts: Options | None = None) -> list:
     return [analyse(*d, opts) for d in discover(paths)]
 
 
-def static_context(path):
-    """(Submission, ConfigModel, Program|None) of the first submission at `path`, for the dynamic audit."""
-    found = discover([path])
-    if not found:
-        return None
-    r = analyse(*found[0], Options(keep_context=True))
-    return r.context
-
-
 # -- isolated runs ------------------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 
-from auditor.findings import Finding
 from auditor.rules.base import REGISTRY, Example, Rule, register
 
 __all__ = ["AuditContext", "Example", "Rule", "all_rules", "finding_at", "register", "rule_modules", "run_rules"]
@@ -30,7 +29,6 @@ class AuditContext:
     cfg: object  # auditor.config.ConfigModel
     prog: object  # auditor.flow.Program | None
     max_bytes: int = 16_000_000
-    summaries: dict = field(default_factory=dict)
     checked: dict = field(default_factory=dict)  # rule id -> what a clean rule verified (see run_rules)
     _memo: dict = field(default_factory=dict, repr=False)
 
@@ -39,11 +37,6 @@ class AuditContext:
         if key not in self._memo:
             self._memo[key] = fn()
         return self._memo[key]
-
-
-def finding_at(ctx_unit, node, rule: str, level: str, message: str, evidence=None) -> Finding:
-    file, line, col, note = ctx_unit.location(node)
-    return Finding(rule, level, note + message, file, line, col, evidence or {})
 
 
 @functools.lru_cache(maxsize=1)

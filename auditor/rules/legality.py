@@ -216,7 +216,6 @@ def analyse(ctx) -> list:
     if prog is None:
         return []
     summ = Summary(prog)
-    ctx.summaries["legality"] = summ
     out: list = []
     seen = set()
 
