@@ -20,6 +20,7 @@ import re
 
 import libcst as cst
 
+from auditor import logtemplates
 from auditor.cstwalk import walk
 from auditor.logs import env_assignments
 
@@ -93,6 +94,9 @@ class ConfigModel:
         self.helper_kinds: dict = {}  # helper name -> how it parses the string it reads (see _parse_kind)
         self.parse_kinds: dict = {}  # ENV -> how the script parses its value: ("int",) ("float",) ("bool",)
         # ("eq", truthy literals, lower) or ("str",); the log/README value is exported in a form that parse accepts
+        self.templates = None  # the script's f-strings (auditor.logtemplates), set by build_config
+        self.resolver = None
+        self.template_lines: dict = {}  # ENV -> (log rel, line) where the script's own format string printed it
 
     # ---------------------------------------------------------------- building
     def scan_unit(self, unit) -> None:
@@ -210,6 +214,12 @@ class ConfigModel:
             env = self.attr_env.get(k)  # `  ttt_on: True` printed for `ttt_on = ...os.environ.get("TTT_ENABLED")`
             if env is not None and env != k.upper() and str(v).strip() != "None":
                 self.overrides[env] = (v, source)
+        if self.templates is not None and info.messages:
+            # strongest evidence, so applied last: the line came from this f-string, this placeholder is that setting
+            for env, (v, line) in logtemplates.printed_values(self.templates, self.resolver, info.messages).items():
+                if str(v).strip() != "None" and self.accepted(env, v) is not None:
+                    self.overrides[env] = (v, source)
+                    self.template_lines[env] = (source, line)
         for lb in list(info.finals) + list(info.markers):
             self.markers.update(w for w in re.split(r"[^a-z0-9]+", lb.lower()) if w)
         if info.ttt_elapsed_s is not None:
@@ -593,6 +603,16 @@ def _env_read(node: cst.Call, helpers=frozenset()):
     return name, default
 
 
+def _env_name(node, helpers=frozenset()):
+    """ENV read by `node` (a call of os.environ.get / getenv / an env helper, or `os.environ["X"]`), else None."""
+    if isinstance(node, cst.Call):
+        r = _env_read(node, helpers)
+        return r[0] if r is not None else None
+    if isinstance(node, cst.Subscript):
+        return _environ_subscript(node)
+    return None
+
+
 def _environ_subscript(node: cst.Subscript):
     if not _is_environ(node.value) or len(node.slice) != 1:
         return None
@@ -613,6 +633,9 @@ def build_config(sub) -> ConfigModel:
     cfg = ConfigModel()
     for unit in sub.units:
         cfg.scan_unit(unit)
+    if sub.logs:
+        cfg.templates = logtemplates.build_index(sub.units)
+        cfg.resolver = logtemplates.EnvResolver(sub.units, lambda n, h=cfg.env_helpers: _env_name(n, h))
     if sub.readme_text:
         cfg.add_text_overrides(sub.readme_text, sub.readme_rel or "README.md")
     for rel, text in sorted(sub.scripts.items()):

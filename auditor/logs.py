@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 # Lines longer than this are skipped (the corpus's longest log line is < 1,000 chars); several patterns below
 # backtrack over runs of spaces, so an unbounded line would cost time quadratic in its length.
 MAX_LINE_CHARS = 4096
+MAX_MESSAGES = 4000  # free-form lines kept per log for template matching
 _TS = r"^(?:\d{9,}\.\d+\s+)?"
 _RE_TS = re.compile(r"^\d{9,}\.\d+ ")
 _RE_STEP_OLD = re.compile(
@@ -142,6 +143,9 @@ class LogInfo:
     markers: set = field(default_factory=set)  # `name:`/`name ` prefixes of log lines (features the run printed)
     lines: dict = field(default_factory=dict)  # {"total_size": n, "code_size": n, "stop": n, ...} 1-based
     setting_lines: dict = field(default_factory=dict)  # {printed key or ENV name: 1-based line that printed it}
+    # [(1-based line, stripped text)] of the free-form lines (not step/val/final metrics), for matching against the
+    # script's own format strings (auditor.logtemplates); capped, and left out of to_dict
+    messages: list = field(default_factory=list)
 
     @property
     def is_training_log(self) -> bool:
@@ -161,6 +165,7 @@ class LogInfo:
         d = dict(self.__dict__)
         d["finals"] = {k: list(v) for k, v in self.finals.items()}
         d["markers"] = sorted(self.markers)
+        d.pop("messages", None)
         return d
 
 
@@ -278,6 +283,8 @@ def parse_log(text: str, name: str | None = None) -> LogInfo:
         if m:
             info.seed = int(m.group("seed"))
             continue
+        if len(info.messages) < MAX_MESSAGES:
+            info.messages.append((lineno, stripped))
         _parse_kv_line(info, stripped, lineno)
     if calib_seen:
         info.calibration_s = calib_total
