@@ -237,6 +237,7 @@ def _run_dynamic(items, results, args, crashed) -> None:
             static_context = {
                 "env": cfg.effective(),
                 "env_with_defaults": cfg.effective(True),
+                "adapts_on_val": cfg.adaptation_logged(),
                 "decoded_sources": sub.decoded_sources(),
                 "findings": [f.to_dict() for f in r.findings],
             }

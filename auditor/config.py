@@ -37,6 +37,7 @@ def _only_assignments(line: str) -> bool:
     toks = line.split()
     return bool(toks) and all(_ASSIGNMENT.fullmatch(t) for t in toks)
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{1,}$")
+ADAPTATION_WORDS = ("ttt", "slot")  # log words of test-time training / per-window optimization (challenge logs)
 _FLAG_NOISE = {"enabled", "enable", "use", "flag", "on", "do", "apply", "run", "mode", "is"}
 
 
@@ -285,6 +286,10 @@ class ConfigModel:
         if _ENV_NAME.match(name) and name in self.overrides:
             return _to_py(self.overrides[name][0])
         return UNKNOWN
+
+    def adaptation_logged(self) -> bool:
+        """Did the run's logs show an adaptation on validation data running (a `ttt...`/`slot...` line, TTT time)?"""
+        return any(w in self.markers for w in ADAPTATION_WORDS)
 
     def observed(self, flag_names) -> bool:
         """Did the logs show the feature named by these flags running (e.g. `ttt_enabled` and a `legal_ttt` line)?"""
@@ -650,6 +655,12 @@ def effective_config(submission, include_defaults: bool = False) -> dict:
     defaults for every other env var it reads are included too (defaults overridden by the run).
 
     `submission` is an `auditor.source.Submission` or a path (folder or train_gpt.py)."""
+    cfg = config_of(submission)
+    return cfg.effective(include_defaults) if cfg is not None else {}
+
+
+def config_of(submission) -> ConfigModel | None:
+    """The ConfigModel of a Submission or of a path (folder or train_gpt.py); None when nothing is found there."""
     if not hasattr(submission, "units"):
         from pathlib import Path
 
@@ -657,6 +668,6 @@ def effective_config(submission, include_defaults: bool = False) -> dict:
 
         found = discover([Path(submission)])
         if not found:
-            return {}
+            return None
         submission = load_submission(*found[0])
-    return build_config(submission).effective(include_defaults)
+    return build_config(submission)

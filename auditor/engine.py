@@ -133,6 +133,10 @@ class _SubFacts:
 class _CfgFacts:
     env: dict
     env_with_defaults: dict
+    adapts_on_val: bool = False
+
+    def adaptation_logged(self) -> bool:
+        return self.adapts_on_val
 
     def effective(self, with_defaults: bool = False) -> dict:
         return self.env_with_defaults if with_defaults else self.env
@@ -152,7 +156,8 @@ def _analyse_item(item, opts: Options) -> Result:
     r = analyse(Path(root), Path(entry) if entry else None, display, is_folder, opts)
     if opts.keep_context and r.context is not None:
         sub, cfg = r.context.sub, r.context.cfg
-        r.context = DynamicFacts(_SubFacts(sub.decoded_sources()), _CfgFacts(cfg.effective(), cfg.effective(True)))
+        r.context = DynamicFacts(_SubFacts(sub.decoded_sources()), _CfgFacts(cfg.effective(), cfg.effective(True),
+                                                                      cfg.adaptation_logged()))
     return r
 
 

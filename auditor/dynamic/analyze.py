@@ -257,9 +257,10 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
     ph = metrics.get("phases", {})
     findings.append(Finding("PG9D0", "note", "dynamic audit ran the script on tiny data: " + ", ".join(
         f"{k}={v}s" for k, v in ph.items()) + (f"; logs report {metrics['log_times']}" if metrics["log_times"] else "")
-        + "; " + shrink_text(prep), rel,
+        + "; " + shrink_text(prep) + _stream_text(prep), rel,
         evidence={"phases": ph, "log_times": metrics["log_times"], "shrunk": prep.get("shrunk", {}),
-                  "hard_coded": prep.get("hard_coded", [])}))
+                  "hard_coded": prep.get("hard_coded", []), "val_tokens": int(len(prep["val"])),
+                  "val_doc_len": prep.get("val_doc_len"), "retry": prep.get("retry")}))
     return findings, metrics
 
 
@@ -326,3 +327,10 @@ def _pos(v) -> bool:
         return float(v) > 0
     except (TypeError, ValueError):
         return False
+
+
+def _stream_text(prep) -> str:
+    text = f"; validation stream {len(prep['val']):,} tokens, a document every {prep.get('val_doc_len') or '?'}"
+    if prep.get("retry"):
+        text += f" (second run: {prep['retry']})"
+    return text

@@ -35,15 +35,17 @@ def _trigram_keys(t: np.ndarray, base: int) -> np.ndarray:
     return t[:-2] * base * base + t[1:-1] * base + t[2:]
 
 
-def make_streams(vocab: int, n_val: int, n_train: int, seed: int = 0, doc_len: int = 97):
-    """(train, val): random ordinary tokens with a BOS every `doc_len`; val trigrams unique and not in train."""
+def make_streams(vocab: int, n_val: int, n_train: int, seed: int = 0, doc_len: int = 97,
+                 val_doc_len: int | None = None):
+    """(train, val): random ordinary tokens with a BOS every `doc_len` (`val_doc_len` in val); val trigrams unique and
+    not in train."""
     if vocab < 64:
         raise PgolfError(f"dynamic audit: vocabulary size {vocab} is too small for tagged streams (expected >= 64)")
     rng = np.random.default_rng(seed)
     train = rng.integers(FIRST_ORDINARY, vocab, size=n_train, dtype=np.int64)
     train[::doc_len] = BOS
     val = rng.integers(FIRST_ORDINARY, vocab, size=n_val, dtype=np.int64)
-    val[::doc_len] = BOS
+    val[::val_doc_len or doc_len] = BOS
     val = make_unique(val, vocab, rng, forbidden=set(_trigram_keys(train, vocab).tolist()))
     return train, val
 

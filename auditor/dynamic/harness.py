@@ -23,6 +23,10 @@ from trainer.errors import PgolfError
 HARNESS_VERSION = "2"
 N_VAL_WINDOWS = 16  # validation stream = 16 windows of SEQ tokens + 1
 LONG_VAL_WINDOWS = 160  # retry length for scripts that hard-code a minimum (5121 tokens)
+DOC_LEN = 97  # tokens per document (a BOS every DOC_LEN) in the tiny streams
+# retry for per-document adaptation that skips short documents or small batches of them (hard-coded minimums such as
+# 512 tokens and 16 documents): 20 documents of 1,200 tokens, about FineWeb's mean document length (~1,240 tokens)
+LONG_DOC_LEN, LONG_DOCS = 1200, 20
 NORM_CANDIDATES = 8
 
 
@@ -140,12 +144,23 @@ def configure(submission: Path, script: Path, static_context) -> dict:
     # reported with the verdict: each size knob's run value (None = code default) -> the tiny value
     shrunk = {k: [recovered.get(k, names.get(k)), v] for k, v in envscan.shrink_plan(
         {k: recovered.get(k, d) for k, d in names.items()}).items() if recovered.get(k, names.get(k)) != v}
+    if isinstance(static_context, dict) and "adapts_on_val" in static_context:
+        adapts = bool(static_context["adapts_on_val"])
+    else:
+        from auditor.config import config_of
+
+        try:
+            model = config_of(submission)
+        except Exception:  # noqa: BLE001 - a folder the static side cannot read: no retry for it
+            model = None
+        adapts = bool(model and model.adaptation_logged())
     return {"names": names, "recovered": recovered, "vocab": vocab, "env": env, "shrunk": shrunk,
+            "adapts_on_val": adapts,
             "hard_coded": envscan.hard_coded(names),
             "val_bytes": any("fineweb_val_bytes_" in text for text in [source, *extra])}
 
 
-def prepare(cfg: dict, workdir: Path, cache_dir: Path, n_windows: int = N_VAL_WINDOWS) -> dict:
+def prepare(cfg: dict, workdir: Path, cache_dir: Path, n_windows: int = N_VAL_WINDOWS, doc_len: int = DOC_LEN) -> dict:
     vocab = cfg["vocab"]
     tok = datagen.tokenizer_for(vocab, cache_dir / "tokenizers")
     # layout of the official data, so scripts that ignore DATA_PATH still find it relative to the cwd
@@ -156,7 +171,8 @@ def prepare(cfg: dict, workdir: Path, cache_dir: Path, n_windows: int = N_VAL_WI
     local_tok = tokdir / f"fineweb_{vocab}_bpe.model"
     shutil.copyfile(tok, local_tok)
     n_val = n_windows * envscan.SEQ + 1
-    train, val = datagen.make_streams(vocab, n_val, 64 * envscan.SEQ * 8, seed=vocab)
+    train, val = datagen.make_streams(vocab, n_val, 64 * envscan.SEQ * 8, seed=vocab, doc_len=DOC_LEN,
+                                      val_doc_len=doc_len)
     datagen.write_shard(datadir / "fineweb_train_000000.bin", train)
     env = build_env(cfg["names"], cfg["recovered"], vocab, workdir, datadir, local_tok)
     # per-token byte counts next to the validation shard, for scripts that read them (CaseOps `fineweb_val_bytes_*`)
@@ -236,6 +252,17 @@ def _one_update_ttt(child) -> bool:
     return len(versions) == 1 and n > 0 and covered >= n - 2
 
 
+def _adaptation_not_run(child) -> bool:
+    """The main run ended without training on a single validation token although the run's logs show an adaptation
+    on validation (TTT/SLOT) ran: the tiny stream did not reach that path (documents shorter than a hard-coded
+    minimum, too few of them for a batch). Worth one more run with long documents."""
+    if child.channel_error is not None or not child.results:
+        return False
+    main = next((r for r in child.results.get("runs", []) if r["name"] == "main"), None)
+    pr = (main or {}).get("probe") or {}
+    return bool(main and main["ok"]) and not pr.get("val_train_backwards") and not pr.get("tainted")
+
+
 def cache_key(sub: Path, copied: list[str], skipped: list, static_context, timeout: float, python: str) -> str:
     """Content hash of what decides the result: the staged copy of the submission (every file copied, and what was
     refused), the static context's configuration, the auditor's dynamic code, the interpreter and the timeout."""
@@ -311,12 +338,15 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
             return hit
         cfg = configure(sub, local, static_context)
         t_start = time.time()
-        for n_windows in (N_VAL_WINDOWS, LONG_VAL_WINDOWS):
+        stream, retried, why = (N_VAL_WINDOWS, DOC_LEN), False, None
+        while True:
+            n_windows, doc_len = stream
             for d in (workdir / ".pgolf", workdir / "data"):
                 shutil.rmtree(d, ignore_errors=True)
             (workdir / ".pgolf").mkdir()
-            prep = prepare(cfg, workdir, cache_dir, n_windows)
-            prep.update(python=python, python_version=python_version(python), val_windows=n_windows)
+            prep = prepare(cfg, workdir, cache_dir, n_windows, doc_len)
+            prep.update(python=python, python_version=python_version(python), val_windows=n_windows,
+                        val_doc_len=doc_len, retry=why)
             runs, meta = plan_runs(prep, workdir)
             plan = {"script": str(local), "out": "results-channel", "vocab_size": prep["vocab"], "runs": runs,
                     "norm_pos": meta["norm_pos"], "timeout": timeout}
@@ -326,9 +356,18 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
             child = sandbox.run_child([str(sandbox.SHIMS / "pgolf_runner.py"), str(workdir / ".pgolf" / "plan.json")],
                                       workdir, {}, sandbox.Limits(timeout=left), python=python)
             channel.decode(child, [r["name"] for r in runs])
-            if n_windows == LONG_VAL_WINDOWS or timeout - (time.time() - t_start) <= 30:
+            if retried or timeout - (time.time() - t_start) <= 30:
                 break
-            if not (_short_validation(child) or _one_update_ttt(child)):
+            retried = True  # at most one retry, on the stream the first run's outcome asks for
+            if _short_validation(child):
+                stream, why = (LONG_VAL_WINDOWS, DOC_LEN), "the script stopped on a validation stream too short for it"
+            elif _one_update_ttt(child):
+                stream, why = (LONG_VAL_WINDOWS, DOC_LEN), "one validation update covered the whole tiny stream"
+            elif cfg.get("adapts_on_val") and _adaptation_not_run(child):
+                stream = (-(-LONG_DOC_LEN * LONG_DOCS // envscan.SEQ), LONG_DOC_LEN)
+                why = ("the logs show test-time adaptation ran, the tiny run trained on no validation token: long "
+                       "documents")
+            else:
                 break
         if child.channel_error is None:
             try:
