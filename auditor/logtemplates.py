@@ -20,6 +20,7 @@ import libcst as cst
 from auditor.cstwalk import walk
 
 MAX_TEMPLATES = 5000
+MAX_CHECKS = 100_000  # template-vs-line comparisons per submission (real records need ~10,000): bounds hostile input
 MAX_PREFIX_KEY = 3  # templates are indexed by the first characters of their leading literal
 _CONVERSIONS = ("int", "float", "bool", "str")
 
@@ -35,11 +36,15 @@ class Template:
 @dataclass
 class TemplateIndex:
     by_prefix: dict = field(default_factory=dict)  # first MAX_PREFIX_KEY chars of the leading literal -> [Template]
+    checks_left: int = MAX_CHECKS
 
     def match(self, line: str):
         """[(Template, [printed text per placeholder])] for every template the stripped line fully matches."""
         out = []
         for t in self.by_prefix.get(line[:MAX_PREFIX_KEY], ()):
+            if self.checks_left <= 0:
+                break
+            self.checks_left -= 1
             vals = _split(line, t.parts)
             if vals is not None:
                 out.append((t, vals))

@@ -144,6 +144,22 @@ def summarize(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def expectation(row: dict) -> dict:
+    """What the per-folder regression test holds a folder to: ran or stopped (and why), and its dynamic errors."""
+    return {"status": row["status"], "reason": row.get("reason", ""), "dyn_errors": row.get("dyn_errors", [])}
+
+
+def compare(rows: list[dict], expectations: dict) -> list[str]:
+    """One line per folder whose outcome differs from the stored expectation."""
+    out = []
+    for r in rows:
+        want = expectations.get(r["folder"])
+        got = expectation(r)
+        if want is not None and want != got:
+            out.append(f"{r['folder']}: expected {want}, got {got}")
+    return out
+
+
 def folders(corpus: Path, only: list[str] | None) -> list[Path]:
     from auditor.source import discover
 
@@ -168,6 +184,9 @@ def main() -> int:
     ap.add_argument("--log", help="append one JSON line per folder here as it finishes")
     ap.add_argument("--json", help="write all rows and the table here at the end")
     ap.add_argument("--cache", help="cache dir (default: a fresh temp dir; tokenizers are shared across folders)")
+    ap.add_argument("--write-expectations", metavar="PATH",
+                    help="write each folder's outcome (status, stop reason, dynamic errors) here for the regression "
+                    "test (tests/data/dynamic_corpus_expectations.json)")
     args = ap.parse_args()
     corpus = Path(args.corpus)
     if not (corpus / "labels.json").is_file():
@@ -199,10 +218,12 @@ def main() -> int:
     table = summarize(rows)
     print(table)
     print(f"total {time.time() - t_all:.0f} s, load average {os.getloadavg()}, cpus {os.cpu_count()}")
-    if args.json:
-        tmp = f"{args.json}.tmp-{os.getpid()}"
-        Path(tmp).write_text(json.dumps({"rows": rows, "table": table}, indent=1))
-        os.replace(tmp, args.json)
+    for path, obj in ((args.json, {"rows": rows, "table": table}),
+                      (args.write_expectations, {r["folder"]: expectation(r) for r in rows})):
+        if path:
+            tmp = f"{path}.tmp-{os.getpid()}"
+            Path(tmp).write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, path)
     return 0
 
 

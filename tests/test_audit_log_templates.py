@@ -120,3 +120,23 @@ def test_real_record_switch_comes_from_its_log():
     assert env["TTT_ENABLED"] == "1" and env["TTT_CHUNK_SIZE"] == "256" and env["TTT_LR"] == "0.01"
     assert cfg.template_lines["TTT_ENABLED"] == ("train_seed42.log", 15)
     assert cfg.adaptation_logged()
+
+
+def test_work_is_bounded_per_submission():
+    """Thousands of templates sharing a prefix against thousands of lines stop at the comparison budget."""
+    code = "".join(f'print(f"same {i} {{x}} end")\n' for i in range(3000))
+    mod = cst.parse_module(code)
+
+    class U:
+        module = mod
+
+        def nodes(self, *types):
+            from auditor.cstwalk import walk
+            return [(n, False) for n in walk(mod) if isinstance(n, types)]
+
+    idx = logtemplates.build_index([U()])
+    t0 = time.process_time()
+    for _ in range(4000):
+        idx.match("same 1 " + "y" * 3000 + " end")
+    assert idx.checks_left == 0 and time.process_time() - t0 < 2.0
+

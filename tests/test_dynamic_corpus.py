@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "submissions"
 SAMPLE = ["accepted/main-2026-03-18_FP16Embed_WD3600", "clean/pr549", "illegal/pr152"]
+EXPECTATIONS = REPO / "tests" / "data" / "dynamic_corpus_expectations.json"
 
 pytestmark = pytest.mark.skipif(not (CORPUS / "labels.json").is_file(), reason="../shared/submissions is absent")
 
@@ -49,6 +50,8 @@ def test_sample_runs_to_agreeing_verdicts(tmp_path):
     for r in rows:
         assert r["status"] == "ran", r
     assert [r["agreement"] for r in rows] == ["agree", "agree", "caught"], rows
+    expect = json.loads(EXPECTATIONS.read_text())
+    assert not _bench().compare(rows, expect), _bench().compare(rows, expect)
 
 
 @pytest.mark.slow
@@ -62,3 +65,7 @@ def test_full_corpus_targets(tmp_path):
     assert not [r for r in clean if r["agreement"] == "FALSE POSITIVE"], _bench().summarize(rows)
     missed = [r["folder"] for r in illegal if r["pattern"][:1] in "ABCDG" and r["agreement"] == "missed"]
     assert not missed, missed
+    # per folder: the outcome measured by `bench/dynamic_corpus.py --write-expectations` (ran/stopped and why, and the
+    # dynamic errors) still holds
+    expect = json.loads(EXPECTATIONS.read_text())
+    assert not _bench().compare(rows, expect), "\n".join(_bench().compare(rows, expect))
