@@ -30,7 +30,7 @@ def test_secrets_are_not_reachable(tmp_path, monkeypatch):
     res = _audit("hostile_secrets", tmp_path)
     r = _rules(res)
     assert r["PG5D4"].level == "error" and "secret file" in r["PG5D4"].message
-    names = next(f for f in res.findings if f.rule == "PG5D4" and f.level == "warning").evidence["names"]
+    names = next(f for f in res.findings if f.rule == "PG5D4" and "names" in (f.evidence or {})).evidence["names"]
     assert "PGOLF_TEST_CANARY_SECRET" in names
     # the canary never reached the child (scrubbed environment), and no key material was printed
     out = str([f.to_dict() for f in res.findings])
@@ -204,3 +204,30 @@ def test_a_compiler_run_is_a_warning_and_other_processes_stay_errors(tmp_path):
     assert f.level == "warning" and "compiler" in f.message and "g++" in f.message
     assert any("build_ext" in a for a in f.evidence["attempts"]) and any("g++" in a for a in f.evidence["attempts"])
     assert not any(x.rule == "PG5D4" and x.level == "error" for x in res.findings)
+
+
+def test_library_lookups_and_home_credential_probes_are_notes_not_violations(tmp_path):
+    """ctypes.util.find_library (run by libraries on import) probes ldconfig/gcc/ld; huggingface_hub looks for a token in
+    ~/.cache: neither is an attack. The lookups behave as on a machine without the tools, the token file is absent in
+    the sandbox's empty home; a read of a credential file outside the work dir stays a blocked error."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "train_gpt.py").write_text(
+        "import ctypes.util, os\n"
+        "print('lib:', ctypes.util.find_library('pgolfnosuchlib'))\n"
+        "try:\n"
+        "    open(os.path.expanduser('~/.cache/huggingface/token')).read()\n"
+        "except FileNotFoundError:\n"
+        "    print('no token')\n"
+        "print('final_int8_zlib_roundtrip_exact val_loss:1.0 val_bpb:1.0')\n"
+    )
+    res = run_dynamic(sub, timeout=60, cache_dir=tmp_path / "cache")
+    pg5d4 = [f for f in res.findings if f.rule == "PG5D4"]
+    assert not [f for f in pg5d4 if f.level == "error"], [f.message for f in pg5d4]
+    note = next(f for f in pg5d4 if f.level == "note")
+    assert "ldconfig" in note.evidence["commands"]
+    probe = next(f for f in pg5d4 if f.level == "warning")
+    assert probe.evidence["paths"][0].endswith("/.cache/huggingface/token")
+    # the script ran past both to its end (PG9D0); its only PG900 is that it scores nothing per position
+    assert "PG9D0" in {f.rule for f in res.findings}
+    assert not [f for f in res.findings if f.rule == "PG900" and "could not run" in f.message]

@@ -3,6 +3,7 @@ normalization decisions, config recovery, and that the auditor process never imp
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -234,3 +235,33 @@ def test_one_update_ttt_retries_when_a_single_update_covered_the_whole_stream():
     assert not _one_update_ttt(_child_with({"val_train_backwards": 0, "n_val": 513, "train_versions": []}))
     assert not _one_update_ttt(_child_with(one, ok=False))
     assert not _one_update_ttt(_child_with(dict(one, tainted=512)))  # trained before scoring: seen already
+
+
+def test_adaptation_not_run_asks_for_long_documents():
+    from auditor.dynamic.harness import _adaptation_not_run
+
+    assert _adaptation_not_run(_child_with({"val_train_backwards": 0, "n_val": 513}))
+    assert not _adaptation_not_run(_child_with({"val_train_backwards": 3, "n_val": 513}))  # it did train
+    assert not _adaptation_not_run(_child_with({"val_train_backwards": 0, "tainted": 5}))  # a verdict already
+    assert not _adaptation_not_run(_child_with({}, ok=False))
+
+
+def test_dataset_and_tokenizer_variants_named_in_the_code_get_the_tiny_data(tmp_path):
+    """A script that downloads `fineweb10B_sp10240_casefold` unless it is already there finds it (same shards)."""
+    from auditor.dynamic.harness import configure, prepare
+
+    script = tmp_path / "train_gpt.py"
+    script.write_text(
+        "import os\nVOCAB_SIZE = int(os.environ.get('VOCAB_SIZE', 1024))\n"
+        "ds = os.path.join('./data/', 'datasets', 'fineweb10B_sp1024_casefold')\n"
+        "tp = './data/tokenizers/fineweb_1024_casefold_bpe.model'\nother = 'fineweb10B_sp4096_x'\n")
+    cfg = configure(tmp_path, script, {"env": {}})
+    assert cfg["data_variants"] == {"datasets": ["fineweb10B_sp1024_casefold"],
+                                    "tokenizers": ["fineweb_1024_casefold_bpe.model"]}
+    work = tmp_path / "work"
+    (work / ".pgolf").mkdir(parents=True)
+    prep = prepare(cfg, work, tmp_path / "cache")
+    variant = work / "data" / "datasets" / "fineweb10B_sp1024_casefold"
+    assert (variant / "fineweb_train_000000.bin").read_bytes() == (prep["datadir"] / "fineweb_train_000000.bin").read_bytes()
+    assert os.readlink(variant) == "fineweb10B_sp1024"  # a link inside the work dir: the per-run val swap reaches it
+    assert (work / "data" / "tokenizers" / "fineweb_1024_casefold_bpe.model").is_file()

@@ -131,10 +131,15 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
         if hits:
             findings.append(Finding("PG5D4", "error", f"sandbox: the script {_SANDBOX_TEXT[kind]} ({len(hits)}x, "
                                     f"first: {hits[0]}); the attempt was blocked", rel, evidence={"attempts": hits[:10]}))
+    probes = sorted({v["detail"] for v in viol if v["kind"] == "secret_probe"})
+    if probes:
+        findings.append(Finding("PG5D4", "warning", f"sandbox: the script looked for credential files in its home "
+                                f"directory ({len(probes)}x, first: {probes[0]}); the sandbox's home is an empty work "
+                                "dir, so nothing was there to read", rel, evidence={"paths": probes[:10]}))
     benign = sorted({v["detail"] for v in viol if v["kind"] == "benign_process"})
     if benign:
-        findings.append(Finding("PG5D4", "note", f"sandbox: system-info commands {', '.join(benign)} were answered with "
-                                "empty output instead of being run", rel, evidence={"commands": benign}))
+        findings.append(Finding("PG5D4", "note", f"sandbox: system-info and library-lookup commands {', '.join(benign)} "
+                                "were not run (answered with empty output, or as absent tools)", rel, evidence={"commands": benign}))
     net = [v["detail"] for v in viol if v["kind"] == "network"]
     if net:
         findings.append(Finding("PG5D3", "error", f"network: the script tried to open a network connection "

@@ -157,7 +157,25 @@ def configure(submission: Path, script: Path, static_context) -> dict:
     return {"names": names, "recovered": recovered, "vocab": vocab, "env": env, "shrunk": shrunk,
             "adapts_on_val": adapts,
             "hard_coded": envscan.hard_coded(names),
-            "val_bytes": any("fineweb_val_bytes_" in text for text in [source, *extra])}
+            "val_bytes": any("fineweb_val_bytes_" in text for text in [source, *extra]),
+            "data_variants": _data_variants([source, *extra], vocab)}
+
+
+# dataset folders and tokenizer files of the challenge's naming scheme that a script names literally (variants such as
+# `fineweb10B_sp10240_casefold` / `fineweb_10240_casefold_bpe.model`, which scripts otherwise download when absent)
+_DATASET_NAME = re.compile(r"\bfineweb10B_sp(\d+)[A-Za-z0-9_]*\b")
+_TOKENIZER_NAME = re.compile(r"\bfineweb_(\d+)[A-Za-z0-9_]*\.model\b")
+
+
+def _data_variants(texts, vocab: int) -> dict:
+    """{"datasets": [...], "tokenizers": [...]} named in the code for this vocabulary size, besides the standard ones."""
+    ds, tk = set(), set()
+    for text in texts:
+        ds.update(m.group(0) for m in _DATASET_NAME.finditer(text) if int(m.group(1)) == vocab)
+        tk.update(m.group(0) for m in _TOKENIZER_NAME.finditer(text) if int(m.group(1)) == vocab)
+    ds.discard(f"fineweb10B_sp{vocab}")
+    tk.discard(f"fineweb_{vocab}_bpe.model")
+    return {"datasets": sorted(ds)[:8], "tokenizers": sorted(tk)[:8]}
 
 
 def prepare(cfg: dict, workdir: Path, cache_dir: Path, n_windows: int = N_VAL_WINDOWS, doc_len: int = DOC_LEN) -> dict:
@@ -170,6 +188,13 @@ def prepare(cfg: dict, workdir: Path, cache_dir: Path, n_windows: int = N_VAL_WI
     tokdir.mkdir(parents=True)
     local_tok = tokdir / f"fineweb_{vocab}_bpe.model"
     shutil.copyfile(tok, local_tok)
+    # the same tiny data under the variant names the code uses (links inside the work dir: one validation shard, so
+    # the per-run swap reaches every name)
+    variants = cfg.get("data_variants") or {}
+    for name in variants.get("datasets", []):
+        os.symlink(datadir.name, datadir.parent / name)
+    for name in variants.get("tokenizers", []):
+        os.symlink(local_tok.name, tokdir / name)
     n_val = n_windows * envscan.SEQ + 1
     train, val = datagen.make_streams(vocab, n_val, 64 * envscan.SEQ * 8, seed=vocab, doc_len=DOC_LEN,
                                       val_doc_len=doc_len)

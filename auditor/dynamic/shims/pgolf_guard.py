@@ -75,8 +75,12 @@ def _check_open(path, mode, flags) -> None:
         return
     full = p if os.path.isabs(p) else os.path.join(os.getcwd(), p)
     if _SECRET_PATH.search(full) or (full.startswith(_REAL_HOME + "/") and "/.ssh" in full):
-        _record("secret_read", full)
-        raise SandboxDenied(f"pgolf sandbox: reading {full} is not allowed")
+        if not _inside(full):
+            _record("secret_read", full)
+            raise SandboxDenied(f"pgolf sandbox: reading {full} is not allowed")
+        # the sandbox's HOME is the empty work dir: a library probing its usual credential path there
+        # (huggingface_hub's ~/.cache/huggingface/token) finds nothing, as on a fresh machine; noted, not blocked
+        _record("secret_probe", full)
     writing = False
     if isinstance(mode, str):
         writing = any(c in mode for c in "wax+")
@@ -164,6 +168,20 @@ def _argv0(args) -> str:
     return os.path.basename(os.fsdecode(a).split()[0]) if isinstance(a, (str, bytes)) and a else ""
 
 
+def _library_probe(name: str, cmd) -> bool:
+    """ctypes.util.find_library's lookups (`ldconfig -p`, `gcc -Wl,-t -o TMP -lNAME`, `ld -t -o /dev/null -lNAME`),
+    which libraries run on import: answered as on a machine without these tools (find_library returns None)."""
+    if name == "ldconfig":
+        return True
+    if name not in ("gcc", "cc", "ld") or not isinstance(cmd, (list, tuple)):
+        return False
+    argv = [os.fsdecode(a) for a in cmd[1:] if isinstance(a, (str, bytes))]
+    trace = "-Wl,-t" in argv if name != "ld" else "-t" in argv
+    # flags and the output path only: no source or object file, nothing is built
+    only_flags = all(a.startswith("-") or (i > 0 and argv[i - 1] == "-o") for i, a in enumerate(argv))
+    return trace and only_flags
+
+
 def _fake_info_commands() -> None:
     """Read-only system-info commands (the records log `nvidia-smi`; `platform` runs `uname -p`) get an empty
     successful result instead of a process, so such scripts keep running; recorded, reported as a note."""
@@ -172,8 +190,9 @@ def _fake_info_commands() -> None:
     run, check_output, popen = subprocess.run, subprocess.check_output, subprocess.Popen
 
     def _benign(args, kwargs) -> bool:
-        name = _argv0(args if args else kwargs.get("args"))
-        if _active[0] and name in _BENIGN:
+        cmd = args if args else kwargs.get("args")
+        name = _argv0(cmd)
+        if _active[0] and (name in _BENIGN or _library_probe(name, cmd)):
             STATE["violations"].append({"kind": "benign_process", "detail": name, "t": time.time()})
             return True
         return False
