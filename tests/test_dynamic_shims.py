@@ -34,6 +34,21 @@ assert torch.allclose(v[3:], flash_attn_func(x[:1, 3:], k[:1, 3:], k[:1, 3:], ca
 t = torch.ones(4, device="cuda")
 dist.all_reduce(t)
 assert t.sum().item() == 4
+# every collective of a one-rank group: gather/scatter/all_to_all as records use them to collect per-rank scores
+bufs = [torch.zeros(4)]
+dist.gather(t * 2, bufs, dst=0)
+assert bufs[0].sum().item() == 8
+dist.scatter(t, [torch.full((4,), 3.0)], src=0)
+assert t.sum().item() == 12
+outs = [torch.zeros(4)]
+dist.all_to_all(outs, [t.clone()])
+assert torch.equal(outs[0], t)
+objs = [None]
+dist.gather_object({"n": 1}, objs, dst=0)
+assert objs == [{"n": 1}]
+single = torch.zeros(4)
+dist.all_to_all_single(single, t)
+assert torch.equal(single, t)
 model = torch.compile(torch.nn.Linear(16, 16).to(device))
 with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
     y = model(torch.randn(3, 16, device="cuda"))

@@ -372,6 +372,28 @@ def _patch_distributed() -> None:
         output.copy_(input_list[0])
         return _ret(async_op)
 
+    def gather(tensor, gather_list=None, dst=0, group=None, async_op=False, **k):
+        if gather_list:
+            gather_list[0].copy_(tensor)
+        return _ret(async_op)
+
+    def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False, **k):
+        if scatter_list:
+            tensor.copy_(scatter_list[0])
+        return _ret(async_op)
+
+    def all_to_all(output_list, input_list, group=None, async_op=False):
+        output_list[0].copy_(input_list[0])
+        return _ret(async_op)
+
+    def gather_object(obj, object_gather_list=None, dst=0, group=None):
+        if object_gather_list is not None:
+            object_gather_list[0] = obj
+
+    def scatter_object_list(out, in_list, src=0, group=None):
+        if in_list:
+            out[0] = in_list[0]
+
     for name, val in {
         "init_process_group": init_process_group, "is_initialized": lambda: state["init"],
         "is_available": lambda: True, "get_rank": lambda *a, **k: 0, "get_world_size": lambda *a, **k: 1,
@@ -383,7 +405,8 @@ def _patch_distributed() -> None:
         "reduce_scatter_tensor": copy_out, "_reduce_scatter_base": copy_out, "reduce_scatter": reduce_scatter,
         "all_gather_object": all_gather_object, "broadcast_object_list": lambda *a, **k: None,
         "new_group": lambda *a, **k: None, "get_backend": lambda *a, **k: "gloo",
-        "monitored_barrier": lambda *a, **k: None,
+        "monitored_barrier": lambda *a, **k: None, "gather": gather, "scatter": scatter, "all_to_all": all_to_all,
+        "all_to_all_single": copy_out, "gather_object": gather_object, "scatter_object_list": scatter_object_list,
     }.items():
         setattr(dist, name, val)
 
