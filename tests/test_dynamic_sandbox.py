@@ -215,6 +215,7 @@ def test_library_lookups_and_home_credential_probes_are_notes_not_violations(tmp
     (sub / "train_gpt.py").write_text(
         "import ctypes.util, os\n"
         "print('lib:', ctypes.util.find_library('pgolfnosuchlib'))\n"
+        "boost, hf = os.environ.get('TOKEN_BOOST', '2.0'), os.environ.get('HF_TOKEN')\n"
         "try:\n"
         "    open(os.path.expanduser('~/.cache/huggingface/token')).read()\n"
         "except FileNotFoundError:\n"
@@ -226,7 +227,9 @@ def test_library_lookups_and_home_credential_probes_are_notes_not_violations(tmp
     assert not [f for f in pg5d4 if f.level == "error"], [f.message for f in pg5d4]
     note = next(f for f in pg5d4 if f.level == "note")
     assert "ldconfig" in note.evidence["commands"]
-    probe = next(f for f in pg5d4 if f.level == "warning")
+    probe = next(f for f in pg5d4 if f.level == "warning" and "paths" in f.evidence)
+    # a credential variable is reported, an n-gram knob that merely contains TOKEN is not
+    assert next(f for f in pg5d4 if "names" in (f.evidence or {})).evidence["names"] == ["HF_TOKEN"]
     assert probe.evidence["paths"][0].endswith("/.cache/huggingface/token")
     # the script ran past both to its end (PG9D0); its only PG900 is that it scores nothing per position
     assert "PG9D0" in {f.rule for f in res.findings}

@@ -265,3 +265,21 @@ def test_dataset_and_tokenizer_variants_named_in_the_code_get_the_tiny_data(tmp_
     assert (variant / "fineweb_train_000000.bin").read_bytes() == (prep["datadir"] / "fineweb_train_000000.bin").read_bytes()
     assert os.readlink(variant) == "fineweb10B_sp1024"  # a link inside the work dir: the per-run val swap reaches it
     assert (work / "data" / "tokenizers" / "fineweb_1024_casefold_bpe.model").is_file()
+
+
+def test_gpu_only_failure_retries_with_the_scripts_own_fused_kernel_switches_off():
+    from types import SimpleNamespace
+
+    from auditor.dynamic.harness import _fused_switches, _gpu_only_failure
+
+    def failed(typ, msg):
+        run = {"name": "main", "ok": False, "probe": {}, "error": {"type": typ, "msg": msg, "where": "x.py:1"}}
+        return SimpleNamespace(channel_error=None, results={"runs": [run]})
+
+    assert _gpu_only_failure(failed("ValueError", "softcapped_cross_entropy requires CUDA tensors"))
+    assert _gpu_only_failure(failed("PgolfNeedsGPU", "kernel _fwd uses inline PTX"))
+    assert not _gpu_only_failure(failed("ValueError", "bad shape"))
+    cfg = {"names": {"FUSED_CE_ENABLED": "1", "USE_TRITON_MLP": "0", "TRITON_ATTN": None, "NUM_LAYERS": "11"},
+           "recovered": {"TRITON_ATTN": "true"}}
+    # on switches are turned off; one already off, or a size knob, is left alone
+    assert _fused_switches(cfg) == {"FUSED_CE_ENABLED": "0", "TRITON_ATTN": "0"}

@@ -288,6 +288,31 @@ def _adaptation_not_run(child) -> bool:
     return bool(main and main["ok"]) and not pr.get("val_train_backwards") and not pr.get("tainted")
 
 
+_FUSED_SWITCH = re.compile(r"^(?:[A-Z0-9_]*FUSED[A-Z0-9_]*|[A-Z0-9_]*TRITON[A-Z0-9_]*)$")
+
+
+def _gpu_only_failure(child) -> bool:
+    """The main run stopped because a code path refuses CPU tensors or launches a kernel the interpreter cannot run."""
+    if child.channel_error is not None or not child.results:
+        return False
+    main = next((r for r in child.results.get("runs", []) if r["name"] == "main"), None)
+    e = (main or {}).get("error") or {}
+    if not main or main["ok"] or not e:
+        return False
+    return e.get("type") == "PgolfNeedsGPU" or bool(analyze._CUDA_ONLY.search(str(e.get("msg", ""))))
+
+
+def _fused_switches(cfg: dict) -> dict:
+    """The script's own on/off knobs for fused GPU kernels (`FUSED_CE_ENABLED`, `USE_TRITON_MLP`) that are on: set to
+    0 they select the eager path the script keeps next to the kernel."""
+    out = {}
+    for name, default in cfg["names"].items():
+        value = cfg["recovered"].get(name, default)
+        if _FUSED_SWITCH.match(name) and str(value).strip().lower() in ("1", "true", "yes", "on"):
+            out[name] = "0"
+    return out
+
+
 def cache_key(sub: Path, copied: list[str], skipped: list, static_context, timeout: float, python: str) -> str:
     """Content hash of what decides the result: the staged copy of the submission (every file copied, and what was
     refused), the static context's configuration, the auditor's dynamic code, the interpreter and the timeout."""
@@ -363,13 +388,14 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
             return hit
         cfg = configure(sub, local, static_context)
         t_start = time.time()
-        stream, retried, why = (N_VAL_WINDOWS, DOC_LEN), False, None
+        stream, retried, why, switched = (N_VAL_WINDOWS, DOC_LEN), False, None, {}
         while True:
             n_windows, doc_len = stream
             for d in (workdir / ".pgolf", workdir / "data"):
                 shutil.rmtree(d, ignore_errors=True)
             (workdir / ".pgolf").mkdir()
             prep = prepare(cfg, workdir, cache_dir, n_windows, doc_len)
+            prep["env"].update(switched)
             prep.update(python=python, python_version=python_version(python), val_windows=n_windows,
                         val_doc_len=doc_len, retry=why)
             runs, meta = plan_runs(prep, workdir)
@@ -388,6 +414,12 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
                 stream, why = (LONG_VAL_WINDOWS, DOC_LEN), "the script stopped on a validation stream too short for it"
             elif _one_update_ttt(child):
                 stream, why = (LONG_VAL_WINDOWS, DOC_LEN), "one validation update covered the whole tiny stream"
+            elif _gpu_only_failure(child) and _fused_switches(cfg):
+                switched = _fused_switches(cfg)
+                cfg = dict(cfg, shrunk=dict(cfg["shrunk"], **{k: [cfg["recovered"].get(k, cfg["names"].get(k)), v]
+                                                             for k, v in switched.items()}))
+                why = (f"the fused-kernel path stopped on CPU (it requires CUDA tensors); the script's own switch "
+                       f"{', '.join(f'{k}={v}' for k, v in switched.items())} selects its eager path")
             elif cfg.get("adapts_on_val") and _adaptation_not_run(child):
                 stream = (-(-LONG_DOC_LEN * LONG_DOCS // envscan.SEQ), LONG_DOC_LEN)
                 why = ("the logs show test-time adaptation ran, the tiny run trained on no validation token: long "

@@ -27,7 +27,9 @@ _SECRET_PATH = re.compile(
     r"|/\.huggingface/token|/\.cache/huggingface/token|^/etc/shadow|^/etc/ssh/|^/proc/\d+/environ|^/proc/self/environ"
     r"|/id_rsa|/id_ed25519)"
 )
-_SECRET_ENV = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|SECRET_KEY|CREDENTIALS?|PRIVATE_KEY|AUTH)(_|$)")
+# credential variables end with the secret's kind (HF_TOKEN, AWS_SECRET_ACCESS_KEY); knobs such as TOKEN_BOOST or
+# TOKEN_ORDER (n-gram settings) are not credentials
+_SECRET_ENV = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|SECRET_KEY|CREDENTIALS?|PRIVATE_KEY|AUTH)$")
 _SHARD = re.compile(r"fineweb_(train|val)_\d+\.bin$")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 # /tmp inside the sandbox is its own size-capped tmpfs (it holds the work dir): records keep scratch files there
