@@ -14,6 +14,7 @@ FLIP_ATOL, FLIP_RTOL = 1e-4, 1e-4
 NORM_TOL = 1e-3
 _TOOLCHAIN = re.compile(r"(?:^|[\s/'\"\[])(?:g\+\+|gcc|c\+\+|cc|clang\+{0,2}|nvcc|ninja|cmake)(?:[\s'\",\]]|$)|\bbuild_ext\b")
 _COMPRESSOR = re.compile(r"^subprocess\.Popen \('(?:[^']*/)?(?:lrzip|xz|zstd|brotli|gzip|pigz|bzip2|lzma|7z|7za|zpaq)'")
+_BUILD_TOOLS = ((_TOOLCHAIN, "a compiler to build native code"), (_COMPRESSOR, "an external compressor"))
 _SANDBOX_TEXT = {
     "secret_read": "tried to read a secret file",
     "write_outside": "tried to write outside its working directory",
@@ -121,19 +122,14 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
     viol = [v for r in results.get("runs", []) for v in r.get("violations", [])]
     for kind in ("secret_read", "write_outside", "process", "tamper"):
         hits = [v["detail"] for v in viol if v["kind"] == kind]
-        if hits and kind == "process" and all(_COMPRESSOR.search(h) for h in hits):
-            # packing the artifact with a command-line compressor (lrzip, xz, zstd) is no violation either
-            findings.append(Finding("PG5D4", "warning", f"sandbox: the script tried to run an external compressor "
-                                    f"({len(hits)}x, first: {hits[0]}); the sandbox runs no other program, so the "
-                                    "code after it was not observed (the static verdict stands)", rel,
-                                    evidence={"attempts": hits[:10]}))
-            continue
-        if hits and kind == "process" and all(_TOOLCHAIN.search(h) for h in hits):
-            # building a native helper at run time (records compile fused kernels with g++) is no violation; the
-            # sandbox only runs the interpreter, so the run cannot be observed past it
-            findings.append(Finding("PG5D4", "warning", f"sandbox: the script tried to run a compiler to build native "
-                                    f"code ({len(hits)}x, first: {hits[0]}); the sandbox runs no other program, so "
-                                    "the code after it was not observed (the static verdict stands)", rel,
+        # a tool the records run for their own build (g++ compiling a fused kernel, lrzip packing the artifact) is no
+        # violation; the sandbox runs only the interpreter, so the run cannot be observed past it
+        tool = next((what for rx, what in _BUILD_TOOLS
+                     if hits and kind == "process" and all(rx.search(h) for h in hits)), None)
+        if tool:
+            findings.append(Finding("PG5D4", "warning", f"sandbox: the script tried to run {tool} ({len(hits)}x, "
+                                    f"first: {hits[0]}); the sandbox runs no other program, so the code after it "
+                                    "was not observed (the static verdict stands)", rel,
                                     evidence={"attempts": hits[:10]}))
             continue
         if hits:
