@@ -66,7 +66,10 @@ PG5D4 = _rule(
     "PG5D4", "error",
     "sandbox violation (secret read, write outside the work dir, process creation, auditor tampering)",
     "A submission may not read secrets, write outside its working directory, spawn processes or tamper with the "
-    "auditor's instrumentation.",
+    "auditor's instrumentation. Lower levels for what records do in good faith: running a compiler or an external "
+    "compressor (g++, setup.py build_ext, lrzip; blocked, so the rest of the run is unobserved), looking for a "
+    "credential file in the sandbox's empty home or a credential variable (warnings); system-info commands and "
+    "ctypes.util.find_library's ldconfig/gcc/ld probes, answered without running anything (notes).",
     "Remove the offending access (the message names it).",
 )
 PG5D5 = _rule(
