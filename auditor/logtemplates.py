@@ -218,6 +218,8 @@ class EnvResolver:
             name = expr.attr.value
         elif isinstance(expr, cst.Name):
             name = expr.value
+            if name in self.other:
+                return None  # reassigned somewhere (`chunk_size = min(chunk_size, 64)`): the printed value may differ
             if func is not None:
                 bound = self._param(name, func, depth)
                 if bound is not False:

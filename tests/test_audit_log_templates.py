@@ -68,6 +68,12 @@ def test_without_logs_nothing_is_recovered(tmp_path):
     assert cfg.effective() == {} and cfg.template_lines == {}
 
 
+def test_a_parameter_reassigned_in_the_function_is_not_bound(tmp_path):
+    code = CODE.replace('    log_fn(f"doc_ttt:', '    chunk_size = min(chunk_size, 64)\n    log_fn(f"doc_ttt:')
+    env = build_config(_sub(tmp_path, code)).effective()
+    assert "TTT_CHUNK_SIZE" not in env and env["TTT_LR"] == "0.01"
+
+
 def test_ambiguous_names_are_not_bound(tmp_path):
     code = CODE.replace("    chunk = int(", "    chunk = 512\n    chunk = int(")
     env = build_config(_sub(tmp_path, code)).effective()
