@@ -154,16 +154,7 @@ class ConfigModel:
                         key = k if _ENV_NAME.match(k) else k.upper()
                         self.overrides.setdefault(key, (_fmt(v), "BAKED_CONFIG"))
             return
-        envs = []
-        for n in walk(value):
-            if isinstance(n, cst.Call):
-                r = _env_read(n, self.env_helpers)
-                if r is not None:
-                    envs.append(r[0])
-            elif isinstance(n, cst.Subscript):
-                r = _environ_subscript(n)
-                if r is not None:
-                    envs.append(r)
+        envs = [e for e in (_env_name(n, self.env_helpers) for n in walk(value)) if e is not None]
         if envs:
             self.attr_expr.setdefault(name, (value, unit))
             self.attr_env.setdefault(name, envs[0])
@@ -485,10 +476,7 @@ def _is_any_env_read(node) -> bool:
 
 
 def _reads_env(node, env: str, helpers) -> bool:
-    if isinstance(node, cst.Call):
-        r = _env_read(node, helpers)
-        return r is not None and r[0] == env
-    return isinstance(node, cst.Subscript) and _environ_subscript(node) == env
+    return _env_name(node, helpers) == env
 
 
 def _return_expr(body):

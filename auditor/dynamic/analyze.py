@@ -142,8 +142,9 @@ def analyze(workdir: Path, plan: dict, meta: dict, prep: dict, child, submission
                                 "dir, so nothing was there to read", rel, evidence={"paths": probes[:10]}))
     benign = sorted({v["detail"] for v in viol if v["kind"] == "benign_process"})
     if benign:
-        findings.append(Finding("PG5D4", "note", f"sandbox: system-info and library-lookup commands {', '.join(benign)} "
-                                "were not run (answered with empty output, or as absent tools)", rel, evidence={"commands": benign}))
+        findings.append(Finding("PG5D4", "note", f"sandbox: system-info and library-lookup commands "
+                                f"{', '.join(benign)} were not run (answered with empty output, or as absent tools)",
+                                rel, evidence={"commands": benign}))
     net = [v["detail"] for v in viol if v["kind"] == "network"]
     if net:
         findings.append(Finding("PG5D3", "error", f"network: the script tried to open a network connection "

@@ -207,16 +207,17 @@ def _keep_layer_indices(names: dict[str, str | None], out: dict[str, str]) -> No
             out[dname] = str(max(idx) + 1)
 
 
-def recover_config(submission: Path, script: Path) -> dict[str, str]:
-    """The run's environment as documented by the submission: auditor.config.effective_config when the static
-    auditor provides it, else `NAME=value` assignments in README/*.sh and the env header of its logs."""
+def recover_config(submission: Path, script: Path, cfg=None) -> dict[str, str]:
+    """The run's environment as documented by the submission: the effective configuration of auditor.config (`cfg`,
+    its ConfigModel when the caller built it already), else `NAME=value` assignments in README/*.sh and the env
+    header of its logs."""
     try:
-        from auditor.config import effective_config  # written by the static auditor
+        if cfg is None:
+            from auditor.config import config_of  # written by the static auditor
 
-        cfg = effective_config(submission)
-        env = getattr(cfg, "env", cfg)
-        if isinstance(env, dict):
-            return {str(k): str(v) for k, v in env.items() if re.fullmatch(r"[A-Z][A-Z0-9_]*", str(k))}
+            cfg = config_of(submission)
+        env = cfg.effective() if cfg is not None else {}
+        return {str(k): str(v) for k, v in env.items() if re.fullmatch(r"[A-Z][A-Z0-9_]*", str(k))}
     except Exception:  # noqa: BLE001 - missing or failing static helper: recover it ourselves below
         pass
     env: dict[str, str] = {}

@@ -130,11 +130,13 @@ def configure(submission: Path, script: Path, static_context) -> dict:
         for k, d in envscan.scan_env(text).items():
             if names.get(k) is None:
                 names[k] = d
-    if isinstance(static_context, dict):
-        recovered = {str(k): str(v) for k, v in (static_context.get("env") or static_context).items()
-                     if isinstance(k, str) and k.isupper()}
+    ctx = static_context if isinstance(static_context, dict) else None
+    # without the static audit's facts, build its configuration model once: recovered env and logged adaptation
+    model = _static_config(submission) if ctx is None or "adapts_on_val" not in ctx else None
+    if ctx is not None:
+        recovered = {str(k): str(v) for k, v in (ctx.get("env") or ctx).items() if isinstance(k, str) and k.isupper()}
     else:
-        recovered = envscan.recover_config(submission, script)
+        recovered = envscan.recover_config(submission, script, model)
     vocab = _vocab(recovered, names)
     if not any(k in recovered or k in names for k in ("VOCAB_SIZE", "VOCAB", "N_VOCAB")):
         # no knob: a hard-coded `vocab_size = 4096` decides the tokenizer and data files the script looks for
@@ -144,21 +146,25 @@ def configure(submission: Path, script: Path, static_context) -> dict:
     # reported with the verdict: each size knob's run value (None = code default) -> the tiny value
     shrunk = {k: [recovered.get(k, names.get(k)), v] for k, v in envscan.shrink_plan(
         {k: recovered.get(k, d) for k, d in names.items()}).items() if recovered.get(k, names.get(k)) != v}
-    if isinstance(static_context, dict) and "adapts_on_val" in static_context:
-        adapts = bool(static_context["adapts_on_val"])
+    if ctx is not None and "adapts_on_val" in ctx:
+        adapts = bool(ctx["adapts_on_val"])
     else:
-        from auditor.config import config_of
-
-        try:
-            model = config_of(submission)
-        except Exception:  # noqa: BLE001 - a folder the static side cannot read: no retry for it
-            model = None
         adapts = bool(model and model.adaptation_logged())
     return {"names": names, "recovered": recovered, "vocab": vocab, "env": env, "shrunk": shrunk,
             "adapts_on_val": adapts,
             "hard_coded": envscan.hard_coded(names),
             "val_bytes": any("fineweb_val_bytes_" in text for text in [source, *extra]),
             "data_variants": _data_variants([source, *extra], vocab)}
+
+
+def _static_config(submission: Path):
+    """auditor.config's model of the staged submission; None when the static side cannot read it."""
+    from auditor.config import config_of
+
+    try:
+        return config_of(submission)
+    except Exception:  # noqa: BLE001 - a folder the static side cannot read: recovered from its text, no retry
+        return None
 
 
 # dataset folders and tokenizer files of the challenge's naming scheme that a script names literally (variants such as
@@ -178,7 +184,8 @@ def _data_variants(texts, vocab: int) -> dict:
     return {"datasets": sorted(ds)[:8], "tokenizers": sorted(tk)[:8]}
 
 
-def prepare(cfg: dict, workdir: Path, cache_dir: Path, n_windows: int = N_VAL_WINDOWS, doc_len: int = DOC_LEN) -> dict:
+def prepare(cfg: dict, workdir: Path, cache_dir: Path, n_windows: int = N_VAL_WINDOWS,
+            doc_len: int = DOC_LEN) -> dict:
     vocab = cfg["vocab"]
     tok = datagen.tokenizer_for(vocab, cache_dir / "tokenizers")
     # layout of the official data, so scripts that ignore DATA_PATH still find it relative to the cwd
@@ -252,12 +259,17 @@ def plan_runs(prep: dict, workdir: Path, norm: bool = True) -> tuple[list[dict],
 _SHORT_VAL = re.compile(r"too short|not enough|fewer than|at least \d+ tokens", re.I)
 
 
+def _main_run(child) -> dict | None:
+    """The main run's record from the child's results; None when the results are unusable or lack it."""
+    if child.channel_error is not None or not child.results:
+        return None
+    return next((r for r in child.results.get("runs", []) if r["name"] == "main"), None)
+
+
 def _short_validation(child) -> bool:
     """The main run stopped because the validation stream is shorter than a length the script hard-codes (a 4096-token
     multi-length eval): worth one more run with a longer stream."""
-    if child.channel_error is not None or not child.results:
-        return False
-    main = next((r for r in child.results.get("runs", []) if r["name"] == "main"), None)
+    main = _main_run(child)
     return bool(main and not main["ok"] and main["error"] and _SHORT_VAL.search(main["error"]["msg"]))
 
 
@@ -265,9 +277,7 @@ def _one_update_ttt(child) -> bool:
     """The main run trained on validation tokens, but one update covered the whole stream (the script's TTT chunk is
     at least as long as the tiny stream): the order of scoring and training across chunks, and what a later chunk's
     training does to an earlier chunk's score, cannot be observed. Worth one more run with a longer stream."""
-    if child.channel_error is not None or not child.results:
-        return False
-    main = next((r for r in child.results.get("runs", []) if r["name"] == "main"), None)
+    main = _main_run(child)
     pr = (main or {}).get("probe") or {}
     if not (main and main["ok"] and pr.get("val_train_backwards")) or pr.get("tainted"):  # a verdict already
         return False
@@ -281,9 +291,7 @@ def _adaptation_not_run(child) -> bool:
     """The main run ended without training on a single validation token although the run's logs show an adaptation
     on validation (TTT/SLOT) ran: the tiny stream did not reach that path (documents shorter than a hard-coded
     minimum, too few of them for a batch). Worth one more run with long documents."""
-    if child.channel_error is not None or not child.results:
-        return False
-    main = next((r for r in child.results.get("runs", []) if r["name"] == "main"), None)
+    main = _main_run(child)
     pr = (main or {}).get("probe") or {}
     return bool(main and main["ok"]) and not pr.get("val_train_backwards") and not pr.get("tainted")
 
@@ -293,9 +301,7 @@ _FUSED_SWITCH = re.compile(r"^(?:[A-Z0-9_]*FUSED[A-Z0-9_]*|[A-Z0-9_]*TRITON[A-Z0
 
 def _gpu_only_failure(child) -> bool:
     """The main run stopped because a code path refuses CPU tensors or launches a kernel the interpreter cannot run."""
-    if child.channel_error is not None or not child.results:
-        return False
-    main = next((r for r in child.results.get("runs", []) if r["name"] == "main"), None)
+    main = _main_run(child)
     e = (main or {}).get("error") or {}
     if not main or main["ok"] or not e:
         return False
@@ -414,8 +420,8 @@ def execute(submission: Path, timeout: float, cache_dir: Path, static_context, k
                 stream, why = (LONG_VAL_WINDOWS, DOC_LEN), "the script stopped on a validation stream too short for it"
             elif _one_update_ttt(child):
                 stream, why = (LONG_VAL_WINDOWS, DOC_LEN), "one validation update covered the whole tiny stream"
-            elif _gpu_only_failure(child) and _fused_switches(cfg):
-                switched = _fused_switches(cfg)
+            elif _gpu_only_failure(child) and (fused := _fused_switches(cfg)):
+                switched = fused
                 cfg = dict(cfg, shrunk=dict(cfg["shrunk"], **{k: [cfg["recovered"].get(k, cfg["names"].get(k)), v]
                                                              for k, v in switched.items()}))
                 why = (f"the fused-kernel path stopped on CPU (it requires CUDA tensors); the script's own switch "

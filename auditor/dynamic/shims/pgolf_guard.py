@@ -29,7 +29,8 @@ _SECRET_PATH = re.compile(
 )
 # credential variables end with the secret's kind (HF_TOKEN, AWS_SECRET_ACCESS_KEY); knobs such as TOKEN_BOOST or
 # TOKEN_ORDER (n-gram settings) are not credentials
-_SECRET_ENV = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|SECRET_KEY|CREDENTIALS?|PRIVATE_KEY|AUTH)$")
+_SECRET_ENV = re.compile(
+    r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|SECRET_KEY|CREDENTIALS?|PRIVATE_KEY|AUTH)$")
 _SHARD = re.compile(r"fineweb_(train|val)_\d+\.bin$")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 # /tmp inside the sandbox is its own size-capped tmpfs (it holds the work dir): records keep scratch files there
@@ -54,6 +55,11 @@ def _inside(path: str) -> bool:
     except Exception:
         return False
     return rp == _WORK or rp.startswith(_WORK + os.sep)
+
+
+def _in_sandbox(full: str) -> bool:
+    """Inside the work dir, or under /tmp (the sandbox's own private tmpfs, which holds the work dir)."""
+    return _inside(full) or full.startswith("/tmp/")
 
 
 def note_shard(path, how: str) -> None:
@@ -133,13 +139,13 @@ def _hook(event: str, args) -> None:
             if _PROTECT and os.path.realpath(full).startswith(_PROTECT + os.sep):
                 _record("tamper", f"{event} {full}")
                 raise SandboxDenied(f"pgolf sandbox: {full} belongs to the auditor")
-            if not _inside(full) and not full.startswith("/tmp/"):  # /tmp: the sandbox's private tmpfs
+            if not _in_sandbox(full):
                 _record("write_outside", f"{event} {full}")
                 raise SandboxDenied(f"pgolf sandbox: {event} on {full} outside the work dir is not allowed")
         if event in ("os.rename", "os.replace") and len(args) > 1:
             src = os.fsdecode(os.fspath(args[0])) if isinstance(args[0], (str, bytes, os.PathLike)) else ""
             srcf = src if os.path.isabs(src) else os.path.join(os.getcwd(), src)
-            if src and not _inside(srcf) and not srcf.startswith("/tmp/"):
+            if src and not _in_sandbox(srcf):
                 _record("write_outside", f"{event} {src}")
                 raise SandboxDenied(f"pgolf sandbox: {event} of {src} is not allowed")
     elif event == "ctypes.dlopen":
